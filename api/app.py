@@ -1,0 +1,122 @@
+"""The Flask application factory: blueprints, extensions, errors, request ids, metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask, Response, g, request, send_from_directory
+
+from api.errors import register_error_handlers
+from api.extensions import api, jwt, limiter
+from common import metrics
+from common.clients import Clients
+from common.logs import configure_logging, new_request_id, request_id_var
+from common.settings import Settings, settings_or_exit
+
+log = logging.getLogger("api")
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(settings: Settings | None = None, clients: Clients | None = None) -> Flask:
+    settings = settings or settings_or_exit()
+    clients = clients or Clients(settings)
+    configure_logging(settings.log_level, settings.log_format, process="api")
+
+    app = Flask(__name__, static_folder=None)
+    app.extensions["flashsale.settings"] = settings
+    app.extensions["flashsale.clients"] = clients
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        JSON_SORT_KEYS=False,
+        API_TITLE="Flash-sale waiting room",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        },
+        JWT_SECRET_KEY=settings.jwt_secret(),
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.jwt_access_ttl_seconds),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.jwt_refresh_ttl_seconds),
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_ERROR_MESSAGE_KEY="message",
+        RATELIMIT_STORAGE_URI=settings.require("redis_url"),
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 2, "socket_timeout": 2},
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+    )
+
+    api.init_app(app)
+    jwt.init_app(app)
+    limiter.init_app(app)
+    register_error_handlers(app)
+    _register_blueprints(app)
+    _install_request_hooks(app)
+    _serve_frontend(app, settings.frontend_dist)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from api import ops
+
+    api.register_blueprint(ops.blp)
+    # Resource blueprints register themselves through api.resources (one module each).
+    from api.resources import register_resources
+
+    register_resources(api)
+
+
+def _install_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start_request() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
+        g.request_id = request_id
+        g.request_started = time.perf_counter()
+        g.request_id_token = request_id_var.set(request_id)
+
+    @app.after_request
+    def _finish_request(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        started = g.get("request_started")
+        if started is not None:
+            metrics.HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        metrics.HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        if response.status_code >= 500:
+            log.warning("request failed", extra={"path": request.path, "status": response.status_code})
+        return response
+
+    @app.teardown_request
+    def _end_request(_exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+
+def _serve_frontend(app: Flask, dist: Path) -> None:
+    """Serve the built front end, so a new user opens one URL (index.html for app routes)."""
+
+    @app.route("/", defaults={"path": ""})
+    @app.route("/<path:path>")
+    def frontend(path: str):
+        from common.errors import NotFound
+
+        if path.startswith("api/") or not (dist / "index.html").exists():
+            raise NotFound("No such endpoint.")
+        candidate = dist / path
+        if path and candidate.is_file() and candidate.resolve().is_relative_to(dist.resolve()):
+            return send_from_directory(dist, path)
+        return send_from_directory(dist, "index.html")

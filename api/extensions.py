@@ -1,0 +1,34 @@
+"""Flask extensions shared by the blueprints, bound to the app in `create_app`."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from api.errors import ContractApi
+from common.clients import Clients
+from common.settings import Settings
+
+api = ContractApi()
+jwt = JWTManager()
+
+
+def client_address() -> str:
+    return get_remote_address() or "unknown"
+
+
+limiter = Limiter(key_func=client_address, headers_enabled=True, strategy="moving-window")
+
+
+def clients() -> Clients:
+    return current_app.extensions["flashsale.clients"]  # type: ignore[no-any-return]
+
+
+def settings() -> Settings:
+    return current_app.extensions["flashsale.settings"]  # type: ignore[no-any-return]
+
+
+def json_body_size() -> int:
+    return request.content_length or 0

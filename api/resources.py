@@ -1,0 +1,12 @@
+"""Every resource blueprint of the public API, registered in one list."""
+
+from __future__ import annotations
+
+from flask_smorest import Api
+
+
+def register_resources(api: Api) -> None:
+    from api import public_config
+
+    for module in (public_config,):
+        api.register_blueprint(module.blp)

@@ -1,0 +1,227 @@
+"""`flashsale`: the one command line of the project.
+
+`flashsale run` starts the whole system (the Procfile's processes through honcho);
+`flashsale serve NAME` is what each Procfile line runs. Operators' commands (create-admin,
+reconcile, verify, loadtest) live here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import click
+import requests
+
+from common.settings import PROJECT_ROOT, settings_or_exit
+
+PROCFILE = PROJECT_ROOT / "Procfile"
+EMBEDDED_NAMES = ("redis", "mongodb", "stripe")
+
+
+def read_procfile(path: Path = PROCFILE) -> dict[str, str]:
+    """Procfile lines as {name: command}, in file order."""
+    processes: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, command = line.partition(":")
+        processes[name.strip()] = command.strip()
+    return processes
+
+
+@click.group()
+def main() -> None:
+    """Flash-sale waiting room: API, workers, beat and their embedded servers."""
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _wait_ready(api_url: str, timeout: float, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            if requests.get(f"{api_url}/readyz", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        stop.wait(0.3)
+    return False
+
+
+def services_file(var_dir: Path) -> Path:
+    return var_dir / "run" / "services.json"
+
+
+@main.command()
+@click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for /readyz.")
+def run(ready_timeout: float) -> None:
+    """Start the whole system in the foreground; Ctrl-C stops every process."""
+    from honcho.manager import Manager
+
+    from common.embedded import plan_services
+
+    settings = settings_or_exit()
+    plan = plan_services(dict(os.environ), host=settings.host)
+    env = plan.env
+    env["PORT"] = str(settings.port)
+    env["VAR_DIR"] = str(settings.var_dir)
+    api_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    env.setdefault("PUBLIC_URL", api_url)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    manager = Manager()
+    for name, command in read_procfile().items():
+        if name in EMBEDDED_NAMES and name not in plan.embedded:
+            continue
+        manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
+
+    services_path = services_file(settings.var_dir)
+    stop = threading.Event()
+
+    def announce_when_ready() -> None:
+        if not _wait_ready(api_url, ready_timeout, stop):
+            if not stop.is_set():
+                click.echo(f"flashsale: {api_url}/readyz did not turn green in {ready_timeout:.0f}s",
+                           err=True)
+            return
+        services_path.parent.mkdir(parents=True, exist_ok=True)
+        services: dict[str, Any] = {
+            "api": api_url,
+            "redis": env["REDIS_URL"],
+            "mongodb": env["MONGODB_URI"],
+            "stripe_api_base": env.get("STRIPE_API_BASE") or "https://api.stripe.com",
+            "stripe_secret_key": env["STRIPE_SECRET_KEY"],
+            "stripe_publishable_key": env.get("STRIPE_PUBLISHABLE_KEY", ""),
+            "embedded": plan.embedded,
+            "pid": os.getpid(),
+        }
+        tmp = services_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(services, indent=2))
+        tmp.replace(services_path)
+        click.echo(f"flashsale: ready at {api_url}  (services in {services_path})", err=True)
+
+    watcher = threading.Thread(target=announce_when_ready, daemon=True)
+    click.echo(f"flashsale: starting at {api_url} (embedded: {', '.join(plan.embedded) or 'none'})",
+               err=True)
+    watcher.start()
+    try:
+        manager.loop()
+    finally:
+        stop.set()
+        services_path.unlink(missing_ok=True)
+    sys.exit(manager.returncode or 0)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _exec(argv: list[str]) -> None:
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def _supervise(name: str, argv: list[str], port: int,
+               after_start: Callable[[], None] | None = None) -> None:
+    """Run an embedded server as a child and restart it if it dies on its own.
+
+    A killed embedded Redis comes back (with its AOF data) while the API keeps running and
+    reports 503 meanwhile; Ctrl-C or SIGTERM stops the child and this wrapper for good.
+    """
+    from common.ports import wait_for_port
+
+    stopping = threading.Event()
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    backoff = 0.5
+    while not stopping.is_set():
+        child = subprocess.Popen(argv)
+        if wait_for_port("127.0.0.1", port, timeout=30) and after_start and not stopping.is_set():
+            after_start()
+        started = time.monotonic()
+        code = child.wait()
+        if stopping.is_set():
+            sys.exit(0)
+        backoff = 0.5 if time.monotonic() - started > 10 else min(backoff * 2, 10)
+        click.echo(f"{name}: exited with {code}; restarting in {backoff:.1f}s", err=True)
+        stopping.wait(backoff)
+    sys.exit(0)
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["api", "worker", "beat", *EMBEDDED_NAMES]))
+def serve(name: str) -> None:
+    """Run one process of the system (what each Procfile line calls)."""
+    from common import embedded
+
+    settings = settings_or_exit()
+    var = settings.var_dir
+    if name == "redis":
+        url = settings.require("redis_url")
+        _supervise(name, embedded.redis_command(url, var / "redis"), embedded.port_of(url))
+    elif name == "mongodb":
+        uri = settings.require("mongodb_uri")
+        _supervise(name, embedded.mongodb_command(uri, var / "mongodb", var / "run"),
+                   embedded.port_of(uri))
+    elif name == "stripe":
+        api_base = settings.require("stripe_api_base")
+        public = settings.public_url or f"http://{settings.host}:{settings.port}"
+        webhook_url = f"{public}/api/webhooks/stripe"
+        secret = settings.require("stripe_webhook_secret")
+        # The emulator forgets its webhooks when it restarts: register after every start.
+        _supervise(name, embedded.stripe_command(api_base), embedded.port_of(api_base),
+                   after_start=lambda: embedded.register_stripe_webhook(api_base, webhook_url, secret))
+    elif name == "api":
+        # gunicorn runs several processes: prometheus_client aggregates them through files.
+        metrics_dir = var / "run" / f"prometheus-{os.getpid()}"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        _exec([
+            embedded._venv_script("gunicorn"), "--worker-class", "gevent",
+            "--workers", str(settings.web_concurrency), "--worker-connections", "2000",
+            "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "10",
+            "--timeout", "30", "--keep-alive", "5", "--access-logfile", "-",
+            "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
+            "api.app:create_app()",
+        ])
+    elif name == "worker":
+        # Threads pool: one process, so a kill by PID takes the whole worker down at once
+        # and leaves its stream entries pending for another worker to claim.
+        _exec([
+            embedded._venv_script("celery"), "-A", "worker.app", "worker", "--pool", "threads",
+            "--concurrency", "8", "--loglevel", settings.log_level, "--without-gossip",
+            "--without-mingle", "-n", f"worker-{os.getpid()}@%h",
+        ])
+    elif name == "beat":
+        schedule = var / "run" / f"celerybeat-{os.getpid()}"
+        schedule.parent.mkdir(parents=True, exist_ok=True)
+        _exec([
+            embedded._venv_script("celery"), "-A", "worker.app", "beat", "--loglevel",
+            settings.log_level, "--schedule", str(schedule),
+        ])
+
+
+def shell_join(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+if __name__ == "__main__":
+    main()

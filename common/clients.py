@@ -1,0 +1,87 @@
+"""Clients for Redis, MongoDB and Stripe, created in one place from settings.
+
+Processes build one `Clients` at start-up and pass it down, so tests can point the same
+code at throw-away servers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import urlsplit
+
+import redis
+import stripe
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from common.settings import Settings
+
+
+def make_redis(url: str, **kwargs: object) -> redis.Redis:
+    # Short timeouts: an unreachable Redis must surface as a clean 503, not a hung request.
+    options: dict[str, object] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "health_check_interval": 15,
+        "retry_on_timeout": False,
+    }
+    options.update(kwargs)
+    return redis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+
+
+def make_mongo(uri: str) -> MongoClient:
+    return MongoClient(
+        uri,
+        serverSelectionTimeoutMS=3000,
+        connectTimeoutMS=3000,
+        socketTimeoutMS=10000,
+        tz_aware=True,
+        retryWrites=True,
+    )
+
+
+def mongo_database_name(uri: str, default: str) -> str:
+    path = urlsplit(uri).path.lstrip("/")
+    return path or default
+
+
+def make_stripe(settings: Settings) -> stripe.StripeClient:
+    base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.require("stripe_secret_key"),
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=2,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+@dataclass
+class Clients:
+    """Lazily-connected clients of one process."""
+
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return make_redis(self.settings.require("redis_url"))
+
+    @cached_property
+    def mongo(self) -> MongoClient:
+        return make_mongo(self.settings.require("mongodb_uri"))
+
+    @cached_property
+    def db(self) -> Database:
+        uri = self.settings.require("mongodb_uri")
+        return self.mongo[mongo_database_name(uri, self.settings.mongodb_db)]
+
+    @cached_property
+    def stripe(self) -> stripe.StripeClient:
+        return make_stripe(self.settings)
+
+    def close(self) -> None:
+        if "redis" in self.__dict__:
+            self.redis.close()
+        if "mongo" in self.__dict__:
+            self.mongo.close()

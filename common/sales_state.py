@@ -1,0 +1,3 @@
+"""Placeholder replaced by the waiting room."""
+def all_sale_counters(redis):
+    return []

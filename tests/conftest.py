@@ -1,0 +1,211 @@
+"""Fixtures that start real servers once per session on free ports (Redis, the MongoDB wire
+server, the Stripe emulator) and give each test a clean namespace: a fresh database name and
+fresh ids. `system` starts the whole product with `flashsale run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from common import embedded
+from common.clients import Clients
+from common.ports import free_port, wait_for_port
+from common.settings import PROJECT_ROOT, Settings, load_settings
+
+SERVICE_ENV = (
+    "REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_JS_URL", "STRIPE_EMULATOR",
+    "CELERY_BROKER_URL", "PORT", "VAR_DIR", "APP_ENV", "FLASK_ENV", "JWT_SECRET_KEY",
+    "PUBLIC_URL",
+)
+
+
+def clean_environ() -> dict[str, str]:
+    """The machine's environment without any of our service settings."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    argv: list[str]
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+
+def _start(name: str, url: str, argv: list[str], port: int, logs: Path) -> Server:
+    server = Server(name, url, None, argv, logs / f"{name}.log")  # type: ignore[arg-type]
+    server.start()
+    if not wait_for_port("127.0.0.1", port, timeout=30):
+        server.stop()
+        raise RuntimeError(f"{name} did not start: see {server.log_path}")
+    return server
+
+
+@dataclass
+class Servers:
+    redis: Server
+    mongodb: Server
+    stripe: Server
+    webhook_secret: str
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    root = tmp_path_factory.mktemp("servers")
+    logs = root / "logs"
+    logs.mkdir()
+    redis_port, mongo_port, stripe_port = free_port(), free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/"
+    stripe_base = f"http://127.0.0.1:{stripe_port}"
+    started: list[Server] = []
+    try:
+        started.append(_start("redis", redis_url,
+                              embedded.redis_command(redis_url, root / "redis"), redis_port, logs))
+        started.append(_start("mongodb", mongo_uri,
+                              embedded.mongodb_command(mongo_uri, root / "mongodb", root / "run"),
+                              mongo_port, logs))
+        started.append(_start("stripe", stripe_base, embedded.stripe_command(stripe_base),
+                              stripe_port, logs))
+        yield Servers(*started, webhook_secret="whsec_test_" + uuid.uuid4().hex, root=root)
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture
+def settings(servers: Servers, tmp_path: Path) -> Settings:
+    """Settings for one test: the session's servers, a fresh MongoDB database."""
+    return load_settings(
+        app_env="test",
+        redis_url=servers.redis.url,
+        mongodb_uri=servers.mongodb.url + f"t_{uuid.uuid4().hex[:12]}",
+        stripe_secret_key=embedded.EMBEDDED_STRIPE_SECRET_KEY,
+        stripe_publishable_key=embedded.EMBEDDED_STRIPE_PUBLISHABLE_KEY,
+        stripe_webhook_secret=servers.webhook_secret,
+        stripe_api_base=servers.stripe.url,
+        stripe_emulator=True,
+        jwt_secret_key="test-secret-" + "x" * 32,
+        var_dir=tmp_path / "var",
+        log_format="text",
+        login_rate_limit="1000 per minute",
+        admission_rate_limit="1000 per second",
+    )
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Iterator[Clients]:
+    made = Clients(settings)
+    yield made
+    try:
+        made.mongo.drop_database(made.db.name)
+    except Exception:
+        pass
+    made.close()
+
+
+@pytest.fixture
+def app(settings: Settings, clients: Clients):
+    from api.app import create_app
+
+    application = create_app(settings, clients)
+    application.testing = True
+    return application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# ------------------------------------------------------------------ the whole system
+
+
+@dataclass
+class RunningSystem:
+    url: str
+    services: dict
+    process: subprocess.Popen
+    var_dir: Path
+    log_path: Path
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+
+def start_system(root: Path, extra_env: dict[str, str] | None = None,
+                 timeout: float = 120) -> RunningSystem:
+    """`flashsale run` in a subprocess with its own var dir; waits for services.json."""
+    var_dir = root / "var"
+    port = free_port()
+    env = clean_environ()
+    env.update({"PORT": str(port), "VAR_DIR": str(var_dir), "LOG_FORMAT": "json",
+                "EXPIRY_INTERVAL_SECONDS": "1", "CLAIM_IDLE_MS": "3000",
+                "ADMISSION_RATE_LIMIT": "100000 per second", "LOGIN_RATE_LIMIT": "100000 per minute",
+                "ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password-123"})
+    env.update(extra_env or {})
+    log_path = root / "system.log"
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "flashsale"), "run"], cwd=PROJECT_ROOT, env=env,
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    services_path = var_dir / "run" / "services.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if services_path.exists():
+            services = json.loads(services_path.read_text())
+            return RunningSystem(services["api"], services, process, var_dir, log_path)
+        if process.poll() is not None:
+            break
+        time.sleep(0.3)
+    stop_system(process)
+    raise RuntimeError("flashsale run did not become ready:\n" + log_path.read_text()[-4000:])
+
+
+def stop_system(process: subprocess.Popen, timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    running = start_system(tmp_path_factory.mktemp("system"))
+    yield running
+    stop_system(running.process)

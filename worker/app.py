@@ -1,0 +1,61 @@
+"""The Celery application: broker settings that do not lose tasks, request-id propagation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from common.clients import Clients
+from common.logs import configure_logging, request_id_var
+from common.settings import settings_or_exit
+from worker.schedule import beat_schedule
+
+settings = settings_or_exit()
+
+celery_app = Celery("flashsale", broker=settings.broker_url, include=["worker.tasks"])
+celery_app.conf.update(
+    # At-least-once: a task is acknowledged after it ran, and re-queued if its worker dies.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_seconds},
+    broker_connection_retry_on_startup=True,
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_time_limit=600,
+    task_soft_time_limit=540,
+    worker_hijack_root_logger=False,
+    beat_schedule=beat_schedule(settings),
+    timezone="UTC",
+)
+app = celery_app
+
+_clients: Clients | None = None
+
+
+def clients() -> Clients:
+    """The worker process's clients, created on first use."""
+    global _clients
+    if _clients is None:
+        _clients = Clients(settings)
+    return _clients
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging(settings.log_level, settings.log_format, process="worker")
+
+
+@signals.before_task_publish.connect
+def _propagate_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    request_id = request_id_var.get()
+    if headers is not None and request_id:
+        headers.setdefault("request_id", request_id)
+
+
+@signals.task_prerun.connect
+def _adopt_request_id(task: Any = None, **_: Any) -> None:
+    request_id = getattr(task.request, "request_id", None) if task else None
+    request_id_var.set(request_id or (task.request.id if task else None))

@@ -1,0 +1,22 @@
+"""Celery beat's whole schedule, in one dict. Every task here is idempotent and takes a
+Redis lock, so two beats started by mistake do no harm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.settings import Settings
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        "drain-open-sales": {"task": "worker.tasks.drain_open_sales", "schedule": 1.0},
+        "expire-reservations": {
+            "task": "worker.tasks.expire_reservations",
+            "schedule": settings.expiry_interval_seconds,
+        },
+        "reconcile-sales": {
+            "task": "worker.tasks.reconcile_sales",
+            "schedule": settings.reconcile_interval_seconds,
+        },
+    }
