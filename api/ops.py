@@ -7,8 +7,7 @@ from typing import Any
 
 from flask import Response, jsonify
 from flask_smorest import Blueprint
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from api.extensions import clients, settings
 from common import metrics

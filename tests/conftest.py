@@ -4,6 +4,7 @@ fresh ids. `system` starts the whole product with `flashsale run`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,10 +126,8 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
 def clients(settings: Settings) -> Iterator[Clients]:
     made = Clients(settings)
     yield made
-    try:
+    with contextlib.suppress(Exception):
         made.mongo.drop_database(made.db.name)
-    except Exception:
-        pass
     made.close()
 
 

@@ -59,7 +59,7 @@ def test_run_is_ready_writes_services_and_leaves_no_process_behind(tmp_path):
     finally:
         descendants = [p for p in root.children(recursive=True)]
         code = stop_system(system.process)
-    gone, alive = psutil.wait_procs(descendants, timeout=15)
+    _gone, alive = psutil.wait_procs(descendants, timeout=15)
     assert not alive, f"orphans left: {[p.pid for p in alive]}"
     assert code in (0, 130, -signal.SIGINT), code
     assert not (system.var_dir / "run" / "services.json").exists()
