@@ -106,6 +106,7 @@ def plan_services(environ: dict[str, str], host: str = "127.0.0.1") -> EmbeddedP
         embedded.append("redis")
     if not env.get("MONGODB_URI"):
         env["MONGODB_URI"] = f"mongodb://{host}:{free_port()}/{env.get('MONGODB_DB', 'flashsale')}"
+        env["MONGODB_SERIALIZE_TRANSACTIONS"] = "true"
         embedded.append("mongodb")
     if not env.get("STRIPE_SECRET_KEY"):
         base = env.get("STRIPE_API_BASE") or f"http://{host}:{free_port()}"

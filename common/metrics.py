@@ -34,17 +34,20 @@ class SaleGauges:
         self.clients = clients
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from common import sales_state  # local: metrics must import without Redis
+        from common.sales import all_sale_ids, read_counters
 
         family = GaugeMetricFamily("flashsale_sale_units", "Units per sale and state",
                                    labels=["sale_id", "state"])
         queued = GaugeMetricFamily("flashsale_sale_queue_length", "Queued tickets per sale",
                                    labels=["sale_id"])
         try:
-            for sale_id, counters in sales_state.all_sale_counters(self.clients.redis):
+            for sale_id in all_sale_ids(self.clients.redis):
+                counters = read_counters(self.clients.redis, sale_id)
+                if counters is None:
+                    continue
                 for state in ("available", "reserved", "sold"):
-                    family.add_metric([sale_id, state], counters.get(state, 0))
-                queued.add_metric([sale_id], counters.get("queued", 0))
+                    family.add_metric([sale_id, state], getattr(counters, state))
+                queued.add_metric([sale_id], counters.queued)
         except Exception:  # a scrape must not fail because Redis is down
             pass
         yield family

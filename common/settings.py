@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     celery_broker_url: str | None = None
     mongodb_uri: str | None = None
     mongodb_db: str = "flashsale"
+    # Run transactions one at a time: needed by the embedded server only (common/mongo_tx.py).
+    mongodb_serialize_transactions: bool = False
     stripe_secret_key: str | None = None
     stripe_publishable_key: str | None = None
     stripe_webhook_secret: str | None = None

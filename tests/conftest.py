@@ -28,7 +28,7 @@ SERVICE_ENV = (
     "REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
     "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_JS_URL", "STRIPE_EMULATOR",
     "CELERY_BROKER_URL", "PORT", "VAR_DIR", "APP_ENV", "FLASK_ENV", "JWT_SECRET_KEY",
-    "PUBLIC_URL",
+    "PUBLIC_URL", "MONGODB_SERIALIZE_TRANSACTIONS",
 )
 
 
@@ -114,6 +114,7 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
         stripe_webhook_secret=servers.webhook_secret,
         stripe_api_base=servers.stripe.url,
         stripe_emulator=True,
+        mongodb_serialize_transactions=True,
         jwt_secret_key="test-secret-" + "x" * 32,
         var_dir=tmp_path / "var",
         log_format="text",

@@ -1,0 +1,313 @@
+"""Deciding tickets in arrival order, and ending reservations that were not paid.
+
+A sale's stream is consumed through one consumer group. One decider holds a sale's drain
+lock at a time, so tickets are decided in stream order, in batches, by one Lua call each.
+Entries are acknowledged only after their decision is stored; entries left pending by a dead
+worker are claimed (XAUTOCLAIM) and decided again, which changes nothing for a ticket that
+was already decided. PaymentIntents are created concurrently, off the decision loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from common import metrics, sale_keys
+from common.lua_scripts import scripts_for
+from common.stripe_gateway import StripeGateway
+from common.tickets import TicketStatus
+from common.waiting_room import release_ticket
+
+log = logging.getLogger("common.reservations")
+
+LOCK_TTL_MS = 30_000
+BLOCK_MS = 100
+
+
+@dataclass
+class DrainOptions:
+    batch_size: int = 500
+    claim_idle_ms: int = 15_000
+    max_deliveries: int = 5
+    idle_seconds: float = 2.0
+    max_seconds: float = 300.0
+
+
+@dataclass
+class DrainReport:
+    decided: int = 0
+    reserved: int = 0
+    sold_out: int = 0
+    reclaimed: int = 0
+    dead_lettered: int = 0
+    intent_failures: int = 0
+    batches: int = 0
+    acked: int = 0
+    locked_out: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def ensure_group(redis_client: redis.Redis, sale_id: str) -> None:
+    try:
+        redis_client.xgroup_create(sale_keys.stream_key(sale_id), sale_keys.CONSUMER_GROUP,
+                                   id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def decide_batch(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
+                 rate_sample: float = 0.0) -> list[tuple[str, str]]:
+    """Reserve or sell out each ticket, in the given (arrival) order, atomically."""
+    keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
+            sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
+            sale_keys.expiry_key(sale_id)]
+    keys += [sale_keys.ticket_key(sale_id, tid) for tid in ticket_ids]
+    flat = scripts_for(redis_client).reserve_batch(keys=keys, args=[rate_sample])
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def attach_payment_intent(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
+                          ticket_id: str) -> str:
+    """Create the reservation's PaymentIntent and show the ticket as reserved.
+
+    Idempotent: a ticket that already has an intent keeps it; an intent that loses a race
+    (the emulator ignores idempotency keys) or arrives after the reservation ended is
+    cancelled. Returns the attach outcome.
+    """
+    key = sale_keys.ticket_key(sale_id, ticket_id)
+    ticket = redis_client.hmget(key, "status", "payment_intent_id", "quantity", "user_id")
+    status, existing, quantity, user_id = ticket
+    if status is None:
+        return "missing"
+    if existing or status != TicketStatus.RESERVING.value:
+        return "attached" if existing else "gone"
+    price, currency = redis_client.hmget(sale_keys.config_key(sale_id), "price_cents", "currency")
+    amount = int(price) * int(quantity)
+    intent = gateway.create_intent(
+        amount_cents=amount, currency=str(currency),
+        metadata={"kind": "sale", "sale_id": sale_id, "ticket_id": ticket_id, "user_id": str(user_id)},
+        idempotency_key=f"ticket-{ticket_id}",
+    )
+    outcome = scripts_for(redis_client).attach_intent(
+        keys=[key], args=[intent.id, intent.client_secret, amount, str(currency)])
+    if outcome in ("duplicate", "gone"):
+        gateway.cancel(intent.id)
+    return str(outcome)
+
+
+class Decider:
+    """Drains one sale's waiting room until it stays empty for `idle_seconds`."""
+
+    def __init__(self, redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
+                 options: DrainOptions, intent_pool: ThreadPoolExecutor,
+                 consumer: str | None = None) -> None:
+        self.redis = redis_client
+        self.gateway = gateway
+        self.sale_id = sale_id
+        self.options = options
+        self.pool = intent_pool
+        self.consumer = consumer or f"decider-{secrets.token_hex(4)}"
+        self.stream = sale_keys.stream_key(sale_id)
+        self.lock_key = sale_keys.drain_lock_key(sale_id)
+        self.token = secrets.token_hex(8)
+        self.report = DrainReport()
+        self._pending_intents: list[Future[None]] = []
+        self._report_lock = threading.Lock()
+        self._last_rate = 0.0
+
+    # -- lock ---------------------------------------------------------------------------
+
+    def _acquire(self) -> bool:
+        return bool(self.redis.set(self.lock_key, self.token, nx=True, px=LOCK_TTL_MS))
+
+    def _renew(self) -> bool:
+        # Still ours? Extend it; a decider that lost its lock stops deciding.
+        if self.redis.get(self.lock_key) != self.token:
+            return False
+        self.redis.pexpire(self.lock_key, LOCK_TTL_MS)
+        return True
+
+    def _release(self) -> None:
+        scripts_for(self.redis).release_lock(keys=[self.lock_key], args=[self.token])
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _claim_stale(self) -> list[tuple[str, dict[str, str]]]:
+        """Entries another decider read but never acknowledged (it died or stalled)."""
+        _next, entries, *_ = self.redis.xautoclaim(
+            self.stream, sale_keys.CONSUMER_GROUP, self.consumer,
+            min_idle_time=self.options.claim_idle_ms, start_id="0-0", count=self.options.batch_size)
+        entries = [(eid, data) for eid, data in entries if data]
+        if not entries:
+            return []
+        self.report.reclaimed += len(entries)
+        return self._without_poison(entries)
+
+    def _without_poison(self, entries: list[tuple[str, dict[str, str]]]) -> list[tuple[str, dict[str, str]]]:
+        """Dead-letter entries delivered too often, so the line keeps moving."""
+        details = self.redis.xpending_range(self.stream, sale_keys.CONSUMER_GROUP,
+                                            min=entries[0][0], max=entries[-1][0], count=len(entries))
+        deliveries = {d["message_id"]: d["times_delivered"] for d in details}
+        keep = []
+        for entry_id, data in entries:
+            if deliveries.get(entry_id, 0) > self.options.max_deliveries:
+                self._dead_letter(entry_id, data, "too many deliveries")
+            else:
+                keep.append((entry_id, data))
+        return keep
+
+    def _dead_letter(self, entry_id: str, data: dict[str, str], reason: str) -> None:
+        ticket_id = data.get("ticket_id", "")
+        self.redis.xadd(sale_keys.dead_letter_key(self.sale_id),
+                        {"entry_id": entry_id, "ticket_id": ticket_id, "error": reason,
+                         "at": str(int(time.time() * 1000))})
+        # The ticket still gets exactly one outcome: its hold (if any) is released.
+        released, intent_id = release_ticket(
+            self.redis, ticket_id, TicketStatus.PAYMENT_FAILED,
+            (TicketStatus.QUEUED, TicketStatus.RESERVING, TicketStatus.RESERVED))
+        if released and intent_id:
+            self.gateway.cancel(intent_id)
+        self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+        self.report.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels("ticket").inc()
+        log.error("ticket dead-lettered", extra={"sale_id": self.sale_id, "ticket_id": ticket_id,
+                                                 "reason": reason})
+
+    def _read_new(self) -> list[tuple[str, dict[str, str]]]:
+        reply = self.redis.xreadgroup(sale_keys.CONSUMER_GROUP, self.consumer, {self.stream: ">"},
+                                      count=self.options.batch_size, block=BLOCK_MS)
+        if not reply:
+            return []
+        return [(eid, data) for eid, data in reply[0][1] if data]
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def _decide(self, entries: list[tuple[str, dict[str, str]]], rate_sample: float) -> None:
+        ids = [data["ticket_id"] for _, data in entries]
+        decisions = decide_batch(self.redis, self.sale_id, ids, rate_sample)
+        done_now: list[str] = []
+        for (entry_id, _), (ticket_id, outcome) in zip(entries, decisions, strict=True):
+            if outcome in ("reserving", f"already:{TicketStatus.RESERVING.value}"):
+                if outcome == "reserving":
+                    self.report.reserved += 1
+                    metrics.DECISIONS.labels("reserved").inc()
+                self._pending_intents.append(
+                    self.pool.submit(self._attach_then_ack, entry_id, ticket_id))
+            else:
+                if outcome == "sold_out":
+                    self.report.sold_out += 1
+                    metrics.DECISIONS.labels("sold_out").inc()
+                done_now.append(entry_id)
+        self.report.decided += sum(1 for _, o in decisions if not o.startswith("already:"))
+        if done_now:
+            self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, *done_now)
+            with self._report_lock:
+                self.report.acked += len(done_now)
+
+    def _attach_then_ack(self, entry_id: str, ticket_id: str) -> None:
+        try:
+            attach_payment_intent(self.redis, self.gateway, self.sale_id, ticket_id)
+        except Exception as exc:
+            # Left pending: another pass claims it after claim_idle_ms and tries again.
+            with self._report_lock:
+                self.report.intent_failures += 1
+                self.report.errors.append(f"{ticket_id}: {type(exc).__name__}")
+            log.warning("payment intent not created; will retry",
+                        extra={"ticket_id": ticket_id, "error": str(exc)})
+            return
+        self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+        with self._report_lock:
+            self.report.acked += 1
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> DrainReport:
+        if not self._acquire():
+            self.report.locked_out = True
+            return self.report
+        try:
+            ensure_group(self.redis, self.sale_id)
+            started = last_work = time.monotonic()
+            while not should_stop():
+                now = time.monotonic()
+                if now - last_work > self.options.idle_seconds or now - started > self.options.max_seconds:
+                    break
+                if not self._renew():
+                    log.warning("drain lock lost", extra={"sale_id": self.sale_id})
+                    break
+                entries = self._claim_stale() or self._read_new()
+                if not entries:
+                    continue
+                batch_started = time.perf_counter()
+                self._decide(entries, rate_sample=self._last_rate)
+                elapsed = time.perf_counter() - batch_started
+                # The measured service rate feeds the ETAs shown to shoppers.
+                if elapsed > 0 and len(entries) >= 10:
+                    self._last_rate = len(entries) / elapsed
+                self.report.batches += 1
+                last_work = time.monotonic()
+            for future in self._pending_intents:
+                future.result()
+        finally:
+            self._release()
+        return self.report
+
+
+def drain_sale(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
+               options: DrainOptions, intent_pool: ThreadPoolExecutor,
+               consumer: str | None = None) -> DrainReport:
+    """Decide every waiting ticket of a sale; returns at once if another decider holds it."""
+    return Decider(redis_client, gateway, sale_id, options, intent_pool, consumer).run()
+
+
+def sales_needing_drain(redis_client: redis.Redis, sale_ids: list[str]) -> list[str]:
+    """Sales with undecided or unacknowledged tickets (a cheap check per sale)."""
+    needing = []
+    for sale_id in sale_ids:
+        issued, served, queued = redis_client.hmget(
+            sale_keys.counters_key(sale_id), "issued", "served", "queued")
+        if int(issued or 0) > int(served or 0) or int(queued or 0) > 0:
+            needing.append(sale_id)
+            continue
+        try:
+            pending = redis_client.xpending(sale_keys.stream_key(sale_id), sale_keys.CONSUMER_GROUP)
+        except redis.ResponseError:
+            continue
+        if pending and pending.get("pending"):
+            needing.append(sale_id)
+    return needing
+
+
+def expire_due_reservations(redis_client: redis.Redis, sale_id: str,
+                            limit: int = 500) -> list[tuple[str, str]]:
+    """Mark reservations past expires_at `expired`, returning their stock to the sale.
+
+    Atomic per ticket and safe to run twice: a ticket that was paid, cancelled or already
+    expired meanwhile is skipped. Returns (ticket_id, payment_intent_id) of those expired,
+    whose PaymentIntents the caller cancels.
+    """
+    now_ms = int(time.time() * 1000)
+    due = redis_client.zrangebyscore(sale_keys.expiry_key(sale_id), "-inf", now_ms, start=0, num=limit)
+    expired = []
+    for ticket_id in due:
+        released, intent_id = release_ticket(
+            redis_client, str(ticket_id), TicketStatus.EXPIRED,
+            (TicketStatus.RESERVING, TicketStatus.RESERVED), only_if_due=True)
+        if released:
+            expired.append((str(ticket_id), intent_id))
+            metrics.EXPIRED.inc()
+        elif intent_id in ("paid", "settling", "cancelled", "payment_failed", "expired", "missing"):
+            redis_client.zrem(sale_keys.expiry_key(sale_id), ticket_id)
+    return expired
+
+
+def ticket_snapshot(redis_client: redis.Redis, ticket_id: str) -> dict[str, Any]:
+    sale_id = sale_keys.sale_of_ticket(ticket_id) or ""
+    return redis_client.hgetall(sale_keys.ticket_key(sale_id, ticket_id))  # type: ignore[return-value]

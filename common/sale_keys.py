@@ -1,0 +1,85 @@
+"""Redis keys of the waiting room. Every key of one sale carries the hash tag `{sale:<id>}`,
+so each Lua script touches a single cluster slot."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+SALES_INDEX_KEY = "flashsale:sales"
+CONSUMER_GROUP = "deciders"
+
+SALE_ID_PATTERN = re.compile(r"^sal_[0-9a-f]{16}$")
+TICKET_ID_PATTERN = re.compile(r"^tkt_([0-9a-f]{16})_[0-9a-f]{32}$")
+
+
+def new_sale_id() -> str:
+    return "sal_" + secrets.token_hex(8)
+
+
+def new_ticket_id(sale_id: str) -> str:
+    # The sale is readable from the ticket id; the random part makes it unguessable.
+    return f"tkt_{sale_id[4:]}_{secrets.token_hex(16)}"
+
+
+def sale_of_ticket(ticket_id: str) -> str | None:
+    match = TICKET_ID_PATTERN.match(ticket_id)
+    return f"sal_{match.group(1)}" if match else None
+
+
+def _tag(sale_id: str) -> str:
+    return "{sale:" + sale_id + "}"
+
+
+def config_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":config"
+
+
+def counters_key(sale_id: str) -> str:
+    """Hash: available, reserved, sold, issued, served, queued and outcome counts."""
+    return _tag(sale_id) + ":counters"
+
+
+def stream_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":stream"
+
+
+def dead_letter_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":dead"
+
+
+def ticket_key(sale_id: str, ticket_id: str) -> str:
+    return _tag(sale_id) + ":t:" + ticket_id
+
+
+def live_tickets_key(sale_id: str) -> str:
+    """Hash user_id -> the user's queued or reserved ticket (one per user per sale)."""
+    return _tag(sale_id) + ":live"
+
+
+def latest_tickets_key(sale_id: str) -> str:
+    """Hash user_id -> the user's most recent ticket, live or final."""
+    return _tag(sale_id) + ":latest"
+
+
+def held_units_key(sale_id: str) -> str:
+    """Hash user_id -> units the user holds (reserved or paid), for the per-user limit."""
+    return _tag(sale_id) + ":held"
+
+
+def expiry_key(sale_id: str) -> str:
+    """Sorted set ticket_id -> reservation expiry (ms)."""
+    return _tag(sale_id) + ":expiry"
+
+
+def settled_key(sale_id: str) -> str:
+    """Set of ticket ids whose payment moved stock into `sold` (each must have an order)."""
+    return _tag(sale_id) + ":settled"
+
+
+def drain_lock_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":drainer"
+
+
+def kick_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":kick"
