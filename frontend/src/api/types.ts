@@ -1,0 +1,188 @@
+// Shapes of the public HTTP contract (shared/API.md). Times are ISO 8601 UTC strings,
+// money is integer minor units plus an ISO currency code.
+
+export type Role = 'customer' | 'admin';
+
+export interface User {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+}
+
+export interface AuthSession {
+  user: User;
+  access_token: string;
+  refresh_token: string;
+}
+
+export interface TokenPair {
+  access_token: string;
+  refresh_token: string;
+}
+
+export interface Product {
+  id: string;
+  name: string;
+  description: string;
+  price_cents: number;
+  currency: string;
+  stock: number;
+  image_url: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export interface CartItem {
+  product_id: string;
+  quantity: number;
+  // Optional extras a cart line may carry; the page falls back to the product when absent.
+  name?: string;
+  unit_price_cents?: number;
+  price_cents?: number;
+  currency?: string;
+}
+
+export interface Cart {
+  items: CartItem[];
+  amount_cents?: number;
+  total_cents?: number;
+  currency?: string;
+}
+
+export interface Checkout {
+  order_id: string;
+  payment_intent_id: string;
+  client_secret: string;
+  amount_cents: number;
+  currency: string;
+}
+
+export type OrderStatus = 'pending_payment' | 'paid' | 'refunded' | 'cancelled';
+
+export interface OrderItem {
+  product_id: string;
+  quantity: number;
+  unit_price_cents: number;
+}
+
+export interface Order {
+  id: string;
+  user_id: string;
+  items: OrderItem[];
+  amount_cents: number;
+  currency: string;
+  status: OrderStatus;
+  payment_intent_id: string | null;
+  sale_id: string | null;
+  ticket_id: string | null;
+  created_at: string;
+}
+
+export type SaleStatus = 'scheduled' | 'open' | 'sold_out' | 'ended';
+
+export interface Sale {
+  id: string;
+  product_id: string;
+  price_cents: number;
+  currency: string;
+  starts_at: string;
+  ends_at: string;
+  status: SaleStatus;
+  stock_total: number;
+  stock_available: number;
+  queue_length: number;
+}
+
+export interface NewSale {
+  product_id: string;
+  stock: number;
+  price_cents: number;
+  starts_at: string;
+  ends_at: string;
+  per_user_limit: number;
+  reservation_ttl_seconds: number;
+}
+
+export interface NewProduct {
+  name: string;
+  description: string;
+  price_cents: number;
+  currency: string;
+  stock: number;
+  image_url: string | null;
+}
+
+export type TicketStatus =
+  | 'queued'
+  | 'reserved'
+  | 'paid'
+  | 'sold_out'
+  | 'expired'
+  | 'cancelled'
+  | 'payment_failed';
+
+/** Statuses a ticket never leaves (the contract: "every other status is final"). */
+export const FINAL_TICKET_STATUSES: readonly TicketStatus[] = [
+  'paid',
+  'sold_out',
+  'expired',
+  'cancelled',
+  'payment_failed',
+];
+
+export function isFinalTicketStatus(status: TicketStatus): boolean {
+  return FINAL_TICKET_STATUSES.includes(status);
+}
+
+export interface Reservation {
+  expires_at: string;
+  payment_intent_id: string;
+  client_secret: string;
+  amount_cents: number;
+  currency: string;
+}
+
+export interface Ticket {
+  id: string;
+  sale_id: string;
+  quantity: number;
+  status: TicketStatus;
+  position: number | null;
+  eta_seconds: number | null;
+  poll_after_ms: number | null;
+  reservation: Reservation | null;
+  order_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Answer of POST /api/tickets/<id>/pay and POST /api/orders/<id>/pay. */
+export interface PaymentAttempt {
+  status: string;
+  client_secret: string;
+  requires_action: boolean;
+  payment_intent_id: string;
+}
+
+export interface PublicConfig {
+  stripe_publishable_key: string;
+  stripe_js_url: string;
+}
+
+export interface SaleStats {
+  stock_total: number;
+  available: number;
+  reserved: number;
+  sold: number;
+  queued: number;
+  tickets_issued: number;
+  sold_out: number;
+  expired: number;
+  cancelled: number;
+  payment_failed: number;
+  consistent: boolean;
+}

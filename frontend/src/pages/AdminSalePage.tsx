@@ -1,0 +1,105 @@
+import { useEffect, useState } from 'react';
+import { Link, useParams } from 'react-router';
+import { errorMessage } from '../api/client';
+import { cachedProduct, sales } from '../api/shop';
+import type { SaleStats } from '../api/types';
+import { Money } from '../components/Money';
+import { admissionRates, RateChart, type Sample } from '../components/RateChart';
+import { useResource, useTitle } from '../lib/hooks';
+import { nextPollDelay } from '../lib/polling';
+import { formatDateTime } from '../lib/time';
+
+export const STATS_POLL_MS = 1000;
+const KEEP_SAMPLES = 61;
+
+const FIGURES: { key: keyof SaleStats; label: string }[] = [
+  { key: 'stock_total', label: 'Stock' },
+  { key: 'available', label: 'Available' },
+  { key: 'reserved', label: 'Reserved' },
+  { key: 'sold', label: 'Sold' },
+  { key: 'queued', label: 'Queued' },
+  { key: 'tickets_issued', label: 'Tickets issued' },
+  { key: 'sold_out', label: 'Sold out' },
+  { key: 'expired', label: 'Expired' },
+  { key: 'cancelled', label: 'Cancelled' },
+  { key: 'payment_failed', label: 'Payment failed' },
+];
+
+export function AdminSalePage() {
+  const { saleId = '' } = useParams();
+  const sale = useResource(() => sales.get(saleId), [saleId]);
+  const product = useResource(
+    () => (sale.data ? cachedProduct(sale.data.product_id) : Promise.resolve(undefined)),
+    [sale.data?.product_id],
+  );
+  const [stats, setStats] = useState<SaleStats | null>(null);
+  const [samples, setSamples] = useState<Sample[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  useTitle('Sale stats');
+
+  useEffect(() => {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let failures = 0;
+    setSamples([]);
+    const poll = async () => {
+      try {
+        const fresh = await sales.stats(saleId);
+        if (stopped) return;
+        failures = 0;
+        setStats(fresh);
+        setError(null);
+        setSamples((previous) =>
+          [...previous, { at: Date.now(), ticketsIssued: fresh.tickets_issued }].slice(-KEEP_SAMPLES),
+        );
+      } catch (caught) {
+        if (stopped) return;
+        failures += 1;
+        setError(caught);
+      }
+      timer = setTimeout(poll, nextPollDelay(STATS_POLL_MS, failures));
+    };
+    void poll();
+    return () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    };
+  }, [saleId]);
+
+  return (
+    <section className="page">
+      <p>
+        <Link to="/admin">← Operator</Link>
+      </p>
+      <h1>Live: {product.data?.name ?? 'flash sale'}</h1>
+      {sale.data ? (
+        <p className="muted">
+          <Money cents={sale.data.price_cents} currency={sale.data.currency} /> · {sale.data.status} ·{' '}
+          {formatDateTime(sale.data.starts_at)} – {formatDateTime(sale.data.ends_at)} ·{' '}
+          <Link to={`/sales/${encodeURIComponent(saleId)}`}>Shopper's view</Link>
+        </p>
+      ) : null}
+      <p className="connection-note" role="status">
+        {error ? `${errorMessage(error)} Retrying…` : '\u00a0'}
+      </p>
+      <dl className="stats-grid" data-testid="sale-stats">
+        {FIGURES.map(({ key, label }) => (
+          <div key={key} className="stat">
+            <dt>{label}</dt>
+            <dd data-testid={`stat-${key}`}>{stats ? String(stats[key]) : '—'}</dd>
+          </div>
+        ))}
+        <div className="stat">
+          <dt>Consistent</dt>
+          <dd
+            data-testid="stat-consistent"
+            className={stats ? (stats.consistent ? 'ok' : 'bad') : undefined}
+          >
+            {stats ? (stats.consistent ? 'Yes' : 'NO') : '—'}
+          </dd>
+        </div>
+      </dl>
+      <RateChart rates={admissionRates(samples)} />
+    </section>
+  );
+}

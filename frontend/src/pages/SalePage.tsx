@@ -1,0 +1,251 @@
+// One flash sale: a countdown until it opens, then the Buy button that joins the waiting room.
+import { useEffect, useState } from 'react';
+import { Link, useLocation, useNavigate, useParams } from 'react-router';
+import { ApiError } from '../api/client';
+import { cachedProduct, sales } from '../api/shop';
+import { isFinalTicketStatus, type Sale, type Ticket } from '../api/types';
+import { useAuth } from '../auth/AuthContext';
+import { Countdown } from '../components/Countdown';
+import { ErrorAlert } from '../components/ErrorAlert';
+import { Loading } from '../components/Loading';
+import { Money } from '../components/Money';
+import { ProductImage } from '../components/ProductCard';
+import { SALE_STATUS_LABEL } from '../components/SaleCard';
+import { now } from '../lib/clock';
+import { useNow, useResource, useTitle } from '../lib/hooks';
+import { loginPath } from '../lib/navigation';
+import { nextPollDelay, SALE_REFRESH_MS } from '../lib/polling';
+import { rememberTicket, ticketForSale } from '../lib/ticketStore';
+import { formatDateTime } from '../lib/time';
+import { STATUS_LABEL } from './TicketPage';
+
+/** The sale, refreshed every few seconds while it can still change. */
+function useLiveSale(saleId: string) {
+  const [sale, setSale] = useState<Sale | undefined>(undefined);
+  const [error, setError] = useState<unknown>(null);
+  const [generation, setGeneration] = useState(0);
+  useEffect(() => {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let failures = 0;
+    const load = async () => {
+      let settled = false;
+      try {
+        const fresh = await sales.get(saleId);
+        if (stopped) return;
+        failures = 0;
+        setSale(fresh);
+        setError(null);
+        settled = fresh.status === 'ended' || fresh.status === 'sold_out';
+      } catch (caught) {
+        if (stopped) return;
+        failures += 1;
+        setError(caught);
+        if (caught instanceof ApiError && caught.status === 404) return;
+      }
+      if (!settled) timer = setTimeout(load, nextPollDelay(SALE_REFRESH_MS, failures));
+    };
+    void load();
+    return () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    };
+  }, [saleId, generation]);
+  return { sale, error, reload: () => setGeneration((n) => n + 1) };
+}
+
+/** The caller's latest ticket for this sale: asked of the API, else remembered in this browser. */
+function useMyTicket(saleId: string, signedIn: boolean) {
+  const [ticket, setTicket] = useState<Ticket | null | undefined>(undefined);
+  useEffect(() => {
+    if (!signedIn) {
+      setTicket(null);
+      return undefined;
+    }
+    let current = true;
+    sales.myTicket(saleId).then(
+      (found) => {
+        if (!current) return;
+        rememberTicket(found);
+        setTicket(found);
+      },
+      (error) => {
+        if (!current) return;
+        if (error instanceof ApiError && error.status === 404) {
+          setTicket(null);
+          return;
+        }
+        // The lookup failed: fall back to the ticket this browser remembers.
+        const remembered = ticketForSale(saleId);
+        setTicket(
+          remembered
+            ? ({ id: remembered.ticketId, sale_id: saleId, status: 'queued' } as Ticket)
+            : null,
+        );
+      },
+    );
+    return () => {
+      current = false;
+    };
+  }, [saleId, signedIn]);
+  return ticket;
+}
+
+export function SalePage() {
+  const { saleId = '' } = useParams();
+  const { user } = useAuth();
+  const navigate = useNavigate();
+  const location = useLocation();
+  const { sale, error: saleError, reload } = useLiveSale(saleId);
+  const product = useResource(
+    () => (sale ? cachedProduct(sale.product_id) : Promise.resolve(undefined)),
+    [sale?.product_id],
+  );
+  const myTicket = useMyTicket(saleId, Boolean(user));
+  const [joining, setJoining] = useState(false);
+  const [joinError, setJoinError] = useState<unknown>(null);
+  const [soldOut, setSoldOut] = useState(false);
+  const [retryUntil, setRetryUntil] = useState(0);
+  const clock = useNow();
+  useTitle(product.data?.name ? `Flash sale: ${product.data.name}` : 'Flash sale');
+
+  if (!sale) {
+    return (
+      <section className="page">
+        <h1>Flash sale</h1>
+        {saleError ? <ErrorAlert error={saleError} /> : <Loading />}
+      </section>
+    );
+  }
+
+  const startsAt = Date.parse(sale.starts_at);
+  const endsAt = Date.parse(sale.ends_at);
+  const beforeStart = sale.status === 'scheduled' && clock < startsAt;
+  const ended = sale.status === 'ended' || (sale.status !== 'sold_out' && clock >= endsAt);
+  const isSoldOut = soldOut || sale.status === 'sold_out';
+  const liveTicket = myTicket && !isFinalTicketStatus(myTicket.status) ? myTicket : null;
+  const paidTicket = myTicket?.status === 'paid' ? myTicket : null;
+  const rateLimited = retryUntil > clock;
+
+  const buy = async () => {
+    if (!user) {
+      navigate(loginPath(location));
+      return;
+    }
+    setJoining(true);
+    setJoinError(null);
+    try {
+      const ticket = await sales.join(sale.id, 1);
+      rememberTicket(ticket);
+      navigate(`/tickets/${encodeURIComponent(ticket.id)}`);
+    } catch (caught) {
+      setJoining(false);
+      if (caught instanceof ApiError) {
+        if (caught.status === 410 || caught.code === 'sold_out') {
+          setSoldOut(true);
+          return;
+        }
+        // Our clock and the server's disagree: show its message and look at the sale again.
+        if (caught.status === 409 && caught.code === 'sale_not_open') reload();
+        if (caught.status === 429) setRetryUntil(now() + (caught.retryAfterSeconds ?? 5) * 1000);
+      }
+      setJoinError(caught);
+    }
+  };
+
+  let action;
+  if (liveTicket) {
+    action = (
+      <div className="notice">
+        <p>You already have a place in this sale ({STATUS_LABEL[liveTicket.status]}).</p>
+        <Link className="button button-primary" to={`/tickets/${encodeURIComponent(liveTicket.id)}`} data-testid="resume-ticket">
+          Go to your place in line
+        </Link>
+      </div>
+    );
+  } else if (isSoldOut) {
+    action = (
+      <p className="notice" data-testid="sold-out-message">
+        Sold out: every unit has been sold. <Link to="/sales">See other flash sales</Link>.
+      </p>
+    );
+  } else if (ended) {
+    action = (
+      <p className="notice" data-testid="sale-ended-message">
+        This sale has ended. <Link to="/sales">See other flash sales</Link>.
+      </p>
+    );
+  } else if (beforeStart) {
+    action = (
+      <div className="sale-countdown">
+        <p>Starts in</p>
+        <Countdown to={sale.starts_at} testId="sale-countdown" label="Time until the sale starts" onDone={reload} />
+        <p className="muted">{formatDateTime(sale.starts_at)}</p>
+        <button type="button" className="button button-primary button-wide" disabled data-testid="buy-button">
+          Buy opens at the start
+        </button>
+      </div>
+    );
+  } else {
+    action = (
+      <button
+        type="button"
+        className="button button-primary button-wide"
+        onClick={buy}
+        disabled={joining || rateLimited}
+        data-testid="buy-button"
+      >
+        {joining ? 'Joining the line…' : rateLimited ? `Try again in ${Math.ceil((retryUntil - clock) / 1000)} s` : 'Buy now'}
+      </button>
+    );
+  }
+
+  return (
+    <section className="page product-page sale-page">
+      {product.data ? <ProductImage product={product.data} /> : <div className="product-image" />}
+      <div>
+        <p className={`badge badge-${sale.status}`} data-testid="sale-status">
+          {SALE_STATUS_LABEL[sale.status] ?? sale.status}
+        </p>
+        <h1>{product.data?.name ?? 'Flash sale'}</h1>
+        <p className="price price-large">
+          <Money cents={sale.price_cents} currency={sale.currency} testId="sale-price" />
+          {product.data && product.data.price_cents > sale.price_cents ? (
+            <>
+              {' '}
+              <s className="muted">
+                <Money cents={product.data.price_cents} currency={product.data.currency} />
+              </s>
+            </>
+          ) : null}
+        </p>
+        {product.data?.description ? <p>{product.data.description}</p> : null}
+        <p className="stat-line" data-testid="sale-stock">
+          {sale.stock_available} of {sale.stock_total} left · {sale.queue_length} in line
+        </p>
+        <p className="muted">
+          {formatDateTime(sale.starts_at)} – {formatDateTime(sale.ends_at)}
+        </p>
+        {action}
+        <ErrorAlert error={joinError} testId="buy-error" />
+        {paidTicket ? (
+          <p className="notice">
+            You bought this in this sale.{' '}
+            {paidTicket.order_id ? (
+              <Link to={`/orders/${encodeURIComponent(paidTicket.order_id)}`}>See your order</Link>
+            ) : (
+              <Link to="/orders">See your orders</Link>
+            )}
+            .
+          </p>
+        ) : null}
+        {!user ? (
+          <p className="muted">
+            <Link to={loginPath(location)}>Log in</Link> or <Link to="/register">sign up</Link> before the sale starts
+            to be quick.
+          </p>
+        ) : null}
+      </div>
+    </section>
+  );
+}

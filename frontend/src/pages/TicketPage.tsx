@@ -1,0 +1,375 @@
+// The waiting room for one ticket (/tickets/<id>): it polls the ticket at the server's pace and
+// shows the view of its status: the queue, the payment form, the paid order, or what to do next.
+import { useEffect, useRef, useState } from 'react';
+import { Link, useParams } from 'react-router';
+import { errorMessage } from '../api/client';
+import { cachedProduct, orders, tickets } from '../api/shop';
+import type { Sale, Ticket, TicketStatus } from '../api/types';
+import { CardPayment } from '../components/CardPayment';
+import { Countdown } from '../components/Countdown';
+import { ErrorAlert } from '../components/ErrorAlert';
+import { Loading } from '../components/Loading';
+import { Money } from '../components/Money';
+import { ProgressBar } from '../components/ProgressBar';
+import { useNow, useResource, useTitle } from '../lib/hooks';
+import { useSaleRefresh, useTicketPolling } from '../lib/polling';
+import { forgetTicket, rememberTicket } from '../lib/ticketStore';
+import { formatDateTime, formatWait } from '../lib/time';
+
+export const STATUS_LABEL: Record<TicketStatus, string> = {
+  queued: 'In line',
+  reserved: 'Reserved for you',
+  paid: 'Paid',
+  sold_out: 'Sold out',
+  expired: 'Reservation expired',
+  cancelled: 'Left the line',
+  payment_failed: 'Payment declined',
+};
+
+const HEADING: Record<TicketStatus, string> = {
+  queued: "You're in line",
+  reserved: "It's your turn: pay to get it",
+  paid: 'You got it!',
+  sold_out: 'Sold out before your turn',
+  expired: 'Your reservation ran out',
+  cancelled: 'You left the line',
+  payment_failed: 'Your payment was declined',
+};
+
+// Position updates are announced at most this often, so a screen reader is not flooded.
+const ANNOUNCE_EVERY_MS = 15_000;
+
+function announcementFor(ticket: Ticket): string {
+  switch (ticket.status) {
+    case 'queued':
+      return ticket.position === 1
+        ? "You're next in line."
+        : ticket.position
+          ? `You are number ${ticket.position} in line. Estimated wait ${formatWait(ticket.eta_seconds)}.`
+          : 'You are in line.';
+    case 'reserved':
+      return "It's your turn. The item is reserved for you: pay before the timer runs out.";
+    default:
+      return `${HEADING[ticket.status]}.`;
+  }
+}
+
+/** A polite live-region message that follows the ticket without flooding screen readers. */
+function useAnnouncement(ticket: Ticket | undefined): string {
+  const [message, setMessage] = useState('');
+  const last = useRef<{ status?: TicketStatus; at: number }>({ at: 0 });
+  useEffect(() => {
+    if (!ticket) return;
+    const next = announcementFor(ticket);
+    const now = Date.now();
+    const statusChanged = last.current.status !== ticket.status;
+    const nearFront = ticket.status === 'queued' && (ticket.position ?? Infinity) <= 3;
+    if (statusChanged || nearFront || now - last.current.at >= ANNOUNCE_EVERY_MS) {
+      last.current = { status: ticket.status, at: now };
+      setMessage(next);
+    }
+  }, [ticket]);
+  return message;
+}
+
+function LeaveButton({
+  ticket,
+  onLeft,
+  label,
+}: {
+  ticket: Ticket;
+  onLeft: (ticket: Ticket | null) => void;
+  label: string;
+}) {
+  const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const leave = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      const answer = await tickets.cancel(ticket.id);
+      onLeft(answer && typeof answer === 'object' && 'status' in answer ? answer : null);
+    } catch (caught) {
+      setError(caught);
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="leave">
+      {confirming ? (
+        <div className="leave-confirm" role="group" aria-label="Confirm leaving">
+          <span>Give up your place?</span>
+          <button
+            type="button"
+            className="button button-danger"
+            disabled={busy}
+            onClick={leave}
+            data-testid="leave-queue-confirm"
+          >
+            {busy ? 'Leaving…' : 'Yes, leave'}
+          </button>
+          <button type="button" className="button" disabled={busy} onClick={() => setConfirming(false)} autoFocus>
+            Stay
+          </button>
+        </div>
+      ) : (
+        <button type="button" className="button" onClick={() => setConfirming(true)} data-testid="leave-queue-button">
+          {label}
+        </button>
+      )}
+      <ErrorAlert error={error} />
+    </div>
+  );
+}
+
+function SaleStock({ sale }: { sale: Sale | undefined }) {
+  return (
+    <p className="stat-line" data-testid="sale-stock">
+      {sale ? `${sale.stock_available} of ${sale.stock_total} left · ${sale.queue_length} in line` : '\u00a0'}
+    </p>
+  );
+}
+
+function QueueView({
+  ticket,
+  sale,
+  firstPosition,
+  onLeft,
+}: {
+  ticket: Ticket;
+  sale: Sale | undefined;
+  firstPosition: number | null;
+  onLeft: (ticket: Ticket | null) => void;
+}) {
+  const position = ticket.position;
+  const start = Math.max(firstPosition ?? position ?? 1, position ?? 1);
+  const progress = position ? (start - position + 1) / (start + 1) : 0;
+  return (
+    <div className="queue" data-testid="queue-view">
+      <div className="queue-figures">
+        <div className="figure">
+          <span className="figure-label" id="position-label">
+            Your place in line
+          </span>
+          <span className="figure-value" aria-labelledby="position-label" data-testid="queue-position">
+            {position ?? '—'}
+          </span>
+        </div>
+        <div className="figure">
+          <span className="figure-label">Estimated wait</span>
+          <span className="figure-value figure-value-small" data-testid="queue-eta">
+            {formatWait(ticket.eta_seconds)}
+          </span>
+        </div>
+      </div>
+      <ProgressBar value={progress} label="Progress to the front of the line" testId="queue-progress" />
+      <SaleStock sale={sale} />
+      <p className="muted">
+        Keep this page open; it moves on by itself. You can reload it or come back from the sale page.
+      </p>
+      <LeaveButton ticket={ticket} onLeft={onLeft} label="Leave the queue" />
+    </div>
+  );
+}
+
+function ReservedView({
+  ticket,
+  onLeft,
+  onDeclined,
+}: {
+  ticket: Ticket;
+  onLeft: (ticket: Ticket | null) => void;
+  onDeclined: (message: string) => void;
+}) {
+  const reservation = ticket.reservation;
+  const [submitted, setSubmitted] = useState(false);
+  const now = useNow();
+  if (!reservation) return <Loading label="Reserving your item…" />;
+  const expired = Date.parse(reservation.expires_at) <= now;
+  return (
+    <div className="reserved" data-testid="payment-view">
+      <p className="reservation-timer">
+        Reserved for you for{' '}
+        <Countdown to={reservation.expires_at} testId="reservation-countdown" label="Time left to pay" />
+      </p>
+      <p className="price-large">
+        Total: <Money cents={reservation.amount_cents} currency={reservation.currency} testId="payment-amount" />
+      </p>
+      {submitted ? (
+        <p className="notice" role="status" data-testid="payment-confirming">
+          Payment sent. Waiting for the confirmation…
+        </p>
+      ) : expired ? (
+        <p className="notice" role="status">
+          Time is up. Checking your reservation…
+        </p>
+      ) : null}
+      {!expired || submitted ? (
+        <CardPayment
+          amountCents={reservation.amount_cents}
+          currency={reservation.currency}
+          pay={(token) => tickets.pay(ticket.id, token)}
+          onSubmitted={() => setSubmitted(true)}
+          onDeclined={onDeclined}
+        />
+      ) : null}
+      {!submitted ? <LeaveButton ticket={ticket} onLeft={onLeft} label="Give up my reservation" /> : null}
+    </div>
+  );
+}
+
+function PaidView({ ticket }: { ticket: Ticket }) {
+  const order = useResource(
+    () => (ticket.order_id ? orders.get(ticket.order_id) : Promise.resolve(undefined)),
+    [ticket.order_id],
+  );
+  return (
+    <div className="paid" data-testid="paid-order-summary">
+      {order.data ? (
+        <>
+          <p>
+            Order <code data-testid="paid-order-id">{order.data.id}</code> is{' '}
+            <strong data-testid="paid-order-status">{order.data.status === 'paid' ? 'paid' : order.data.status}</strong>.
+          </p>
+          <p className="price-large">
+            <Money cents={order.data.amount_cents} currency={order.data.currency} testId="paid-order-amount" />
+          </p>
+          <p className="muted">Placed {formatDateTime(order.data.created_at)}</p>
+        </>
+      ) : order.error ? (
+        <ErrorAlert error={order.error} />
+      ) : (
+        <Loading label="Loading your order…" />
+      )}
+      <p>
+        <Link to="/orders">See all your orders</Link>
+      </p>
+    </div>
+  );
+}
+
+function OutcomeView({ ticket, paymentNote }: { ticket: Ticket; paymentNote: string | null }) {
+  const saleLink = (
+    <Link className="button" to={`/sales/${encodeURIComponent(ticket.sale_id)}`}>
+      Back to the sale
+    </Link>
+  );
+  const otherSales = <Link to="/sales">See other flash sales</Link>;
+  let body;
+  switch (ticket.status) {
+    case 'sold_out':
+      body = (
+        <p data-testid="sold-out-message">
+          Every unit was sold before your turn came. Nothing was charged. Reservations that run out go back
+          on sale, so check the sale page, or look at other flash sales.
+        </p>
+      );
+      break;
+    case 'expired':
+      body = (
+        <p>
+          The reservation ran out before the payment went through, so the item went back to the line. Nothing
+          was charged. If the sale is still open you can join the line again.
+        </p>
+      );
+      break;
+    case 'cancelled':
+      body = <p>You gave up your place. If the sale is still open you can join the line again.</p>;
+      break;
+    case 'payment_failed':
+      body = (
+        <>
+          <p data-testid="payment-declined-message">
+            {paymentNote ? `${paymentNote} ` : ''}The reservation was released and nothing was charged.
+          </p>
+          <p>Check your card details or use another card, then join the line again if the sale is still open.</p>
+        </>
+      );
+      break;
+    default:
+      body = null;
+  }
+  return (
+    <div className="outcome" data-testid="ticket-outcome" data-status={ticket.status}>
+      {body}
+      <p className="actions">
+        {saleLink} {otherSales}
+      </p>
+    </div>
+  );
+}
+
+export function TicketPage() {
+  const { ticketId = '' } = useParams();
+  const poll = useTicketPolling(ticketId);
+  const ticket = poll.ticket;
+  const live = ticket?.status === 'queued' || ticket?.status === 'reserved';
+  const sale = useSaleRefresh(ticket?.sale_id, live);
+  const product = useResource(
+    () => (sale ? cachedProduct(sale.product_id) : Promise.resolve(undefined)),
+    [sale?.product_id],
+  );
+  const [paymentNote, setPaymentNote] = useState<string | null>(null);
+  const [firstPosition, setFirstPosition] = useState<number | null>(null);
+  const announcement = useAnnouncement(ticket);
+  const now = useNow(poll.retryAt !== null);
+  useTitle(ticket ? HEADING[ticket.status] : 'Your place in line');
+
+  useEffect(() => {
+    if (ticket) setFirstPosition(rememberTicket(ticket).firstPosition);
+  }, [ticket]);
+
+  useEffect(() => {
+    if (poll.notFound) forgetTicket(ticketId);
+  }, [poll.notFound, ticketId]);
+
+  if (poll.notFound) {
+    return (
+      <section className="page">
+        <h1>Ticket not found</h1>
+        <p>
+          This ticket does not exist or belongs to another account. <Link to="/sales">See the flash sales</Link>.
+        </p>
+      </section>
+    );
+  }
+  if (!ticket) {
+    return (
+      <section className="page">
+        <h1>Your place in line</h1>
+        {poll.error ? <ErrorAlert error={poll.error} /> : <Loading label="Finding your place in line…" />}
+      </section>
+    );
+  }
+
+  const onLeft = (answer: Ticket | null) => (answer ? poll.replace(answer) : poll.refetch());
+  const retryIn = poll.retryAt !== null ? Math.max(0, Math.ceil((poll.retryAt - now) / 1000)) : 0;
+
+  return (
+    <section className="page ticket-page" aria-labelledby="ticket-heading">
+      <h1 id="ticket-heading">{HEADING[ticket.status]}</h1>
+      <p className="ticket-meta">
+        <span className="muted ticket-product">{product.data?.name ?? '\u00a0'}</span>
+        <span className={`badge badge-${ticket.status}`} data-testid="ticket-status" data-status={ticket.status}>
+          {STATUS_LABEL[ticket.status]}
+        </span>
+      </p>
+      <p className="visually-hidden" aria-live="polite" aria-atomic="true" data-testid="queue-announcer">
+        {announcement}
+      </p>
+      <p className="connection-note" data-testid="connection-note">
+        {poll.error ? `${errorMessage(poll.error)} Trying again in ${retryIn} s.` : '\u00a0'}
+      </p>
+      {ticket.status === 'queued' ? (
+        <QueueView ticket={ticket} sale={sale} firstPosition={firstPosition} onLeft={onLeft} />
+      ) : ticket.status === 'reserved' ? (
+        <ReservedView key={ticket.id} ticket={ticket} onLeft={onLeft} onDeclined={setPaymentNote} />
+      ) : ticket.status === 'paid' ? (
+        <PaidView ticket={ticket} />
+      ) : (
+        <OutcomeView ticket={ticket} paymentNote={paymentNote} />
+      )}
+    </section>
+  );
+}

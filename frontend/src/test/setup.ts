@@ -1,0 +1,16 @@
+import { cleanup } from '@testing-library/react';
+import { afterEach, vi } from 'vitest';
+import { resetClock } from '../lib/clock';
+import { resetProductCache, resetPublicConfig } from '../api/shop';
+import { resetStripe } from '../lib/stripe';
+
+afterEach(() => {
+  cleanup();
+  vi.useRealTimers();
+  localStorage.clear();
+  resetClock();
+  resetPublicConfig();
+  resetProductCache();
+  resetStripe();
+  delete window.Stripe;
+});
