@@ -1,0 +1,88 @@
+import { fireEvent, screen } from '@testing-library/react';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { tokens } from '../api/client';
+import { ticketForSale } from '../lib/ticketStore';
+import { customer, product, sale, ticket } from '../test/fixtures';
+import { apiError, installFetch, json, type Answer } from '../test/http';
+import { advance, renderRoute } from '../test/render';
+import { SalePage } from './SalePage';
+
+const at = { path: '/sales/s1', pattern: '/sales/:saleId' };
+
+function serve(routes: Record<string, (() => Answer) | Array<() => Answer>>) {
+  return installFetch({
+    'GET /api/auth/me': () => json(200, customer),
+    'GET /api/products/p1': () => json(200, product),
+    'GET /api/sales/s1/tickets/mine': () => apiError(404, 'not_found', 'No ticket.'),
+    ...routes,
+  });
+}
+
+describe('sale page', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T11:59:57Z'));
+    tokens.set({ access_token: 'a', refresh_token: 'r' });
+  });
+
+  it('counts down to the start, then the Buy button joins the line and opens the queue page', async () => {
+    const http = serve({
+      'GET /api/sales/s1': [() => json(200, sale({ status: 'scheduled' })), () => json(200, sale())],
+      'POST /api/sales/s1/tickets': () => json(202, ticket()),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('sale-countdown').textContent).toBe('00:03');
+    expect(screen.getByTestId('buy-button')).toHaveProperty('disabled', true);
+
+    await advance(3000);
+    const buy = screen.getByTestId('buy-button');
+    expect(buy).toHaveProperty('disabled', false);
+    expect(screen.queryByTestId('sale-countdown')).toBeNull();
+
+    fireEvent.click(buy);
+    await advance();
+    expect(http.callsTo('POST', '/api/sales/s1/tickets')[0].body).toEqual({ quantity: 1 });
+    expect(screen.getByTestId('location').textContent).toBe('/tickets/t1');
+    expect(ticketForSale('s1')?.ticketId).toBe('t1');
+  });
+
+  it('shows the sold-out message on 410', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale()),
+      'POST /api/sales/s1/tickets': () => apiError(410, 'sold_out', 'Sold out.'),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    fireEvent.click(screen.getByTestId('buy-button'));
+    await advance();
+    expect(screen.getByTestId('sold-out-message').textContent).toContain('Sold out');
+    expect(screen.queryByTestId('buy-button')).toBeNull();
+  });
+
+  it('holds the Buy button for Retry-After seconds on 429', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale()),
+      'POST /api/sales/s1/tickets': () => apiError(429, 'rate_limited', 'Too many tries.', {}, { 'Retry-After': '3' }),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    fireEvent.click(screen.getByTestId('buy-button'));
+    await advance();
+    expect(screen.getByTestId('buy-error').textContent).toBe('Too many tries.');
+    expect(screen.getByTestId('buy-button')).toHaveProperty('disabled', true);
+    await advance(3000);
+    expect(screen.getByTestId('buy-button')).toHaveProperty('disabled', false);
+  });
+
+  it('finds a live ticket again through tickets/mine', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale()),
+      'GET /api/sales/s1/tickets/mine': () => json(200, ticket({ id: 't7', position: 12 })),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('resume-ticket').getAttribute('href')).toBe('/tickets/t7');
+    expect(screen.queryByTestId('buy-button')).toBeNull();
+  });
+});

@@ -1,0 +1,174 @@
+import { fireEvent, screen } from '@testing-library/react';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { tokens } from '../api/client';
+import { ticketForSale } from '../lib/ticketStore';
+import { customer, order, product, sale, ticket } from '../test/fixtures';
+import { apiError, installFetch, json, type Answer } from '../test/http';
+import { advance, renderRoute } from '../test/render';
+import { TicketPage } from './TicketPage';
+
+const at = { path: '/tickets/t1', pattern: '/tickets/:ticketId' };
+
+function serve(ticketAnswers: Array<() => Answer>, extra: Record<string, () => Answer> = {}) {
+  return installFetch({
+    'GET /api/auth/me': () => json(200, customer),
+    'GET /api/tickets/t1': ticketAnswers,
+    'GET /api/sales/s1': () => json(200, sale()),
+    'GET /api/products/p1': () => json(200, product),
+    ...extra,
+  });
+}
+
+describe('queue page', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T12:00:02Z'));
+    tokens.set({ access_token: 'a', refresh_token: 'r' });
+  });
+
+  it("shows position, wait and stock, and polls at the ticket's poll_after_ms, never faster", async () => {
+    const http = serve([
+      () => json(200, ticket({ position: 42, eta_seconds: 120, poll_after_ms: 3000 })),
+      () => json(200, ticket({ position: 10, eta_seconds: 30, poll_after_ms: 5000 })),
+      () => json(200, ticket({ position: 3, eta_seconds: 8, poll_after_ms: 5000 })),
+    ]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+
+    expect(screen.getByTestId('queue-position').textContent).toBe('42');
+    expect(screen.getByTestId('queue-eta').textContent).toBe('about 2 minutes');
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('queued');
+    expect(screen.getByTestId('sale-stock').textContent).toContain('37 of 100 left');
+    expect(screen.getByTestId('queue-announcer').textContent).toContain('number 42 in line');
+    const polls = () => http.callsTo('GET', '/api/tickets/t1').length;
+    expect(polls()).toBe(1);
+
+    await advance(2999);
+    expect(polls()).toBe(1);
+    await advance(1);
+    expect(polls()).toBe(2);
+    expect(screen.getByTestId('queue-position').textContent).toBe('10');
+    expect(screen.getByTestId('queue-eta').textContent).toBe('about 30 seconds');
+
+    // The new answer asked for 5 s between polls.
+    await advance(4999);
+    expect(polls()).toBe(2);
+    await advance(1);
+    expect(polls()).toBe(3);
+    expect(screen.getByTestId('queue-position').textContent).toBe('3');
+    const bar = screen.getByRole('progressbar');
+    expect(Number(bar.getAttribute('aria-valuenow'))).toBeGreaterThan(80);
+  });
+
+  it('backs off after errors and recovers', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    const http = serve([
+      () => json(200, ticket({ poll_after_ms: 1000 })),
+      () => apiError(503, 'service_unavailable', 'The shop is busy.'),
+      () => apiError(503, 'service_unavailable', 'The shop is busy.'),
+      () => json(200, ticket({ position: 5, poll_after_ms: 1000 })),
+    ]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    const polls = () => http.callsTo('GET', '/api/tickets/t1').length;
+
+    await advance(1000);
+    expect(polls()).toBe(2);
+    expect(screen.getByTestId('connection-note').textContent).toContain('The shop is busy.');
+    // The position stays on screen while the connection is down.
+    expect(screen.getByTestId('queue-position').textContent).toBe('42');
+
+    await advance(1999);
+    expect(polls()).toBe(2);
+    await advance(1);
+    expect(polls()).toBe(3);
+
+    await advance(3999);
+    expect(polls()).toBe(3);
+    await advance(1);
+    expect(polls()).toBe(4);
+    expect(screen.getByTestId('queue-position').textContent).toBe('5');
+    expect(screen.getByTestId('connection-note').textContent?.trim()).toBe('');
+  });
+
+  it('remembers the ticket so a reload or the sale page finds it again', async () => {
+    serve([() => json(200, ticket({ position: 42 }))]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(ticketForSale('s1')).toEqual({ ticketId: 't1', saleId: 's1', firstPosition: 42 });
+  });
+
+  it('moves to the payment view when the ticket is reserved', async () => {
+    serve(
+      [
+        () => json(200, ticket({ poll_after_ms: 1000 })),
+        () =>
+          json(
+            200,
+            ticket({
+              status: 'reserved',
+              position: null,
+              reservation: {
+                expires_at: '2030-01-01T12:05:03Z',
+                payment_intent_id: 'pi_1',
+                client_secret: 'pi_1_secret_x',
+                amount_cents: 4999,
+                currency: 'USD',
+              },
+            }),
+          ),
+      ],
+      { 'GET /api/config': () => json(200, { stripe_publishable_key: '', stripe_js_url: '' }) },
+    );
+    renderRoute(<TicketPage />, at);
+    await advance();
+    await advance(1000);
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('reserved');
+    expect(screen.getByTestId('reservation-countdown').textContent).toBe('05:00');
+    expect(screen.getByTestId('payment-amount').textContent).toBe('$49.99');
+    expect(screen.getByTestId('card-element')).toBeTruthy();
+    expect(screen.getByTestId('pay-button')).toBeTruthy();
+  });
+
+  it('shows the paid order and stops polling', async () => {
+    const http = serve([() => json(200, ticket({ status: 'paid', position: null, order_id: 'o1' }))], {
+      'GET /api/orders/o1': () => json(200, order()),
+    });
+    renderRoute(<TicketPage />, at);
+    await advance();
+    await advance();
+    expect(screen.getByTestId('paid-order-summary').textContent).toContain('o1');
+    expect(screen.getByTestId('paid-order-amount').textContent).toBe('$49.99');
+    await advance(60_000);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(1);
+  });
+
+  it('says what to do next when the sale sold out', async () => {
+    serve([() => json(200, ticket({ status: 'sold_out', position: null }))]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByTestId('sold-out-message').textContent).toContain('sold before your turn');
+    expect(screen.getByRole('link', { name: 'Back to the sale' }).getAttribute('href')).toBe('/sales/s1');
+  });
+
+  it('leaves the queue with the Leave button', async () => {
+    const http = serve([() => json(200, ticket())], {
+      'POST /api/tickets/t1/cancel': () => json(200, ticket({ status: 'cancelled', position: null })),
+    });
+    renderRoute(<TicketPage />, at);
+    await advance();
+    fireEvent.click(screen.getByTestId('leave-queue-button'));
+    fireEvent.click(screen.getByTestId('leave-queue-confirm'));
+    await advance();
+    expect(http.callsTo('POST', '/api/tickets/t1/cancel')).toHaveLength(1);
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('cancelled');
+    expect(screen.getByTestId('ticket-outcome').dataset.status).toBe('cancelled');
+  });
+
+  it("says so when the ticket is not the caller's", async () => {
+    serve([() => apiError(404, 'not_found', 'No such ticket.')]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Ticket not found');
+  });
+});
