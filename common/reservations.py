@@ -10,6 +10,7 @@ was already decided. PaymentIntents are created concurrently, off the decision l
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -28,7 +29,8 @@ from common.waiting_room import release_ticket
 
 log = logging.getLogger("common.reservations")
 
-LOCK_TTL_MS = 30_000
+# Short: a decider that dies frees its sale within seconds; a live one renews every loop.
+LOCK_TTL_MS = 5_000
 BLOCK_MS = 100
 
 
@@ -115,10 +117,11 @@ class Decider:
         self.sale_id = sale_id
         self.options = options
         self.pool = intent_pool
-        self.consumer = consumer or f"decider-{secrets.token_hex(4)}"
+        # The pid in the name tells an operator (and the crash tests) who holds a sale.
+        self.consumer = consumer or f"decider-{os.getpid()}-{secrets.token_hex(4)}"
         self.stream = sale_keys.stream_key(sale_id)
         self.lock_key = sale_keys.drain_lock_key(sale_id)
-        self.token = secrets.token_hex(8)
+        self.token = f"{self.consumer}:{secrets.token_hex(4)}"
         self.report = DrainReport()
         self._pending_intents: list[Future[None]] = []
         self._report_lock = threading.Lock()
@@ -254,7 +257,9 @@ class Decider:
                 self.report.batches += 1
                 last_work = time.monotonic()
             for future in self._pending_intents:
-                future.result()
+                while not future.done():
+                    self._renew()
+                    time.sleep(0.05)
         finally:
             self._release()
         return self.report

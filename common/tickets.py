@@ -65,7 +65,7 @@ def can_move(current: TicketStatus, target: TicketStatus) -> bool:
 
 
 def iso_from_ms(value: str | int | None) -> str | None:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 

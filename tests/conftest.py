@@ -123,6 +123,18 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
     )
 
 
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess (worker, beat, API) that should use these settings."""
+    env = clean_environ()
+    for name in ("redis_url", "mongodb_uri", "stripe_secret_key", "stripe_publishable_key",
+                 "stripe_webhook_secret", "stripe_api_base", "jwt_secret_key", "var_dir"):
+        env[name.upper()] = str(getattr(settings, name))
+    env.update({"STRIPE_EMULATOR": "true", "MONGODB_SERIALIZE_TRANSACTIONS": "true",
+                "APP_ENV": "test", "LOG_FORMAT": "json"})
+    env.update(extra)
+    return env
+
+
 @pytest.fixture
 def clients(settings: Settings) -> Iterator[Clients]:
     made = Clients(settings)

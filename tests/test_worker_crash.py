@@ -1,0 +1,92 @@
+"""A worker killed with SIGKILL in the middle of deciding: every ticket still reaches exactly
+one outcome, and the stock invariant holds. Real Celery workers and beat as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from api.task_queue import TaskQueue
+from common import sale_keys, sales, waiting_room
+from tests.conftest import settings_env
+from tests.waiting_room_helpers import open_sale
+
+pytestmark = [pytest.mark.slow]
+
+FLASHSALE = str(Path(sys.executable).parent / "flashsale")
+
+
+def _spawn(name: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    log = (log_dir / f"{name}.log").open("ab")
+    return subprocess.Popen([FLASHSALE, "serve", name.split("-")[0]], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
+    stock, shoppers = 100, 600
+    sale_id = open_sale(clients, stock=stock)
+    for i in range(shoppers):
+        waiting_room.admit(clients.redis, sale_id, f"crash-{i}", 1)
+    # Small batches and one PaymentIntent at a time widen the window a kill can land in.
+    env = settings_env(settings, DECISION_BATCH_SIZE="10", CLAIM_IDLE_MS="1000",
+                       PAYMENT_INTENT_CONCURRENCY="1", DRAIN_IDLE_SECONDS="1",
+                       EXPIRY_INTERVAL_SECONDS="1")
+    victim = _spawn("worker-a", env, tmp_path)
+    survivor = beat = None
+    try:
+        time.sleep(6)  # let the victim boot alone, so it is the one that takes the sale
+        TaskQueue(settings.broker_url).send("worker.tasks.drain_sale", sale_id)
+        counters_key = sale_keys.counters_key(sale_id)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reserved = int(clients.redis.hget(counters_key, "reserved") or 0)
+            if reserved >= 10:
+                break
+            time.sleep(0.005)
+        holder = clients.redis.get(sale_keys.drain_lock_key(sale_id)) or ""
+        served_at_kill = int(clients.redis.hget(counters_key, "served") or 0)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        assert holder.startswith(f"decider-{victim.pid}-"), holder
+        assert 0 < served_at_kill, "the kill should land after the first decisions"
+        pending_at_kill = clients.redis.xpending(sale_keys.stream_key(sale_id), "deciders")["pending"]
+
+        survivor = _spawn("worker-b", env, tmp_path)
+        beat = _spawn("beat", env, tmp_path)
+        deadline = time.monotonic() + 90
+        counters = sales.read_counters(clients.redis, sale_id)
+        while time.monotonic() < deadline:
+            counters = sales.read_counters(clients.redis, sale_id)
+            pending = clients.redis.xpending(sale_keys.stream_key(sale_id), "deciders")["pending"]
+            if counters.queued == 0 and pending == 0 and counters.served == shoppers:
+                break
+            time.sleep(0.5)
+    finally:
+        for process in (victim, survivor, beat):
+            if process is not None:
+                _stop(process)
+
+    ids = [data["ticket_id"] for _, data in clients.redis.xrange(sale_keys.stream_key(sale_id))]
+    assert len(ids) == shoppers == len(set(ids))
+    tickets = [clients.redis.hgetall(sale_keys.ticket_key(sale_id, t)) for t in ids]
+    statuses = [t["status"] for t in tickets]
+    assert statuses.count("reserved") == stock, (statuses.count("reserving"), pending_at_kill)
+    assert statuses.count("sold_out") == shoppers - stock
+    assert all(t.get("payment_intent_id", "").startswith("pi_") for t in tickets if t["status"] == "reserved")
+    assert counters.consistent and counters.available == 0 and counters.reserved == stock
