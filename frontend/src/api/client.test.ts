@@ -2,6 +2,15 @@ import { describe, expect, it, vi } from 'vitest';
 import { apiError, installFetch, json } from '../test/http';
 import { api, ApiError, setAuthLostHandler, tokens } from './client';
 
+function unexpected(): never {
+  throw new Error('the call should have failed');
+}
+
+function asApiError(error: unknown): ApiError {
+  expect(error).toBeInstanceOf(ApiError);
+  return error as ApiError;
+}
+
 describe('API client', () => {
   it('sends the access token and parses JSON', async () => {
     tokens.set({ access_token: 'access-1', refresh_token: 'refresh-1' });
@@ -61,7 +70,7 @@ describe('API client', () => {
       'GET /api/orders': () => apiError(401, 'token_expired', 'expired'),
       'POST /api/auth/refresh': () => apiError(401, 'token_revoked', 'Token has been revoked'),
     });
-    const error = await api.get('/api/orders').catch((caught) => caught);
+    const error = await api.get('/api/orders').then(unexpected, asApiError);
     expect(error).toBeInstanceOf(ApiError);
     expect(error.code).toBe('session_expired');
     expect(lost).toHaveBeenCalledTimes(1);
@@ -73,7 +82,7 @@ describe('API client', () => {
     const http = installFetch({
       'POST /api/auth/login': () => apiError(401, 'invalid_credentials', 'Wrong email or password.'),
     });
-    const error = await api.post('/api/auth/login', { email: 'a@b.c', password: 'x' }, { auth: false }).catch((e) => e);
+    const error = await api.post('/api/auth/login', { email: 'a@b.c', password: 'x' }, { auth: false }).then(unexpected, asApiError);
     expect(error.message).toBe('Wrong email or password.');
     expect(http.callsTo('POST', '/api/auth/refresh')).toHaveLength(0);
   });
@@ -87,9 +96,9 @@ describe('API client', () => {
           fields: { name: ['Missing data for required field.'], price_cents: ['Must be at least 1.'] },
         }),
     });
-    const limited = await api.post('/api/sales/s1/tickets', { quantity: 1 }).catch((e) => e);
+    const limited = await api.post('/api/sales/s1/tickets', { quantity: 1 }).then(unexpected, asApiError);
     expect(limited).toMatchObject({ status: 429, code: 'rate_limited', message: 'Slow down.', retryAfterSeconds: 7 });
-    const invalid = await api.post('/api/products', {}).catch((e) => e);
+    const invalid = await api.post('/api/products', {}).then(unexpected, asApiError);
     expect(invalid.fieldErrors).toEqual({
       name: ['Missing data for required field.'],
       price_cents: ['Must be at least 1.'],
