@@ -36,6 +36,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv frontend lint
+	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm test --silent; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
