@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request, send_from_directory
 
+from api.auth import bootstrap_accounts
 from api.errors import register_error_handlers
 from api.extensions import api, jwt, limiter
 from common import metrics
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     limiter.init_app(app)
     register_error_handlers(app)
     _register_blueprints(app)
+    bootstrap_accounts(settings, clients)  # collections, indexes, first admin; never fatal
     _install_request_hooks(app)
     _serve_frontend(app, settings.frontend_dist)
     return app

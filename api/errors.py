@@ -67,7 +67,9 @@ class ContractApi(Api):
         message = data.get("message") or error.description or error.name
         if status == 422:
             message = "The request is not valid; see details.fields."
-        if status == 400 and "JSON" in (error.description or ""):
+        # Flask's own JSON error names JSON in its description; webargs passes the decode error.
+        if status == 400 and ("JSON" in (error.description or "")
+                              or isinstance(getattr(error, "exc", None), ValueError)):
             code, message = "malformed_json", "The request body is not valid JSON."
         headers = data.get("headers") or {}
         response = jsonify(error_body(code, message, details))

@@ -6,7 +6,7 @@ from flask_smorest import Api
 
 
 def register_resources(api: Api) -> None:
-    from api import public_config
+    from api import auth, public_config
 
-    for module in (public_config,):
+    for module in (auth, public_config,):
         api.register_blueprint(module.blp)

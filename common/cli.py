@@ -219,6 +219,31 @@ def serve(name: str) -> None:
         ])
 
 
+@main.command("create-admin")
+@click.option("--email", required=True, help="The admin's email (an existing account is promoted).")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="Used only when the account is created; prompted for when omitted.")
+@click.option("--name", default="Admin", show_default=True)
+def create_admin(email: str, password: str, name: str) -> None:
+    """Create an admin account, or promote an existing one (idempotent)."""
+    from common.clients import Clients
+    from common.errors import DomainError
+    from common.schema import ensure_schema
+    from common.users import ensure_admin
+
+    clients = Clients(settings_or_exit())
+    try:
+        ensure_schema(clients.db)
+        user, created = ensure_admin(clients.db, email=email, password=password, name=name)
+    except DomainError as exc:
+        fields = exc.details.get("fields", {})
+        raise click.ClickException(" ".join([exc.message, *(f"{k}: {' '.join(v)}"
+                                                            for k, v in fields.items())])) from None
+    finally:
+        clients.close()
+    click.echo(f"{'created' if created else 'already present, now admin'}: {user['email']} ({user['_id']})")
+
+
 def shell_join(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 

@@ -100,3 +100,11 @@ class ServiceUnavailable(DomainError):
 
 class InvalidWebhook(DomainError):
     code, status, message = "invalid_signature", 400, "The webhook signature is not valid."
+
+
+class MixedCurrencies(DomainError):
+    code, status, message = "mixed_currencies", 422, "A cart holds products of one currency only."
+
+
+class OrderNotPayable(DomainError):
+    code, status, message = "order_not_payable", 409, "This order is not waiting for payment."

@@ -1,0 +1,352 @@
+"""Accounts over HTTP: register, login, refresh, logout, me; and what other blueprints use to
+require a signed-in user (`login_required`, `admin_required`, `current_user_id`,
+`current_user`).
+
+Access tokens carry `role` and `fam` (the refresh family of the login); refresh tokens are
+rotated on every use (common/tokens.py). Every JWT problem answers 401 with the contract's
+error body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+import marshmallow as ma
+from flask import Response, g, jsonify, request
+from flask_jwt_extended import (
+    create_access_token,
+    create_refresh_token,
+    get_jwt,
+    get_jwt_identity,
+    jwt_required,
+)
+from flask_jwt_extended.config import config as jwt_config
+from flask_jwt_extended.exceptions import JWTDecodeError
+from flask_limiter.errors import RateLimitExceeded
+from flask_smorest import Blueprint
+from werkzeug.exceptions import HTTPException
+
+from api.errors import error_body
+from api.extensions import client_address, clients, jwt, limiter, settings
+from api.request_schemas import RequestSchema
+from common import tokens, users
+from common.clients import Clients
+from common.errors import Forbidden, RateLimited, Unauthorized
+from common.schema import ensure_schema
+from common.settings import Settings
+
+log = logging.getLogger("api.auth")
+
+blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens")
+
+# For `@blp.doc(security=BEARER)` on every endpoint that needs an access token.
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+REQUIRED_CLAIMS = ("exp", "iat", "jti", "type", "sub")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --------------------------------------------------------------------------- for other blueprints
+
+
+def login_required(fn: F | None = None) -> Any:
+    """Require a valid, unrevoked access token (`@login_required` or `@login_required()`)."""
+    if fn is None:
+        return login_required
+    return cast(F, jwt_required()(fn))
+
+
+def admin_required(fn: F | None = None) -> Any:
+    """Require an access token of a user who is an admin *now* (403 `forbidden` otherwise)."""
+    if fn is None:
+        return admin_required
+
+    @wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if current_user()["role"] != users.Role.ADMIN:
+            raise Forbidden("Only an admin may do that.")
+        return fn(*args, **kwargs)
+
+    return cast(F, jwt_required()(guarded))
+
+
+def current_user_id() -> str:
+    """The signed-in user's id (inside a `login_required` view)."""
+    return str(get_jwt_identity())
+
+
+def current_user() -> dict[str, Any]:
+    """The signed-in user as `{id, email, name, role}`, read once per request."""
+    cached = g.get("flashsale_user")
+    if cached is None:
+        doc = users.get_user(clients().db, current_user_id())
+        if doc is None:
+            raise Unauthorized("This account no longer exists.")
+        cached = g.flashsale_user = users.user_to_public(doc)
+    return cast(dict[str, Any], cached)
+
+
+def issue_tokens(user: dict[str, Any], family: str | None = None) -> dict[str, str]:
+    """A new access token and refresh token for `user` (a users document), in `family` or in
+    a new one (a new login)."""
+    current = settings()
+    family = family or tokens.new_family()
+    refresh_jti = tokens.new_jti()
+    tokens.record_refresh_token(clients().db, jti=refresh_jti, family=family,
+                                user_id=user["_id"], ttl_seconds=current.jwt_refresh_ttl_seconds)
+    return {
+        "access_token": create_access_token(
+            identity=user["_id"], additional_claims={"role": user["role"], "fam": family}),
+        "refresh_token": create_refresh_token(
+            identity=user["_id"], additional_claims={"fam": family, "jti": refresh_jti}),
+    }
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def prepare_accounts(settings: Settings, clients: Clients) -> None:
+    """Collections, indexes and the first admin (from ADMIN_EMAIL/ADMIN_PASSWORD), idempotent."""
+    ensure_schema(clients.db)
+    if settings.admin_email:
+        user, created = users.ensure_admin(clients.db, email=settings.admin_email,
+                                           password=settings.admin_password)
+        if created:
+            log.info("created the first admin account", extra={"user_id": user["_id"]})
+
+
+def bootstrap_accounts(settings: Settings, clients: Clients) -> None:
+    """`prepare_accounts` at start-up without ever stopping it: when MongoDB is not up yet,
+    log it and keep trying in the background."""
+    try:
+        prepare_accounts(settings, clients)
+        return
+    except Exception as exc:
+        log.warning("accounts not prepared at start-up (%s); retrying in the background",
+                    type(exc).__name__)
+
+    def retry() -> None:
+        delay = 1.0
+        while True:
+            time.sleep(delay)
+            try:
+                prepare_accounts(settings, clients)
+                log.info("accounts prepared")
+                return
+            except Exception as exc:
+                log.warning("accounts still not prepared: %s", type(exc).__name__)
+                delay = min(delay * 2, 30.0)
+
+    threading.Thread(target=retry, name="prepare-accounts", daemon=True).start()
+
+
+# --------------------------------------------------------------------------- JWT policy
+
+
+def _jwt_error(code: str, message: str) -> tuple[Response, int]:
+    response = jsonify(error_body(code, message))
+    response.headers["WWW-Authenticate"] = f'Bearer error="{code}"'
+    return response, 401
+
+
+@jwt.decode_key_loader
+def _decode_key(_header: dict[str, Any], claims: dict[str, Any]) -> str:
+    # flask-jwt-extended fills in a missing `type` or `jti`; ours always carry them.
+    missing = [claim for claim in REQUIRED_CLAIMS if claim not in claims]
+    if missing:
+        raise JWTDecodeError(f"Missing claim: {', '.join(missing)}")
+    return cast(str, jwt_config.decode_key)
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+    if payload.get("type") == "refresh":
+        return tokens.is_refresh_token_revoked(clients().db, payload["jti"])
+    return tokens.is_access_token_revoked(clients().redis, payload["jti"], payload.get("fam"))
+
+
+@jwt.expired_token_loader
+def _expired(_header: dict[str, Any], _payload: dict[str, Any]) -> tuple[Response, int]:
+    return _jwt_error("token_expired", "The token has expired.")
+
+
+@jwt.invalid_token_loader
+def _invalid(reason: str) -> tuple[Response, int]:
+    return _jwt_error("invalid_token", f"The token is not valid: {reason}.")
+
+
+@jwt.unauthorized_loader
+def _missing(_reason: str) -> tuple[Response, int]:
+    return _jwt_error("authorization_required",
+                      "This needs an Authorization: Bearer <token> header.")
+
+
+@jwt.revoked_token_loader
+def _revoked(_header: dict[str, Any], _payload: dict[str, Any]) -> tuple[Response, int]:
+    return _jwt_error("token_revoked", "This token has been revoked.")
+
+
+@jwt.needs_fresh_token_loader
+def _needs_fresh(_header: dict[str, Any], _payload: dict[str, Any]) -> tuple[Response, int]:
+    return _jwt_error("fresh_token_required", "Sign in again to do that.")
+
+
+@jwt.token_verification_failed_loader
+def _claims_refused(_header: dict[str, Any], _payload: dict[str, Any]) -> tuple[Response, int]:
+    return _jwt_error("invalid_token", "The token's claims are not accepted.")
+
+
+@jwt.user_lookup_error_loader
+def _no_user(_header: dict[str, Any], _payload: dict[str, Any]) -> tuple[Response, int]:
+    return _jwt_error("unauthorized", "This account no longer exists.")
+
+
+# --------------------------------------------------------------------------- login throttling
+
+
+def _login_rate_limit() -> str:
+    return settings().login_rate_limit
+
+
+def _login_email_key() -> str:
+    """Throttle by the account being tried too, so rotating addresses does not help."""
+    try:
+        body = request.get_json(silent=True)
+    except HTTPException:  # too large: the view answers 413
+        body = None
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str):
+        return "login-email:-"
+    # Hashed: limiter keys and its log lines carry no email address.
+    return "login-email:" + hashlib.sha256(users.normalise_email(email).encode()).hexdigest()[:32]
+
+
+@blp.app_errorhandler(RateLimitExceeded)
+def _rate_limited(exc: RateLimitExceeded) -> Response:
+    current = limiter.current_limit
+    if current is not None:
+        retry_after = max(1, math.ceil(current.reset_at - time.time()))
+    else:
+        retry_after = max(1, int(exc.limit.limit.get_expiry()))
+    error = RateLimited(details={"limit": str(exc.limit.limit)})
+    response = jsonify(error.to_body())
+    response.status_code = error.status
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+class UserSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    email = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    role = ma.fields.String(required=True, validate=ma.validate.OneOf([r.value for r in users.Role]))
+
+
+class _EmailNormalised(RequestSchema):
+    @ma.pre_load
+    def _normalise_email(self, data: Any, **_kwargs: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("email"), str):
+            return {**data, "email": users.normalise_email(data["email"])}
+        return data
+
+
+class RegisterSchema(_EmailNormalised):
+    email = ma.fields.Email(required=True, validate=ma.validate.Length(max=users.EMAIL_MAX_LENGTH))
+    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(
+        min=users.PASSWORD_MIN_LENGTH, max=users.PASSWORD_MAX_LENGTH))
+    name = ma.fields.String(required=True, validate=ma.validate.And(
+        ma.validate.Length(min=1, max=users.NAME_MAX_LENGTH),
+        ma.validate.Regexp(r"\S", error="Must not be blank.")))
+
+
+class LoginSchema(_EmailNormalised):
+    email = ma.fields.String(required=True, validate=ma.validate.Length(
+        min=1, max=users.EMAIL_MAX_LENGTH))
+    password = ma.fields.String(required=True, load_only=True,
+                                validate=ma.validate.Length(min=1, max=users.PASSWORD_MAX_LENGTH))
+
+
+class TokenPairSchema(ma.Schema):
+    access_token = ma.fields.String(required=True)
+    refresh_token = ma.fields.String(required=True)
+
+
+class SessionSchema(TokenPairSchema):
+    user = ma.fields.Nested(UserSchema, required=True)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@blp.route("/register", methods=["POST"])
+@blp.arguments(RegisterSchema)
+@blp.response(201, SessionSchema)
+@blp.alt_response(409, description="`email_taken`")
+def register(body: dict[str, Any]) -> dict[str, Any]:
+    """Create a customer account and sign it in."""
+    user = users.create_user(clients().db, email=body["email"], password=body["password"],
+                             name=body["name"])
+    return {"user": users.user_to_public(user), **issue_tokens(user)}
+
+
+@blp.route("/login", methods=["POST"])
+@limiter.limit(_login_rate_limit, key_func=client_address, scope="login-address")
+@limiter.limit(_login_rate_limit, key_func=_login_email_key, scope="login-email")
+@blp.arguments(LoginSchema)
+@blp.response(200, SessionSchema)
+@blp.alt_response(401, description="`invalid_credentials`")
+@blp.alt_response(429, description="`rate_limited`, with Retry-After")
+def login(body: dict[str, Any]) -> dict[str, Any]:
+    """Sign in; throttled per client address and per email."""
+    user = users.authenticate(clients().db, body["email"], body["password"])
+    return {"user": users.user_to_public(user), **issue_tokens(user)}
+
+
+@blp.route("/refresh", methods=["POST"])
+@blp.doc(security=BEARER, description="Send the refresh token as the bearer token.")
+@jwt_required(refresh=True)
+@blp.response(200, TokenPairSchema)
+@blp.alt_response(401, description="`token_revoked` (also when a spent token is reused)")
+def refresh() -> dict[str, Any]:
+    """Spend the refresh token for a new pair; reusing a spent one revokes the whole login."""
+    claims = get_jwt()
+    db = clients().db
+    record = tokens.spend_refresh_token(db, clients().redis, claims["jti"],
+                                        access_ttl_seconds=settings().jwt_access_ttl_seconds)
+    user = users.get_user(db, record["user_id"])
+    if user is None:
+        raise Unauthorized("This account no longer exists.")
+    return issue_tokens(user, family=record["family"])
+
+
+@blp.route("/logout", methods=["POST"])
+@blp.doc(security=BEARER)
+@login_required
+@blp.response(204)
+def logout() -> None:
+    """Revoke this access token and every refresh token of its login."""
+    claims = get_jwt()
+    redis_client = clients().redis
+    tokens.revoke_access_token(redis_client, claims["jti"], int(claims["exp"]))
+    if claims.get("fam"):
+        tokens.revoke_family(clients().db, redis_client, claims["fam"],
+                             access_ttl_seconds=settings().jwt_access_ttl_seconds)
+
+
+@blp.route("/me")
+@blp.doc(security=BEARER)
+@login_required
+@blp.response(200, UserSchema)
+def me() -> dict[str, Any]:
+    """The signed-in user."""
+    return current_user()

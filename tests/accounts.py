@@ -1,0 +1,43 @@
+"""Signing up, signing in and making admins through the public API, for the shop's tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from common import users
+from common.clients import Clients
+
+PASSWORD = "correct-horse-battery"
+
+
+def unique_email(prefix: str = "shopper") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def register(client: Any, email: str | None = None, password: str = PASSWORD,
+             name: str = "Ada Shopper") -> dict[str, Any]:
+    response = client.post("/api/auth/register",
+                           json={"email": email or unique_email(), "password": password,
+                                 "name": name})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def register_admin(client: Any, clients: Clients) -> dict[str, Any]:
+    """A registered account promoted to admin; its access token works as an admin's at once."""
+    session = register(client, email=unique_email("admin"))
+    users.ensure_admin(clients.db, email=session["user"]["email"], password=None)
+    return session
+
+
+def create_product(client: Any, admin_token: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": "Lamp", "description": "A lamp.", "price_cents": 1999, "currency": "usd",
+            "stock": 10, "image_url": "https://example.com/lamp.png"} | fields
+    response = client.post("/api/products", json=body, headers=bearer(admin_token))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
