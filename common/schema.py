@@ -13,7 +13,8 @@ from pymongo.errors import CollectionInvalid
 # collection name -> indexes. Each domain module's collections are listed here.
 INDEXES: dict[str, list[IndexModel]] = {
     "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
-    "products": [IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest")],
+    # No `_id` in secondary indexes: the embedded wire server cannot index it (inserts fail).
+    "products": [IndexModel([("created_at", DESCENDING)], name="newest")],
     "carts": [],
     "orders": [
         IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="user_newest"),
