@@ -1,0 +1,394 @@
+"""`flashsale loadtest`: one load test against a running system, end to end.
+
+As the admin it creates a product and a sale; it gets the shoppers' accounts (kept from
+earlier runs or registered through the API); it runs the shoppers (locust headless, or the
+compact gevent driver of the surge) as a subprocess; it waits until every ticket is decided
+(and paid, in pay mode); then it runs the verifier and prints one summary. Everything of a run
+is kept under loadtests/results/<timestamp>-<scenario>/: locust's CSV and HTML, the admissions
+log, the chart, the summary. The exit status is non-zero when an invariant fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from common.settings import PROJECT_ROOT
+from loadtests import charts
+from loadtests.monitor import MemoryGrowth, RssSampler, StatsSampler
+from loadtests.shop import AccountPool, Operator, pool_path, write_accounts
+from loadtests.verify import Check, VerifyReport, clients_for, load_services, verify_sale
+
+RESULTS_DIR = PROJECT_ROOT / "loadtests" / "results"
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+ADMISSION = "admission"
+DECISION_TARGET_MS = 2000
+SOAK_PER_USER_LIMIT = 100
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '10m', '1h30m', '90' (seconds) -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 1h30m)")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+@dataclass
+class LoadTestOptions:
+    users: int = 200
+    stock: int | None = None
+    spawn_rate: float | None = None
+    duration: str = "30s"
+    pay: bool = False
+    scenario: str = "shoppers"
+    soak: bool = False
+    services: Path = PROJECT_ROOT / "var" / "run" / "services.json"
+    admin_email: str = "admin@example.com"
+    admin_password: str = ""
+    results_dir: Path = RESULTS_DIR
+    arrival_window: float | None = None
+    open_in: float = 3.0
+    reservation_ttl: int = 60
+    settle_timeout: float | None = None
+    register_concurrency: int = 8
+    connections: int = 1000
+
+    def resolved(self) -> LoadTestOptions:
+        """Scenario defaults: the surge is 10,000 shoppers in 5 s for 500 units."""
+        made = LoadTestOptions(**asdict(self))
+        if made.scenario == "surge":
+            made.users = made.users if made.users != 200 else 10_000
+            made.stock = made.stock or 500
+            made.arrival_window = made.arrival_window if made.arrival_window is not None else 5.0
+        made.stock = made.stock or (made.users * SOAK_PER_USER_LIMIT if made.soak else 100)
+        made.arrival_window = made.arrival_window if made.arrival_window is not None else 1.0
+        made.spawn_rate = made.spawn_rate or float(made.users)
+        return made
+
+
+@dataclass
+class Latency:
+    requests: int = 0
+    p50: float = math.nan
+    p95: float = math.nan
+    p99: float = math.nan
+    max: float = math.nan
+
+    def describe(self) -> str:
+        return (f"p50 {self.p50:.0f} ms, p95 {self.p95:.0f} ms, p99 {self.p99:.0f} ms, "
+                f"max {self.max:.0f} ms ({self.requests} requests)")
+
+
+@dataclass
+class RunSummary:
+    scenario: str
+    sale_id: str
+    results: Path
+    options: dict[str, Any]
+    accounts: str = ""
+    issued: int = 0
+    reserved: int = 0
+    sold_out: int = 0
+    sold_out_at_door: int = 0
+    paid: int = 0
+    requests: int = 0
+    failed_requests: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    admission: Latency = field(default_factory=Latency)
+    open_to_last_decision_s: float = math.nan
+    decision: Latency = field(default_factory=Latency)
+    undecided: int = 0
+    checks: list[Check] = field(default_factory=list)
+    memory: list[MemoryGrowth] = field(default_factory=list)
+    chart: str = ""
+    driver_exit: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def targets(self) -> list[tuple[str, bool]]:
+        found = [
+            ("no failed requests", self.failed_requests == 0),
+            ("admission p95 < 100 ms", self.admission.p95 < 100),
+            ("admission p99 < 200 ms", self.admission.p99 < 200),
+            ("every ticket decided within 2 s of admission",
+             self.undecided == 0 and self.decision.max <= DECISION_TARGET_MS),
+        ]
+        found += [(f"{m.group} memory growth < 10%", m.stable) for m in self.memory
+                  if m.group in ("api", "worker")]
+        return found
+
+    def render(self) -> str:
+        opts = self.options
+        mode = "pay" if opts["pay"] else "reserve only"
+        head = (f"{self.scenario}: {opts['users']} shoppers for {opts['stock']} units, {mode}"
+                f"{', soak ' + opts['duration'] if opts['soak'] else ''}; sale {self.sale_id}")
+        rows = [
+            ("shopper accounts", self.accounts),
+            ("tickets issued", f"{self.issued}"),
+            ("reserved", f"{self.reserved} tickets got a reservation"),
+            ("sold out", f"{self.sold_out} tickets decided sold_out, {self.sold_out_at_door} "
+                         "admissions answered 410 sold_out"),
+            ("paid", f"{self.paid}"),
+            ("failed requests", f"{self.failed_requests} of {self.requests} (expected sold-out "
+                                f"answers are not failures)" +
+             ("" if not self.failures else "  " + "; ".join(
+                 f"{k}: {v}" for k, v in sorted(self.failures.items(), key=lambda kv: -kv[1])[:5]))),
+            ("admission latency", self.admission.describe()),
+            ("sale open -> last decision", f"{self.open_to_last_decision_s:.2f} s"),
+            ("admission -> decision", self.decision.describe().replace("requests", "tickets")
+             + (f", {self.undecided} never decided" if self.undecided else "")),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"flashsale loadtest: {head}", f"  results: {self.results}"]
+        lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
+        for growth in self.memory:
+            lines.append(f"  {('RSS ' + growth.group).ljust(width)}  {growth.baseline_mb:.1f} MB after "
+                         f"warm-up -> {growth.last_mb:.1f} MB ({growth.growth_percent:+.1f}%, peak "
+                         f"{growth.peak_mb:.1f} MB, first {growth.first_mb:.1f} MB)")
+        lines.append("  invariants")
+        lines += [f"    {check.line()}" for check in self.checks]
+        lines.append("  targets (reported, not part of the exit status)")
+        lines += [f"    {'MET   ' if ok else 'MISSED'}  {name}" for name, ok in self.targets()]
+        if self.chart:
+            lines.append(f"  chart: {self.chart}")
+        lines.append(f"  RESULT: {'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ locust results
+
+
+def locust_figures(csv_prefix: Path) -> tuple[Latency, int, int, dict[str, int]]:
+    """Admission latency, total requests, failed requests and failures by kind."""
+    latency = Latency()
+    requests = failed = 0
+    stats_path = csv_prefix.with_name(csv_prefix.name + "_stats.csv")
+    if stats_path.exists():
+        with stats_path.open() as source:
+            for row in csv.DictReader(source):
+                if row["Name"] == ADMISSION:
+                    latency = Latency(int(row["Request Count"]), float(row["50%"]), float(row["95%"]),
+                                      float(row["99%"]), float(row["Max Response Time"]))
+                if row["Name"] == "Aggregated":
+                    requests, failed = int(row["Request Count"]), int(row["Failure Count"])
+    failures: dict[str, int] = {}
+    failures_path = csv_prefix.with_name(csv_prefix.name + "_failures.csv")
+    if failures_path.exists():
+        with failures_path.open() as source:
+            for row in csv.DictReader(source):
+                key = f"{row['Method']} {row['Name']}: {row['Error'][:120]}"
+                failures[key] = failures.get(key, 0) + int(row["Occurrences"])
+    return latency, requests, failed, failures
+
+
+def latency_of(values: list[float]) -> Latency:
+    if not values:
+        return Latency()
+    return Latency(len(values), charts.percentile(values, 0.50), charts.percentile(values, 0.95),
+                   charts.percentile(values, 0.99), max(values))
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _drivers_env(options: LoadTestOptions, services: dict[str, Any], sale: dict[str, Any],
+                 accounts_file: Path, out: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "LOADTEST_SALE_ID": sale["id"],
+        "LOADTEST_ACCOUNTS": str(accounts_file),
+        "LOADTEST_STRIPE_API_BASE": services.get("stripe_api_base", ""),
+        "LOADTEST_ARRIVAL_WINDOW": str(options.arrival_window),
+        "LOADTEST_ADMISSIONS_LOG": str(out / "admissions.csv"),
+        "LOADTEST_OUTCOMES": str(out / "outcomes.json"),
+        "LOADTEST_QUIT_WHEN_DONE": "false" if options.soak else "true",
+        "LOADTEST_PAY": "true" if options.pay else "false",
+        "LOADTEST_LOOP": "true" if options.soak else "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _locust_command(options: LoadTestOptions, base: str, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
+        "--run-time", options.duration, "--host", base, "--csv", str(out / "locust"),
+        "--csv-full-history", "--html", str(out / "report.html"), "--only-summary",
+        "--stop-timeout", "10", "--loglevel", "WARNING",
+    ]
+
+
+def _surge_command(options: LoadTestOptions, services: dict[str, Any], sale: dict[str, Any],
+                   accounts_file: Path, out: Path) -> list[str]:
+    command = [sys.executable, "-m", "loadtests.surge", "--host", str(services["api"]),
+               "--out", str(out), "--sale-id", sale["id"], "--accounts", str(accounts_file),
+               "--arrival-window", str(options.arrival_window),
+               "--connections", str(options.connections),
+               "--run-time", str(parse_duration(options.duration))]
+    if options.pay:
+        command += ["--pay", "--stripe-api-base", str(services.get("stripe_api_base", ""))]
+    return command
+
+
+def _settled(stats: dict[str, Any], pay: bool) -> bool:
+    decided = stats.get("queued", 1) == 0
+    if not pay:
+        return bool(decided)
+    return bool(decided and stats.get("reserved", 1) == 0 and stats.get("sold") == stats.get("orders"))
+
+
+def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) -> RunSummary:
+    options = options.resolved()
+    duration_s = parse_duration(options.duration)
+    services = load_services(options.services)
+    base = str(services["api"]).rstrip("/")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = options.results_dir / f"{stamp}-{options.scenario}{'-soak' if options.soak else ''}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    operator = Operator(base, options.admin_email, options.admin_password).sign_in()
+    echo(f"loadtest: getting {options.users} shopper accounts (kept ones are refreshed, the rest "
+         "registered through the API)")
+    pool = AccountPool(base, pool_path(options.results_dir, base), options.register_concurrency)
+    accounts, pool_report = pool.take(options.users, progress=lambda m: echo(f"loadtest: {m}"))
+    if len(accounts) < options.users:
+        raise RuntimeError(f"only {len(accounts)} of {options.users} shopper accounts: "
+                           f"{pool_report.describe()}")
+    accounts_file = out / "accounts.jsonl"
+    write_accounts(accounts_file, accounts)
+    echo(f"loadtest: accounts ready: {pool_report.describe()}")
+
+    opens = datetime.now(UTC) + timedelta(seconds=options.open_in)
+    sale = operator.create_sale(
+        stock=options.stock or 100, starts_at=opens,
+        lasts=timedelta(seconds=max(3600.0, duration_s * 2 + 600)),
+        per_user_limit=SOAK_PER_USER_LIMIT if options.soak else 1,
+        reservation_ttl_seconds=options.reservation_ttl)
+    sale_id = sale["id"]
+    opened_at = opens.timestamp()
+    echo(f"loadtest: sale {sale_id} ({options.stock} units) opens at {opens.isoformat()}; "
+         f"results in {out}")
+
+    sampler = StatsSampler(operator, sale_id)
+    sampler.start()
+    rss = RssSampler(int(services["pid"])) if options.soak and services.get("pid") else None
+    if rss:
+        rss.start()
+    command = (_surge_command(options, services, sale, accounts_file, out)
+               if options.scenario == "surge" else _locust_command(options, base, out))
+    env = _drivers_env(options, services, sale, accounts_file, out)
+    with (out / "driver.log").open("wb") as log:
+        driver = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            driver_exit = driver.wait(timeout=duration_s + options.open_in + 120)
+        except subprocess.TimeoutExpired:
+            driver.terminate()
+            driver_exit = driver.wait(30)
+    echo(f"loadtest: shoppers finished (driver exit {driver_exit}); waiting for every ticket to settle")
+
+    settle_timeout = options.settle_timeout or float(options.reservation_ttl + 30)
+    deadline = time.monotonic() + settle_timeout
+    while time.monotonic() < deadline and not _settled(sampler.latest(), options.pay):
+        time.sleep(0.5)
+    time.sleep(1.0)  # one more stats sample after the last change
+    sampler.stop()
+    if rss:
+        rss.stop()
+
+    redis_client, mongo = clients_for(services)
+    try:
+        from common.clients import mongo_database_name
+
+        db = mongo[mongo_database_name(services["mongodb"], "flashsale")]
+        expect_sold_out = options.pay and not options.soak and options.users >= (options.stock or 0)
+        report = verify_sale(redis_client, db, sale_id, expect_sold_out=expect_sold_out,
+                             lowest_available_seen=sampler.lowest("available"))
+    finally:
+        redis_client.close()
+        mongo.close()
+
+    summary = summarise(options, sale_id, out, report, pool_report.describe(), driver_exit)
+    if rss:
+        summary.memory = [g for g in (rss.growth("api"), rss.growth("worker")) if g]
+        (out / "rss.json").write_text(json.dumps(rss.samples))
+    admissions = charts.read_admissions(out / "admissions.csv")
+    try:
+        chart = charts.plot_run(
+            out / "chart.png", opened_at=opened_at, admissions=admissions, samples=sampler.samples,
+            title=f"{options.scenario}: {options.users} shoppers, {options.stock} units, sale {sale_id}")
+        summary.chart = str(chart)
+    except Exception as exc:  # a chart is a by-product: the summary still stands
+        echo(f"loadtest: no chart: {type(exc).__name__}: {exc}")
+    (out / "stats.json").write_text(json.dumps(sampler.samples))
+    (out / "summary.txt").write_text(summary.render() + "\n")
+    return summary
+
+
+def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyReport,
+              accounts: str, driver_exit: int) -> RunSummary:
+    audit = report.audit
+    counters = audit.counters
+    summary = RunSummary(scenario=options.scenario, sale_id=sale_id, results=out,
+                         options=asdict(options) | {"services": str(options.services),
+                                                    "results_dir": str(options.results_dir)},
+                         accounts=accounts, driver_exit=driver_exit)
+    summary.checks = list(report.checks)
+    if counters:
+        summary.issued, summary.sold_out, summary.paid = counters.issued, counters.sold_out, counters.paid
+    summary.reserved = sum(1 for t in audit.tickets if t.decided_at_ms and t.status != "sold_out")
+    outcomes_path = out / "outcomes.json"
+    outcomes = json.loads(outcomes_path.read_text()) if outcomes_path.exists() else {}
+    summary.sold_out_at_door = int(outcomes.get("sold_out_at_door", 0))
+
+    if options.scenario == "surge":
+        driver = json.loads((out / "driver.json").read_text()) if (out / "driver.json").exists() else {}
+        summary.requests = int(driver.get("requests", 0))
+        summary.failed_requests = int(driver.get("failed", 0))
+        summary.failures = dict(driver.get("failures", {}))
+        summary.admission = latency_of([ms for _, ms, _ in charts.read_admissions(out / "admissions.csv")])
+    else:
+        summary.admission, summary.requests, summary.failed_requests, summary.failures = \
+            locust_figures(out / "locust")
+
+    decided = [t for t in audit.tickets if t.decided_at_ms]
+    # Tickets cancelled by their owner while still queued were never decided, rightly.
+    summary.undecided = sum(1 for t in audit.tickets if not t.decided_at_ms and t.status != "cancelled")
+    if decided:
+        summary.open_to_last_decision_s = (max(t.decided_at_ms for t in decided) - audit.starts_at_ms) / 1000
+        summary.decision = latency_of([float(t.decided_at_ms - t.created_at_ms) for t in decided])
+    final_check = Check(
+        "every ticket decided" + (" and every reservation paid" if options.pay else ""),
+        summary.undecided == 0 and (not options.pay or options.soak or all(
+            t.status in ("paid", "sold_out") for t in audit.tickets)),
+        f"{summary.undecided} tickets never decided" + (
+            f", {sum(1 for t in audit.tickets if t.status not in ('paid', 'sold_out'))} tickets "
+            "neither paid nor sold out" if options.pay else ""))
+    summary.checks.append(final_check)
+    if driver_exit not in (0, 1):
+        # locust exits 1 when some request failed (reported above); anything else is a crash.
+        summary.checks.append(Check("the shoppers' driver ran to the end", False,
+                                    f"exit status {driver_exit}: see {out / 'driver.log'}"))
+    return summary

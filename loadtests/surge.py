@@ -1,0 +1,170 @@
+"""The surge: thousands of shoppers arriving within seconds of a sale's opening, driven by
+gevent greenlets over one pool of keep-alive connections (10,000 locust users would cost more
+CPU than the system under test on a small machine).
+
+Each shopper does what a locust shopper does: join at its arrival time, poll its ticket
+honouring `poll_after_ms`, and with --pay pay a reservation with a card token from Stripe's
+`/v1/tokens`. Writes admissions.csv, outcomes.json and driver.json (request and failure
+counts) into --out. Run by `flashsale loadtest --scenario surge`.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse
+import csv
+import json
+import random
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.pool import Pool
+
+from loadtests.gevent_http import Answer, JsonClient
+
+FINAL = {"paid", "sold_out", "expired", "cancelled", "payment_failed"}
+JOURNEY_TIMEOUT_S = 180.0
+
+
+class Surge:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.api = JsonClient(args.host, args.connections)
+        self.stripe: JsonClient | None = None
+        self.publishable_key = ""
+        self.admissions: list[tuple[float, float, int]] = []
+        self.outcomes: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.requests = 0
+
+    def call(self, what: str, client: JsonClient, method: str, path: str, expected: tuple[int, ...],
+             **kwargs: Any) -> Answer | None:
+        self.requests += 1
+        try:
+            answer = client.request(method, path, **kwargs)
+        except Exception as exc:
+            self.failures[f"{what}: {type(exc).__name__}"] += 1
+            return None
+        if answer.status not in expected:
+            self.failures[f"{what}: {answer.status} {answer.error_code()}"] += 1
+        return answer
+
+    def shopper(self, account: dict[str, str], arrive_at: float) -> None:
+        gevent.sleep(max(0.0, arrive_at - time.time()))
+        self.outcomes[self.journey(account)] += 1
+
+    def journey(self, account: dict[str, str]) -> str:
+        token, sale_id = account["access_token"], self.args.sale_id
+        for _attempt in range(20):
+            self.requests += 1
+            try:
+                answer = self.api.request("POST", f"/api/sales/{sale_id}/tickets", {"quantity": 1}, token)
+            except Exception as exc:
+                self.failures[f"admission: {type(exc).__name__}"] += 1
+                return "error"
+            self.admissions.append((answer.started_at, answer.ms, answer.status))
+            code = answer.error_code()
+            if answer.status == 409 and code == "sale_not_open":
+                gevent.sleep(0.2)
+                continue
+            if answer.status == 410 and code == "sold_out":
+                return "sold_out_at_door"
+            if answer.status not in (200, 202):
+                self.failures[f"admission: {answer.status} {code}"] += 1
+                return "error"
+            break
+        else:
+            return "error"
+        ticket = answer.body
+        started = time.monotonic()
+        while time.monotonic() - started < JOURNEY_TIMEOUT_S:
+            status = ticket["status"]
+            if status == "reserved" and self.args.pay:
+                if not self.pay(ticket, token):
+                    return "error"
+                want = {"paid"} | FINAL
+            elif status == "reserved" or status in FINAL:
+                return str(status)
+            else:
+                want = {"reserved"} | FINAL
+            while ticket["status"] not in want:
+                if time.monotonic() - started > JOURNEY_TIMEOUT_S:
+                    self.failures["ticket not decided in time"] += 1
+                    return "error"
+                gevent.sleep((ticket.get("poll_after_ms") or 1000) / 1000)
+                polled = self.call("ticket", self.api, "GET", f"/api/tickets/{ticket['id']}", (200,),
+                                   token=token)
+                if polled is None or polled.status != 200:
+                    return "error"
+                ticket = polled.body
+            if ticket["status"] in FINAL:
+                return str(ticket["status"])
+        self.failures["ticket not decided in time"] += 1
+        return "error"
+
+    def pay(self, ticket: dict[str, Any], token: str) -> bool:
+        assert self.stripe is not None
+        card = self.call("stripe: create token", self.stripe, "POST", "/v1/tokens", (200,), form={
+            "key": self.publishable_key, "card[number]": "4242424242424242",
+            "card[exp_month]": "12", "card[exp_year]": "2034", "card[cvc]": "123"})
+        if card is None or card.status != 200:
+            return False
+        paid = self.call("pay", self.api, "POST", f"/api/tickets/{ticket['id']}/pay", (200,),
+                         body={"card_token": card.body["id"]}, token=token)
+        return paid is not None and paid.status == 200
+
+    def run(self) -> None:
+        args = self.args
+        accounts = [json.loads(line) for line in Path(args.accounts).read_text().splitlines() if line]
+        sale = self.api.request("GET", f"/api/sales/{args.sale_id}").body
+        config = self.api.request("GET", "/api/config").body
+        self.publishable_key = config["stripe_publishable_key"]
+        if args.pay:
+            self.stripe = JsonClient(args.stripe_api_base, min(args.connections, 200))
+        opens = datetime.fromisoformat(sale["starts_at"].replace("Z", "+00:00")).timestamp()
+        pool = Pool(len(accounts))
+        for account in accounts:
+            pool.spawn(self.shopper, account, opens + random.uniform(0, args.arrival_window))
+        pool.join(timeout=max(opens - time.time(), 0) + args.run_time)
+        pool.kill(block=True, timeout=10)
+
+    def write(self, out: Path) -> None:
+        with (out / "admissions.csv").open("w", newline="") as target:
+            writer = csv.writer(target)
+            writer.writerow(["started_at", "response_time_ms", "status"])
+            writer.writerows((f"{t:.4f}", f"{ms:.2f}", s) for t, ms, s in self.admissions)
+        (out / "outcomes.json").write_text(json.dumps(dict(self.outcomes), indent=2))
+        (out / "driver.json").write_text(json.dumps({
+            "requests": self.requests, "failed": sum(self.failures.values()),
+            "failures": dict(self.failures), "outcomes": dict(self.outcomes)}, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--sale-id", required=True)
+    parser.add_argument("--accounts", required=True, help="JSON lines with access_token")
+    parser.add_argument("--arrival-window", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--run-time", type=float, default=300.0, help="seconds after the opening")
+    parser.add_argument("--pay", action="store_true")
+    parser.add_argument("--stripe-api-base", default="")
+    args = parser.parse_args()
+    surge = Surge(args)
+    surge.run()
+    surge.write(args.out)
+    print(json.dumps({"requests": surge.requests, "failed": sum(surge.failures.values()),
+                      "outcomes": dict(surge.outcomes)}))
+
+
+if __name__ == "__main__":
+    main()
