@@ -13,6 +13,7 @@ from flask import Flask, Response, g, request, send_from_directory
 from api.auth import bootstrap_accounts
 from api.errors import register_error_handlers
 from api.extensions import api, jwt, limiter
+from api.task_queue import TaskQueue
 from common import metrics
 from common.clients import Clients
 from common.logs import configure_logging, new_request_id, request_id_var
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app = Flask(__name__, static_folder=None)
     app.extensions["flashsale.settings"] = settings
     app.extensions["flashsale.clients"] = clients
+    app.extensions["flashsale.tasks"] = TaskQueue(settings.broker_url)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         JSON_SORT_KEYS=False,

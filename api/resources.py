@@ -6,7 +6,7 @@ from flask_smorest import Api
 
 
 def register_resources(api: Api) -> None:
-    from api import auth, cart, orders, products, public_config
+    from api import auth, cart, orders, products, public_config, sales, tickets, webhooks
 
-    for module in (auth, products, cart, orders, public_config,):
+    for module in (auth, products, cart, orders, public_config, sales, tickets, webhooks,):
         api.register_blueprint(module.blp)

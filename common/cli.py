@@ -104,6 +104,9 @@ def run(ready_timeout: float) -> None:
             "stripe_api_base": env.get("STRIPE_API_BASE") or "https://api.stripe.com",
             "stripe_secret_key": env["STRIPE_SECRET_KEY"],
             "stripe_publishable_key": env.get("STRIPE_PUBLISHABLE_KEY", ""),
+            # Local development only: lets tests and load tests sign webhook deliveries.
+            "stripe_webhook_secret": (
+                env.get("STRIPE_WEBHOOK_SECRET", "") if "stripe" in plan.embedded else ""),
             "embedded": plan.embedded,
             "pid": os.getpid(),
         }
@@ -133,7 +136,7 @@ def _exec(argv: list[str]) -> None:
 
 
 def _supervise(name: str, argv: list[str], port: int,
-               after_start: Callable[[], None] | None = None) -> None:
+               after_start: Callable[[], None] | None = None, quiet: bool = False) -> None:
     """Run an embedded server as a child and restart it if it dies on its own.
 
     A killed embedded Redis comes back (with its AOF data) while the API keeps running and
@@ -153,7 +156,9 @@ def _supervise(name: str, argv: list[str], port: int,
     signal.signal(signal.SIGINT, forward)
     backoff = 0.5
     while not stopping.is_set():
-        child = subprocess.Popen(argv)
+        # quiet: the server logs every command to its own log file already.
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL if quiet else None,
+                                 stderr=subprocess.DEVNULL if quiet else None)
         if wait_for_port("127.0.0.1", port, timeout=30) and after_start and not stopping.is_set():
             after_start()
         started = time.monotonic()
@@ -180,7 +185,7 @@ def serve(name: str) -> None:
     elif name == "mongodb":
         uri = settings.require("mongodb_uri")
         _supervise(name, embedded.mongodb_command(uri, var / "mongodb", var / "run"),
-                   embedded.port_of(uri))
+                   embedded.port_of(uri), quiet=True)
     elif name == "stripe":
         api_base = settings.require("stripe_api_base")
         public = settings.public_url or f"http://{settings.host}:{settings.port}"

@@ -1,0 +1,89 @@
+"""A small HTTP client of the public contract, used by the end-to-end tests."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-123"
+
+
+@dataclass
+class Shopper:
+    base: str
+    email: str = field(default_factory=lambda: f"shopper-{secrets.token_hex(6)}@example.com")
+    password: str = "correct-horse-battery"
+    token: str = ""
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def register(self) -> Shopper:
+        r = self.session.post(f"{self.base}/api/auth/register", json={
+            "email": self.email, "password": self.password, "name": "Shopper"}, timeout=30)
+        assert r.status_code == 201, r.text
+        self.token = r.json()["access_token"]
+        return self
+
+    def login(self) -> Shopper:
+        r = self.session.post(f"{self.base}/api/auth/login",
+                              json={"email": self.email, "password": self.password}, timeout=30)
+        assert r.status_code == 200, r.text
+        self.token = r.json()["access_token"]
+        return self
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {}) | {"Authorization": f"Bearer {self.token}"}
+        return self.session.request(method, self.base + path, headers=headers,
+                                    timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def join(self, sale_id: str, quantity: int = 1) -> requests.Response:
+        return self.call("POST", f"/api/sales/{sale_id}/tickets", json={"quantity": quantity})
+
+    def ticket(self, ticket_id: str) -> dict[str, Any]:
+        r = self.call("GET", f"/api/tickets/{ticket_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_for(self, ticket_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        ticket = self.ticket(ticket_id)
+        while ticket["status"] not in statuses and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ticket = self.ticket(ticket_id)
+        return ticket
+
+
+def admin(base: str) -> Shopper:
+    return Shopper(base, email=ADMIN_EMAIL, password=ADMIN_PASSWORD).login()
+
+
+def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: int = 4999,
+                product_stock: int | None = None, per_user_limit: int = 1,
+                starts_in: float = -1) -> dict[str, Any]:
+    product = operator.call("POST", "/api/products", json={
+        "name": f"Drop {secrets.token_hex(3)}", "description": "Limited run", "price_cents": 9999,
+        "currency": "USD", "stock": stock if product_stock is None else product_stock,
+        "image_url": "https://example.com/p.png"})
+    assert product.status_code == 201, product.text
+    now = datetime.now(UTC)
+    sale = operator.call("POST", "/api/sales", json={
+        "product_id": product.json()["id"], "stock": stock, "price_cents": price_cents,
+        "starts_at": (now + timedelta(seconds=starts_in)).isoformat(),
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "per_user_limit": per_user_limit, "reservation_ttl_seconds": ttl})
+    assert sale.status_code == 201, sale.text
+    return sale.json()
+
+
+def card_token(stripe_api_base: str, number: str = "4242424242424242") -> str:
+    """What Stripe.js createToken does in the browser, with the publishable key."""
+    r = requests.post(f"{stripe_api_base}/v1/tokens", data={
+        "key": "pk_test_embedded", "card[number]": number, "card[exp_month]": "12",
+        "card[exp_year]": "2034", "card[cvc]": "123"}, timeout=10)
+    r.raise_for_status()
+    return str(r.json()["id"])

@@ -1,0 +1,191 @@
+"""The flash sale end to end over HTTP against `flashsale run` (gunicorn, Celery worker and
+beat, embedded Redis, MongoDB wire server and Stripe emulator sending signed webhooks)."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pymongo
+import pytest
+import redis
+import requests
+import stripe
+
+from common import sale_keys
+from tests.e2e.shop import Shopper, admin, card_token, create_sale
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _stats(operator: Shopper, sale_id: str) -> dict:
+    r = operator.call("GET", f"/api/admin/sales/{sale_id}/stats")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _wait(predicate, timeout: float = 90, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+@pytest.fixture(scope="module")
+def shoppers(system):
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda _: Shopper(system.url).register(), range(200)))
+
+
+def test_200_shoppers_for_100_units_then_every_reservation_paid(system, shoppers):
+    operator = admin(system.url)
+    sale = create_sale(operator, stock=100, product_stock=100)
+    sale_id = sale["id"]
+    store = redis.Redis.from_url(system.services["redis"], decode_responses=True)
+    lowest = {"available": 100}
+
+    def watch_available():
+        while not stop:
+            value = int(store.hget(sale_keys.counters_key(sale_id), "available") or 0)
+            lowest["available"] = min(lowest["available"], value)
+            time.sleep(0.01)
+
+    stop = False
+    with ThreadPoolExecutor(1) as watcher:
+        watching = watcher.submit(watch_available)
+        with ThreadPoolExecutor(64) as pool:
+            answers = list(pool.map(lambda s: s.join(sale_id), shoppers))
+        assert [a.status_code for a in answers] == [202] * 200, {a.status_code for a in answers}
+        tickets = [a.json() for a in answers]
+        assert len({t["id"] for t in tickets}) == 200
+        # Joining again gives the same ticket: one live ticket per shopper per sale.
+        again = shoppers[0].join(sale_id)
+        assert again.status_code == 200 and again.json()["id"] == tickets[0]["id"]
+
+        def all_decided():
+            stats = _stats(operator, sale_id)
+            return stats if stats["queued"] == 0 and stats["reserved"] + stats["sold_out"] == 200 and \
+                stats["reserved"] == 100 else None
+
+        stats = _wait(all_decided)
+        stop = True
+        watching.result()
+    assert stats, _stats(operator, sale_id)
+    assert stats["available"] == 0 and stats["consistent"] is True
+    assert lowest["available"] >= 0
+    finals = [s.wait_for(t["id"], {"reserved", "sold_out"}) for s, t in zip(shoppers, tickets, strict=True)]
+    assert sum(t["status"] == "reserved" for t in finals) == 100
+    assert sum(t["status"] == "sold_out" for t in finals) == 100
+    reserved = [(s, t) for s, t in zip(shoppers, finals, strict=True) if t["status"] == "reserved"]
+    assert all(t["reservation"]["payment_intent_id"].startswith("pi_") for _, t in reserved)
+
+    # Every reservation is paid through the emulator, the way Stripe.js would.
+    stripe_base = system.services["stripe_api_base"]
+
+    def pay(pair):
+        shopper, ticket = pair
+        r = shopper.call("POST", f"/api/tickets/{ticket['id']}/pay",
+                         json={"card_token": card_token(stripe_base)})
+        assert r.status_code == 200, r.text
+        return r.json()["status"]
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(pay, reserved)) == {"succeeded"}
+    paid = [s.wait_for(t["id"], {"paid"}, timeout=120) for s, t in reserved]
+    assert all(t["status"] == "paid" and t["order_id"] for t in paid)
+
+    db = pymongo.MongoClient(system.services["mongodb"])[system.services["mongodb"].rsplit("/", 1)[1]]
+    orders = list(db.orders.find({"sale_id": sale_id}))
+    assert len(orders) == 100
+    assert len({o["payment_intent_id"] for o in orders}) == 100
+    assert len({o["ticket_id"] for o in orders}) == 100
+    assert db.products.find_one({"_id": sale["product_id"]})["stock"] == 0
+    final = _stats(operator, sale_id)
+    assert (final["sold"], final["reserved"], final["available"], final["orders"]) == (100, 0, 0, 100)
+    client = stripe.StripeClient(system.services["stripe_secret_key"],
+                                 base_addresses={"api": stripe_base})
+    for order in orders[:20]:
+        assert client.v1.payment_intents.retrieve(order["payment_intent_id"])["status"] == "succeeded"
+    # The shopper sees the order.
+    shopper, _ = reserved[0]
+    order = shopper.call("GET", f"/api/orders/{paid[0]['order_id']}")
+    assert order.status_code == 200 and order.json()["status"] == "paid"
+    # Sold out now: answered at once, without touching the stream.
+    late = Shopper(system.url).register().join(sale_id)
+    assert late.status_code == 410 and late.json()["error"]["code"] == "sold_out"
+
+
+def _signed(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    timestamp = timestamp or int(time.time())
+    signature = stripe.WebhookSignature._compute_signature(f"{timestamp}.{payload.decode()}", secret)
+    return f"t={timestamp},v1={signature}"
+
+
+def test_webhooks_are_verified_and_applied_once(system):
+    operator = admin(system.url)
+    sale = create_sale(operator, stock=1, product_stock=1)
+    shopper = Shopper(system.url).register()
+    ticket = shopper.join(sale["id"]).json()
+    ticket = shopper.wait_for(ticket["id"], {"reserved"})
+    intent_id = ticket["reservation"]["payment_intent_id"]
+    stripe_base = system.services["stripe_api_base"]
+    client = stripe.StripeClient(system.services["stripe_secret_key"], base_addresses={"api": stripe_base})
+    # Pay at Stripe directly so no webhook of ours has been applied yet for this event id.
+    secret = system.services["stripe_webhook_secret"]
+    event = {"id": "evt_" + intent_id[3:], "object": "event", "type": "payment_intent.succeeded",
+             "created": int(time.time()), "data": {"object": {"id": intent_id, "object": "payment_intent"}}}
+    payload = json.dumps(event).encode()
+    url = f"{system.url}/api/webhooks/stripe"
+    bad = [
+        (payload.replace(b"succeeded", b"canceled"), _signed(payload, secret)),  # tampered body
+        (payload, _signed(payload, "whsec_wrong")),  # wrong secret
+        (payload, None),  # missing header
+        (payload, _signed(payload, secret, int(time.time()) - 3600)),  # stale timestamp
+    ]
+    for body, header in bad:
+        headers = {"Content-Type": "application/json"} | ({"Stripe-Signature": header} if header else {})
+        r = requests.post(url, data=body, headers=headers, timeout=10)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_signature"
+    db = pymongo.MongoClient(system.services["mongodb"])[system.services["mongodb"].rsplit("/", 1)[1]]
+    assert db.webhook_events.count_documents({"_id": event["id"]}) == 0
+
+    r = shopper.call("POST", f"/api/tickets/{ticket['id']}/pay", json={"card_token": card_token(stripe_base)})
+    assert r.json()["status"] == "succeeded"
+    header = _signed(payload, secret)
+    with ThreadPoolExecutor(5) as pool:
+        codes = list(pool.map(lambda _: requests.post(
+            url, data=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+            timeout=10).status_code, range(5)))
+    assert codes == [200] * 5
+    assert shopper.wait_for(ticket["id"], {"paid"})["status"] == "paid"
+    time.sleep(2)  # let every delivery (ours and the emulator's own) be applied
+    assert db.orders.count_documents({"payment_intent_id": intent_id}) == 1
+    assert client.v1.payment_intents.retrieve(intent_id)["status"] == "succeeded"
+    assert _stats(operator, sale["id"])["sold"] == 1
+
+
+def test_unpaid_reservations_expire_and_go_to_the_next_in_line(system):
+    operator = admin(system.url)
+    sale = create_sale(operator, stock=2, ttl=2, product_stock=2)
+    first = [Shopper(system.url).register() for _ in range(3)]
+    tickets = [s.join(sale["id"]).json() for s in first]
+    decided = [s.wait_for(t["id"], {"reserved", "sold_out"}) for s, t in zip(first, tickets, strict=True)]
+    assert sorted(t["status"] for t in decided) == ["reserved", "reserved", "sold_out"]
+    holders = [(s, t) for s, t in zip(first, decided, strict=True) if t["status"] == "reserved"]
+    expired = [s.wait_for(t["id"], {"expired"}, timeout=30) for s, t in holders]
+    assert [t["status"] for t in expired] == ["expired", "expired"]
+    client = stripe.StripeClient(system.services["stripe_secret_key"],
+                                 base_addresses={"api": system.services["stripe_api_base"]})
+    intents = [t["reservation"]["payment_intent_id"] for _, t in holders]
+    assert _wait(lambda: all(client.v1.payment_intents.retrieve(i)["status"] == "canceled"
+                             for i in intents), timeout=30)
+    # The returned stock is sold to the next tickets.
+    nxt = Shopper(system.url).register()
+    ticket = nxt.wait_for(nxt.join(sale["id"]).json()["id"], {"reserved", "sold_out"})
+    assert ticket["status"] == "reserved"
+    stats = _stats(operator, sale["id"])
+    assert stats["expired"] == 2 and stats["consistent"]
