@@ -1,0 +1,44 @@
+"""`flashsale loadtest` end to end against a whole system started for this test: a small paid
+run must pass every invariant and exit 0, and leave its results (CSV, chart, summary)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_environ, start_system, stop_system
+from tests.e2e.shop import ADMIN_EMAIL, ADMIN_PASSWORD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_small_paid_loadtest_passes_every_invariant(tmp_path):
+    system = start_system(tmp_path)
+    try:
+        results = tmp_path / "results"
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "flashsale"), "loadtest", "--users", "20", "--stock", "10",
+             "--duration", "15s", "--pay", "--services", str(system.var_dir / "run" / "services.json"),
+             "--admin-email", ADMIN_EMAIL, "--admin-password", ADMIN_PASSWORD,
+             "--results-dir", str(results)],
+            capture_output=True, text=True, timeout=400, env=clean_environ())
+    finally:
+        stop_system(system.process)
+    summary = run.stdout
+    assert run.returncode == 0, summary + run.stderr[-3000:]
+    invariants = re.findall(r"^\s+(PASS|FAIL)  (.+?):", summary, flags=re.MULTILINE)
+    assert len(invariants) >= 8 and all(verdict == "PASS" for verdict, _ in invariants), summary
+    issued = int(re.search(r"tickets issued\s+(\d+)", summary).group(1))
+    sold_out, at_door = map(int, re.search(
+        r"sold out\s+(\d+) tickets decided sold_out, (\d+) admissions", summary).groups())
+    # 20 shoppers, 10 units: 10 pay, the other 10 are told sold out (as a ticket or at the door).
+    assert re.search(r"paid\s+10\b", summary), summary
+    assert issued + at_door == 20 and sold_out + at_door == 10, summary
+    assert re.search(r"failed requests\s+0 of", summary), summary
+    run_dir = next(results.glob("*-shoppers"))
+    for name in ("locust_stats.csv", "report.html", "chart.png", "admissions.csv", "summary.txt"):
+        assert (run_dir / name).stat().st_size > 0, name
