@@ -90,23 +90,21 @@ def register_error_handlers(app: Flask) -> None:
             response.headers[key] = value
         return response
 
-    @app.errorhandler(RedisError)
-    def _redis_down(exc: RedisError):
-        log.error("redis unavailable: %s", exc)
-        response = jsonify(error_body("service_unavailable", "The waiting room is unavailable; "
-                                      "try again shortly.", {"service": "redis"}))
+    def _unavailable(service: str, what: str, exc: Exception):
+        log.error("%s unavailable: %s", service, exc)
+        response = jsonify(error_body("service_unavailable", f"The {what} is unavailable; "
+                                      "try again shortly.", {"service": service}))
         response.status_code = 503
         response.headers["Retry-After"] = "2"
         return response
 
+    @app.errorhandler(RedisError)
+    def _redis_down(exc: RedisError):
+        return _unavailable("redis", "waiting room", exc)
+
     @app.errorhandler(PyMongoError)
     def _mongo_down(exc: PyMongoError):
-        log.error("mongodb error: %s", exc)
-        response = jsonify(error_body("service_unavailable", "The store is unavailable; "
-                                      "try again shortly.", {"service": "mongodb"}))
-        response.status_code = 503
-        response.headers["Retry-After"] = "2"
-        return response
+        return _unavailable("mongodb", "store", exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
