@@ -6,7 +6,7 @@ import type { SaleStats } from '../api/types';
 import { Money } from '../components/Money';
 import { admissionRates, RateChart, type Sample } from '../components/RateChart';
 import { useResource, useTitle } from '../lib/hooks';
-import { nextPollDelay } from '../lib/polling';
+import { nextPollDelay, useSaleRefresh } from '../lib/polling';
 import { formatDateTime } from '../lib/time';
 
 export const STATS_POLL_MS = 1000;
@@ -27,10 +27,10 @@ const FIGURES: { key: keyof SaleStats; label: string }[] = [
 
 export function AdminSalePage() {
   const { saleId = '' } = useParams();
-  const sale = useResource(() => sales.get(saleId), [saleId]);
+  const sale = useSaleRefresh(saleId, true);
   const product = useResource(
-    () => (sale.data ? cachedProduct(sale.data.product_id) : Promise.resolve(undefined)),
-    [sale.data?.product_id],
+    () => (sale ? cachedProduct(sale.product_id) : Promise.resolve(undefined)),
+    [sale?.product_id],
   );
   const [stats, setStats] = useState<SaleStats | null>(null);
   const [samples, setSamples] = useState<Sample[]>([]);
@@ -72,10 +72,10 @@ export function AdminSalePage() {
         <Link to="/admin">← Operator</Link>
       </p>
       <h1>Live: {product.data?.name ?? 'flash sale'}</h1>
-      {sale.data ? (
+      {sale ? (
         <p className="muted">
-          <Money cents={sale.data.price_cents} currency={sale.data.currency} /> · {sale.data.status} ·{' '}
-          {formatDateTime(sale.data.starts_at)} – {formatDateTime(sale.data.ends_at)} ·{' '}
+          <Money cents={sale.price_cents} currency={sale.currency} /> · <span data-testid="admin-sale-status">{sale.status}</span> ·{' '}
+          {formatDateTime(sale.starts_at)} – {formatDateTime(sale.ends_at)} ·{' '}
           <Link to={`/sales/${encodeURIComponent(saleId)}`}>Shopper's view</Link>
         </p>
       ) : null}

@@ -128,6 +128,7 @@ export function SalePage() {
   const rateLimited = retryUntil > clock;
 
   const buy = async () => {
+    if (user === undefined) return; // the session is still being checked
     if (!user) {
       navigate(loginPath(location));
       return;
@@ -192,7 +193,7 @@ export function SalePage() {
         type="button"
         className="button button-primary button-wide"
         onClick={buy}
-        disabled={joining || rateLimited}
+        disabled={joining || rateLimited || user === undefined}
         data-testid="buy-button"
       >
         {joining ? 'Joining the line…' : rateLimited ? `Try again in ${Math.ceil((retryUntil - clock) / 1000)} s` : 'Buy now'}
@@ -239,7 +240,7 @@ export function SalePage() {
             .
           </p>
         ) : null}
-        {!user ? (
+        {user === null ? (
           <p className="muted">
             <Link to={loginPath(location)}>Log in</Link> or <Link to="/register">sign up</Link> before the sale starts
             to be quick.

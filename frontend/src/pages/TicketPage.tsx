@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { errorMessage } from '../api/client';
 import { cachedProduct, orders, tickets } from '../api/shop';
-import type { Sale, Ticket, TicketStatus } from '../api/types';
+import { isFinalTicketStatus, type Sale, type Ticket, type TicketStatus } from '../api/types';
 import { CardPayment } from '../components/CardPayment';
 import { Countdown } from '../components/Countdown';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -50,7 +50,7 @@ function announcementFor(ticket: Ticket): string {
     case 'reserved':
       return "It's your turn. The item is reserved for you: pay before the timer runs out.";
     default:
-      return `${HEADING[ticket.status]}.`;
+      return `${HEADING[ticket.status] ?? 'Your ticket changed'}.`;
   }
 }
 
@@ -212,6 +212,9 @@ function ReservedView({
           pay={(token) => tickets.pay(ticket.id, token)}
           onSubmitted={() => setSubmitted(true)}
           onDeclined={onDeclined}
+          // While the reservation still holds, another card may be tried; once the decline
+          // releases it the ticket turns payment_failed and this view gives way.
+          allowRetryAfterDecline
         />
       ) : null}
       {!submitted ? <LeaveButton ticket={ticket} onLeft={onLeft} label="Give up my reservation" /> : null}
@@ -314,7 +317,7 @@ export function TicketPage() {
   const [firstPosition, setFirstPosition] = useState<number | null>(null);
   const announcement = useAnnouncement(ticket);
   const now = useNow(poll.retryAt !== null);
-  useTitle(ticket ? HEADING[ticket.status] : 'Your place in line');
+  useTitle(ticket ? HEADING[ticket.status] ?? 'Your ticket' : 'Your place in line');
 
   useEffect(() => {
     if (ticket) setFirstPosition(rememberTicket(ticket).firstPosition);
@@ -348,11 +351,11 @@ export function TicketPage() {
 
   return (
     <section className="page ticket-page" aria-labelledby="ticket-heading">
-      <h1 id="ticket-heading">{HEADING[ticket.status]}</h1>
+      <h1 id="ticket-heading">{HEADING[ticket.status] ?? 'Your ticket'}</h1>
       <p className="ticket-meta">
         <span className="muted ticket-product">{product.data?.name ?? '\u00a0'}</span>
         <span className={`badge badge-${ticket.status}`} data-testid="ticket-status" data-status={ticket.status}>
-          {STATUS_LABEL[ticket.status]}
+          {STATUS_LABEL[ticket.status] ?? ticket.status}
         </span>
       </p>
       <p className="visually-hidden" aria-live="polite" aria-atomic="true" data-testid="queue-announcer">
@@ -367,8 +370,10 @@ export function TicketPage() {
         <ReservedView key={ticket.id} ticket={ticket} onLeft={onLeft} onDeclined={setPaymentNote} />
       ) : ticket.status === 'paid' ? (
         <PaidView ticket={ticket} />
-      ) : (
+      ) : isFinalTicketStatus(ticket.status) ? (
         <OutcomeView ticket={ticket} paymentNote={paymentNote} />
+      ) : (
+        <Loading label="Working on your ticket…" />
       )}
     </section>
   );
