@@ -1,0 +1,25 @@
+"""The admission benchmark's baseline: a bare Flask endpoint that does one XADD and nothing
+else (no JWT, no rate limit, no Lua, no schema), served by gunicorn with the API's settings.
+
+    gunicorn --worker-class gevent ... "loadtests.bare_app:create_app('redis://...')"
+"""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from common.clients import make_redis
+
+STREAM = "bench:bare:stream"
+
+
+def create_app(redis_url: str) -> Flask:
+    app = Flask(__name__)
+    client = make_redis(redis_url)
+
+    @app.post("/xadd")
+    def xadd():  # type: ignore[no-untyped-def]
+        entry = client.xadd(STREAM, {"ticket_id": "bare", "seq": "0"}, maxlen=100_000, approximate=True)
+        return jsonify({"entry_id": entry}), 202
+
+    return app

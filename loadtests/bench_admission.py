@@ -1,0 +1,351 @@
+"""Admission benchmark (`make bench`): prints figures, asserts nothing.
+
+1. Admission through the real API (gunicorn + gevent, JWT, rate limit, admit.lua) next to a
+   bare Flask endpoint doing one XADD under the same gunicorn settings on the same machine:
+   throughput, p50/p95/p99 and the ratio. Every admission issues a new ticket (shoppers x
+   sales, one ticket each), from one geventhttpclient pool of keep-alive connections.
+2. Worker decisions per second: `decide_batch` over a pre-filled stream (default 50,000
+   tickets for 10,000 units), then the whole `drain_sale` loop on another such stream with a
+   PaymentIntent stand-in (this measures deciding, not the Stripe emulator).
+3. Status polls at 1,000 and at 1,000,000 queued tickets: `read_ticket` directly and
+   `GET /api/tickets/<id>` through the API; queues are filled with admit.lua in pipelines.
+
+A throw-away system (`flashsale run`) and a throw-away Redis are started and stopped here.
+The load generator shares the machine's cores with what it measures.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse
+import os
+import random
+import secrets
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import gevent
+import redis
+from gevent.pool import Pool
+
+from common import reservations, sale_keys, sales, waiting_room
+from common.clients import make_redis
+from common.lua_scripts import scripts_for
+from common.stripe_gateway import Intent
+from loadtests.charts import percentile
+from loadtests.gevent_http import Answer, JsonClient
+from loadtests.shop import AccountPool, Operator
+from loadtests.system import ADMIN_EMAIL, ADMIN_PASSWORD, running_gunicorn, running_redis, running_system
+
+Request = tuple[str, str, Any, str]  # method, path, JSON body, bearer token
+
+
+@dataclass
+class Figures:
+    label: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: Counter[str]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def p(self, fraction: float) -> float:
+        return percentile(self.latencies_ms, fraction)
+
+    def line(self) -> str:
+        errors = f", errors {dict(self.errors)}" if self.errors else ""
+        return (f"{self.label:<34} {self.throughput:8.0f} req/s   p50 {self.p(0.5):6.1f} ms   "
+                f"p95 {self.p(0.95):6.1f} ms   p99 {self.p(0.99):6.1f} ms   ({self.requests} requests"
+                f"{errors})")
+
+
+def hammer(client: JsonClient, requests: Iterable[Request], concurrency: int, label: str,
+           expected: tuple[int, ...]) -> Figures:
+    """Send every request, `concurrency` at a time (closed loop); time each one."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    unanswered = 0
+    work = iter(requests)
+
+    def one_connection() -> None:
+        nonlocal unanswered
+        for method, path, body, token in work:
+            try:
+                answer: Answer = client.request(method, path, body, token)
+            except Exception as exc:
+                errors[type(exc).__name__] += 1
+                unanswered += 1
+                continue
+            latencies.append(answer.ms)
+            if answer.status not in expected:
+                errors[f"{answer.status} {answer.error_code()}"] += 1
+
+    started = time.perf_counter()
+    pool = Pool(concurrency)
+    for _ in range(concurrency):
+        pool.spawn(one_connection)
+    pool.join()
+    return Figures(label, len(latencies) + unanswered, time.perf_counter() - started, latencies, errors)
+
+
+# ------------------------------------------------------------------ filling queues fast
+
+
+def fill_queue(redis_client: redis.Redis, sale_id: str, count: int, user_prefix: str,
+               chunk: int = 2000) -> list[str]:
+    """Issue `count` queued tickets with admit.lua (what the API runs), in pipelines."""
+    admit = scripts_for(redis_client).admit
+    ids: list[str] = []
+    for start in range(0, count, chunk):
+        pipe = redis_client.pipeline(transaction=False)
+        for i in range(start, min(count, start + chunk)):
+            ticket_id = sale_keys.new_ticket_id(sale_id)
+            ids.append(ticket_id)
+            admit(keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
+                        sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
+                        sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
+                        sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id)],
+                  args=[ticket_id, f"{user_prefix}-{i}", 1, 200, sale_id], client=pipe)
+        pipe.execute()
+    return ids
+
+
+def load_bare_sale(redis_client: redis.Redis, stock: int) -> str:
+    """A sale in Redis only (the decisions run on a Redis of their own, with no MongoDB)."""
+    now = datetime.now(UTC)
+    sale = {"_id": sale_keys.new_sale_id(), "stock_total": stock, "starts_at": now - timedelta(minutes=1),
+            "ends_at": now + timedelta(hours=2), "per_user_limit": 1, "reservation_ttl_seconds": 300,
+            "price_cents": 1999, "currency": "USD", "product_id": "prd_bench",
+            "loaded": True}  # already "stored": load_sale then only writes Redis
+    sales.load_sale(None, redis_client, sale)  # type: ignore[arg-type]
+    return str(sale["_id"])
+
+
+def delete_sale_keys(redis_client: redis.Redis, sale_id: str) -> None:
+    pattern = "{sale:" + sale_id + "}:*"
+    batch: list[str] = []
+    for key in redis_client.scan_iter(match=pattern, count=5000):
+        batch.append(str(key))
+        if len(batch) >= 5000:
+            redis_client.unlink(*batch)
+            batch = []
+    if batch:
+        redis_client.unlink(*batch)
+    redis_client.srem(sale_keys.SALES_INDEX_KEY, sale_id)
+
+
+# ------------------------------------------------------------------ 1. admission
+
+
+def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespace) -> None:
+    base = services["api"]
+    operator = Operator(base, ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
+    started = time.monotonic()
+    accounts, report = AccountPool(base, root / "accounts.jsonl", concurrency=8).take(args.shoppers)
+    print(f"  shoppers: {report.describe()} ({time.monotonic() - started:.0f}s)")
+    sale_ids = [operator.create_sale(stock=1)["id"] for _ in range(args.sales + 1)]
+    warmup_sale, sale_ids = sale_ids[0], sale_ids[1:]
+    tokens = [a["access_token"] for a in accounts]
+    admissions: list[Request] = [("POST", f"/api/sales/{sale}/tickets", {"quantity": 1}, token)
+                                 for sale in sale_ids for token in tokens]
+    random.shuffle(admissions)
+    api = JsonClient(base, args.concurrency)
+    hammer(api, [("POST", f"/api/sales/{warmup_sale}/tickets", {"quantity": 1}, t) for t in tokens],
+           args.concurrency, "warm-up", (200, 202))
+    real = hammer(api, admissions, args.concurrency, "POST /api/sales/<id>/tickets", (202,))
+
+    with running_gunicorn(f"loadtests.bare_app:create_app({services['redis']!r})", root,
+                          args.web_concurrency) as bare_url:
+        bare = JsonClient(bare_url, args.concurrency)
+        hammer(bare, [("POST", "/xadd", None, "")] * 1000, args.concurrency, "warm-up", (202,))
+        baseline = hammer(bare, [("POST", "/xadd", None, "")] * len(admissions), args.concurrency,
+                          "bare Flask + one XADD", (202,))
+        bare.close()
+    print(f"  {real.line()}")
+    print(f"  {baseline.line()}")
+    print(f"  ratio: admission throughput is {real.throughput / baseline.throughput:.2f}x the bare "
+          f"endpoint's; p50 {real.p(0.5) / baseline.p(0.5):.1f}x, p99 {real.p(0.99) / baseline.p(0.99):.1f}x "
+          f"(concurrency {args.concurrency}, {args.web_concurrency} gunicorn workers)")
+    api.close()
+
+
+# ------------------------------------------------------------------ 2. decisions
+
+
+class InstantGateway:
+    """Stands in for Stripe: the drain then measures deciding, not the emulator."""
+
+    def create_intent(self, *, amount_cents: int, currency: str, metadata: dict[str, str],
+                      idempotency_key: str) -> Intent:
+        intent_id = "pi_bench_" + secrets.token_hex(8)
+        return Intent(id=intent_id, status="requires_payment_method",
+                      client_secret=intent_id + "_secret", amount=amount_cents, currency=currency,
+                      metadata=metadata)
+
+    def cancel(self, intent_id: str, reason: str = "abandoned") -> None:
+        return None
+
+
+def bench_decisions(redis_url: str, args: argparse.Namespace) -> None:
+    client = make_redis(redis_url, socket_timeout=120)
+    tickets, stock = args.decision_tickets, args.decision_stock
+
+    sale_id = load_bare_sale(client, stock)
+    started = time.perf_counter()
+    fill_queue(client, sale_id, tickets, "decide")
+    fill_seconds = time.perf_counter() - started
+    in_lua = 0.0
+    started = time.perf_counter()
+    start = "-"
+    while True:
+        entries = client.xrange(sale_keys.stream_key(sale_id), min=start, max="+", count=args.batch)
+        if not entries:
+            break
+        ids = [data["ticket_id"] for _, data in entries]
+        batch_started = time.perf_counter()
+        reservations.decide_batch(client, sale_id, ids)
+        in_lua += time.perf_counter() - batch_started
+        start = "(" + entries[-1][0]
+    total = time.perf_counter() - started
+    counters = sales.read_counters(client, sale_id)
+    assert counters is not None
+    print(f"  filled {tickets} queued tickets with admit.lua in {fill_seconds:.1f}s "
+          f"({tickets / fill_seconds:.0f}/s)")
+    print(f"  decide_batch (batches of {args.batch}): {tickets / total:,.0f} decisions/s "
+          f"({tickets / in_lua:,.0f}/s inside the calls); reserved {counters.reserved}, "
+          f"sold out {counters.sold_out}, available {counters.available}")
+    delete_sale_keys(client, sale_id)
+
+    sale_id = load_bare_sale(client, stock)
+    fill_queue(client, sale_id, tickets, "drain")
+    options = reservations.DrainOptions(batch_size=args.batch, idle_seconds=0.5)
+    with ThreadPoolExecutor(16) as pool:
+        started = time.perf_counter()
+        drain = gevent.spawn(reservations.drain_sale, client, InstantGateway(),  # type: ignore[arg-type]
+                             sale_id, options, pool)
+        while int(client.hget(sale_keys.counters_key(sale_id), "queued") or 0) > 0:
+            gevent.sleep(0.01)
+        decided_seconds = time.perf_counter() - started
+        drain.join()
+        done_seconds = time.perf_counter() - started - options.idle_seconds
+    result = drain.value
+    print(f"  drain_sale (XREADGROUP, decide, XACK; PaymentIntents attached for {result.reserved}): "
+          f"all {result.decided} decided in {decided_seconds:.2f}s = {result.decided / decided_seconds:,.0f} "
+          f"decisions/s; acked and attached in {done_seconds:.2f}s")
+    delete_sale_keys(client, sale_id)
+    client.close()
+
+
+# ------------------------------------------------------------------ 3. status polls
+
+
+def _time_calls(call: Callable[[str], object], items: list[str]) -> list[float]:
+    """Microseconds per call, one call per item."""
+    latencies = []
+    for item in items:
+        started = time.perf_counter()
+        call(item)
+        latencies.append((time.perf_counter() - started) * 1_000_000)
+    return latencies
+
+
+def bench_polls(services: dict[str, Any], redis_url: str, root: Path, args: argparse.Namespace) -> None:
+    # Direct: read_ticket on a Redis of our own.
+    client = make_redis(redis_url, socket_timeout=120)
+    sale_id = load_bare_sale(client, 10)
+    filled = 0
+    for size in args.poll_sizes:
+        started = time.perf_counter()
+        ids = fill_queue(client, sale_id, size - filled, f"poll{filled}")
+        filled = size
+        took = time.perf_counter() - started
+        sample = random.sample(ids, min(len(ids), 200))
+        us = _time_calls(lambda tid: waiting_room.read_ticket(client, tid),
+                         random.choices(sample, k=args.polls))
+        memory = client.info("memory")["used_memory_human"]
+        print(f"  read_ticket at {size:>9,} queued: p50 {percentile(us, .5):5.0f} us, "
+              f"p95 {percentile(us, .95):5.0f} us, p99 {percentile(us, .99):5.0f} us"
+              f"  (filled in {took:.1f}s, Redis {memory})")
+    delete_sale_keys(client, sale_id)
+    client.close()
+
+    # Through the API: each shopper's own ticket at the back of a queue of `size`.
+    base = services["api"]
+    operator = Operator(base, ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
+    accounts, _ = AccountPool(base, root / "accounts.jsonl", concurrency=8).take(args.poll_shoppers)
+    system_redis = make_redis(services["redis"], socket_timeout=120)
+    api = JsonClient(base, 16)
+    try:
+        for size in args.poll_sizes:
+            sale = operator.create_sale(stock=10)["id"]
+            # Hold the sale's drain lock: the worker must not decide the queue away meanwhile.
+            system_redis.set(sale_keys.drain_lock_key(sale), "benchmark", px=3_600_000)
+            try:
+                fill_queue(system_redis, sale, size, "api-poll")
+                tickets = [(api.request("POST", f"/api/sales/{sale}/tickets", {"quantity": 1},
+                                        a["access_token"]).body["id"], a["access_token"])
+                           for a in accounts]
+                polls: list[Request] = [("GET", f"/api/tickets/{tid}", None, token)
+                                        for tid, token in random.choices(tickets, k=args.polls)]
+                figures = hammer(api, polls, 16, f"GET /api/tickets/<id> at {size:,} queued", (200,))
+                ticket = api.request("GET", f"/api/tickets/{tickets[0][0]}", token=tickets[0][1]).body
+                print(f"  {figures.line()}  [a shopper's position {ticket['position']:,}]")
+            finally:
+                system_redis.delete(sale_keys.drain_lock_key(sale))
+                delete_sale_keys(system_redis, sale)
+    finally:
+        system_redis.close()
+        api.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Admission, decision and polling benchmark.")
+    parser.add_argument("--shoppers", type=int, default=100, help="accounts (each joins every sale)")
+    parser.add_argument("--sales", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=64, help="connections in flight")
+    parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn workers (both apps)")
+    parser.add_argument("--decision-tickets", type=int, default=50_000)
+    parser.add_argument("--decision-stock", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=500, help="decision batch size")
+    parser.add_argument("--poll-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1_000, 1_000_000])
+    parser.add_argument("--polls", type=int, default=3000)
+    parser.add_argument("--poll-shoppers", type=int, default=20)
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: admission,decisions,polls")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"flashsale benchmark: {os.cpu_count()} CPUs, load average {load} at the start")
+    with tempfile.TemporaryDirectory(prefix="flashsale-bench-") as tmp:
+        root = Path(tmp)
+        with running_system(root, {"WEB_CONCURRENCY": str(args.web_concurrency)}) as services, \
+                running_redis(root) as redis_url:
+            if "admission" not in skip:
+                print("admission (one new ticket per request):")
+                bench_admission(services, root, args)
+            if "decisions" not in skip:
+                print(f"worker decisions ({args.decision_tickets:,} tickets, {args.decision_stock:,} units):")
+                bench_decisions(redis_url, args)
+            if "polls" not in skip:
+                print("status polls (O(1): the position comes from two counters):")
+                bench_polls(services, redis_url, root, args)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average {load} at the end")
+
+
+if __name__ == "__main__":
+    main()

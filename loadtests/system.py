@@ -1,0 +1,103 @@
+"""A throw-away system for the benchmark: `flashsale run` in its own var dir on free ports,
+and a throw-away Redis; both stopped (with every child) when done."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from common import embedded
+from common.ports import free_port, wait_for_port
+from common.settings import PROJECT_ROOT
+
+# Service settings of the machine's environment that must not leak into the throw-away system.
+SERVICE_ENV = ("REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
+               "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_JS_URL", "STRIPE_EMULATOR",
+               "CELERY_BROKER_URL", "PORT", "VAR_DIR", "PUBLIC_URL", "JWT_SECRET_KEY")
+ADMIN_EMAIL = "bench-admin@example.com"
+ADMIN_PASSWORD = "bench-admin-password-1"
+
+
+def _stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+@contextmanager
+def running_system(root: Path, extra_env: dict[str, str] | None = None,
+                   timeout: float = 120) -> Iterator[dict[str, Any]]:
+    """Start `flashsale run` under `root`; yields its services.json."""
+    var_dir = root / "var"
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
+    env.update({"PORT": str(free_port()), "VAR_DIR": str(var_dir), "LOG_FORMAT": "json",
+                "ADMIN_EMAIL": ADMIN_EMAIL, "ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "ADMISSION_RATE_LIMIT": "100000 per second",
+                "LOGIN_RATE_LIMIT": "100000 per minute", "LOG_LEVEL": "WARNING"})
+    env.update(extra_env or {})
+    log = (root / "system.log").open("wb")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "flashsale"), "run"],
+                               cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    services_path = var_dir / "run" / "services.json"
+    try:
+        deadline = time.monotonic() + timeout
+        while not services_path.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"flashsale run did not become ready: see {root / 'system.log'}")
+            time.sleep(0.3)
+        yield dict(json.loads(services_path.read_text()))
+    finally:
+        _stop(process)
+        log.close()
+
+
+@contextmanager
+def running_redis(root: Path) -> Iterator[str]:
+    """A Redis of our own (same settings as the embedded one: AOF every second)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    process = subprocess.Popen(embedded.redis_command(url, root / "redis"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        if not wait_for_port("127.0.0.1", embedded.port_of(url), timeout=30):
+            raise RuntimeError("redis-server did not start")
+        yield url
+    finally:
+        _stop(process, timeout=10)
+
+
+@contextmanager
+def running_gunicorn(app_spec: str, root: Path, workers: int) -> Iterator[str]:
+    """gunicorn with the flags of `flashsale serve api`, serving `app_spec`; yields its URL."""
+    port = free_port()
+    log = (root / "bare.log").open("wb")
+    process = subprocess.Popen([
+        str(Path(sys.executable).parent / "gunicorn"), "--worker-class", "gevent",
+        "--workers", str(workers), "--worker-connections", "2000", "--bind", f"127.0.0.1:{port}",
+        "--graceful-timeout", "10", "--timeout", "30", "--keep-alive", "5", "--access-logfile", "-",
+        "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s', app_spec,
+    ], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        if not wait_for_port("127.0.0.1", port, timeout=30):
+            raise RuntimeError(f"gunicorn did not start: see {root / 'bare.log'}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log.close()
