@@ -317,6 +317,33 @@ def verify(sale_id: str, services: Path | None, sold_out: bool) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.option("--sale", "sale_id", help="One sale; every sale when omitted.")
+@click.option("--no-repair", is_flag=True, help="Report only; change nothing.")
+def reconcile(sale_id: str | None, no_repair: bool) -> None:
+    """Check available + reserved + sold == stock_total against tickets and orders; repair
+    what is provable (a paid ticket whose order is missing). Exit 1 on any drift."""
+    from common.clients import Clients
+    from common.payments import PaymentContext
+    from common.reconcile import reconcile_all, reconcile_sale
+    from common.stripe_gateway import StripeGateway
+
+    settings = settings_or_exit()
+    clients = Clients(settings)
+    ctx = PaymentContext(mongo=clients.mongo, db=clients.db, redis=clients.redis,
+                         gateway=StripeGateway(clients.stripe, emulator=settings.stripe_emulator),
+                         serialize_transactions=settings.mongodb_serialize_transactions)
+    reports = ([reconcile_sale(ctx, sale_id, not no_repair)] if sale_id
+               else reconcile_all(ctx, not no_repair))
+    for report in reports:
+        state = "OK   " if report.consistent else "DRIFT"
+        click.echo(f"{state} {report.sale_id}: total={report.stock_total} available={report.available} "
+                   f"reserved={report.reserved} sold={report.sold} order_units={report.order_units}"
+                   + (f" repaired={len(report.orders_repaired)}" if report.orders_repaired else "")
+                   + (f" problems={'; '.join(report.problems)}" if report.problems else ""))
+    sys.exit(0 if all(r.consistent for r in reports) else 1)
+
+
 def shell_join(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 

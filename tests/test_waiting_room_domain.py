@@ -266,3 +266,19 @@ def test_final_statuses_never_move_except_a_late_payment():
         assert TRANSITIONS[status] == frozenset()
     for status in (TicketStatus.EXPIRED, TicketStatus.CANCELLED, TicketStatus.PAYMENT_FAILED):
         assert TRANSITIONS[status] == frozenset({TicketStatus.SETTLING})
+
+
+def test_flashsale_reconcile_reports_drift_with_exit_status(settings, clients):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import settings_env
+
+    sale_id = open_sale(clients, stock=3)
+    command = [str(Path(sys.executable).parent / "flashsale"), "reconcile", "--sale", sale_id]
+    ok = subprocess.run(command, env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and f"OK    {sale_id}" in ok.stdout, ok.stderr
+    clients.redis.hincrby(sale_keys.counters_key(sale_id), "available", 1)  # a unit from nowhere
+    drift = subprocess.run(command, env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    assert drift.returncode == 1 and "DRIFT" in drift.stdout and "stock_total" in drift.stdout
