@@ -1,0 +1,57 @@
+import { screen } from '@testing-library/react';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { tokens } from '../api/client';
+import type { SaleStats } from '../api/types';
+import { admin, product, sale } from '../test/fixtures';
+import { installFetch, json } from '../test/http';
+import { advance, renderRoute } from '../test/render';
+import { AdminSalePage } from './AdminSalePage';
+
+const stats = (over: Partial<SaleStats> = {}): SaleStats => ({
+  stock_total: 100,
+  available: 60,
+  reserved: 10,
+  sold: 30,
+  queued: 500,
+  tickets_issued: 1000,
+  sold_out: 0,
+  expired: 2,
+  cancelled: 1,
+  payment_failed: 0,
+  consistent: true,
+  ...over,
+});
+
+describe('operator sale view', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    tokens.set({ access_token: 'a', refresh_token: 'r' });
+  });
+
+  it('polls the stats every second and charts admissions per second', async () => {
+    const http = installFetch({
+      'GET /api/auth/me': () => json(200, admin),
+      'GET /api/sales/s1': () => json(200, sale()),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/admin/sales/s1/stats': [
+        () => json(200, stats()),
+        () => json(200, stats({ tickets_issued: 1250 })),
+        () => json(200, stats({ tickets_issued: 1300, available: 59, consistent: false })),
+      ],
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('stat-tickets_issued').textContent).toBe('1000');
+    expect(screen.getByTestId('stat-consistent').textContent).toBe('Yes');
+
+    await advance(1000);
+    expect(screen.getByTestId('stat-tickets_issued').textContent).toBe('1250');
+    expect(screen.getByTestId('admissions-rate').textContent).toBe('250.0');
+
+    await advance(1000);
+    expect(screen.getByTestId('admissions-rate').textContent).toBe('50.0');
+    expect(screen.getByTestId('stat-consistent').textContent).toBe('NO');
+    expect(http.callsTo('GET', '/api/admin/sales/s1/stats')).toHaveLength(3);
+    expect(screen.getByTestId('admissions-chart').querySelectorAll('rect')).toHaveLength(2);
+  });
+});
