@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,7 +197,9 @@ def serve(name: str) -> None:
                    after_start=lambda: embedded.register_stripe_webhook(api_base, webhook_url, secret))
     elif name == "api":
         # gunicorn runs several processes: prometheus_client aggregates them through files.
-        metrics_dir = var / "run" / f"prometheus-{os.getpid()}"
+        # Wiped at start, as prometheus_client asks: old processes' files would be counted.
+        metrics_dir = var / "run" / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         _exec([

@@ -37,5 +37,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "ap
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("stripe", "urllib3", "pymongo"):
+    # Beat and the worker would log every one-second sweep at INFO.
+    for noisy in ("stripe", "urllib3", "pymongo", "celery.beat", "celery.worker.strategy",
+                  "celery.app.trace"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
