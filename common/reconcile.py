@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common import metrics, sale_keys
+from common.lua_scripts import scripts_for
 from common.payments import PaymentContext, settle_ticket_payment
 from common.sales import all_sale_ids, read_counters
 from common.tickets import TicketStatus
@@ -29,6 +30,7 @@ class ReconcileReport:
     order_units: int = 0
     orders_missing: list[str] = field(default_factory=list)
     orders_repaired: list[str] = field(default_factory=list)
+    tickets_marked_paid: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -66,14 +68,23 @@ def reconcile_sale(ctx: PaymentContext, sale_id: str, repair: bool = True) -> Re
     # Every settled ticket has exactly one order; the orders' units equal `sold`.
     orders = list(ctx.db.orders.find({"sale_id": sale_id, "status": "paid"},
                                      {"ticket_id": 1, "items": 1}))
-    ordered_tickets = {o["ticket_id"] for o in orders}
+    ordered_tickets = {o["ticket_id"]: o["_id"] for o in orders}
     report.order_units = sum(item["quantity"] for o in orders for item in o["items"])
-    for ticket_id in ctx.redis.smembers(sale_keys.settled_key(sale_id)):
-        if str(ticket_id) in ordered_tickets:
+    settled = [str(t) for t in ctx.redis.smembers(sale_keys.settled_key(sale_id))]
+    pipe = ctx.redis.pipeline(transaction=False)
+    for ticket_id in settled:
+        pipe.hget(sale_keys.ticket_key(sale_id, ticket_id), "status")
+    for ticket_id, status in zip(settled, pipe.execute() if settled else [], strict=True):
+        if ticket_id in ordered_tickets:
+            # The order is stored but a worker died before its last step, leaving the ticket
+            # `settling` (shown as reserved): finish that step.
+            if repair and status == TicketStatus.SETTLING.value and _finish_paid_ticket(
+                    ctx, sale_id, ticket_id, ordered_tickets[ticket_id]):
+                report.tickets_marked_paid.append(ticket_id)
             continue
-        report.orders_missing.append(str(ticket_id))
-        if repair and _repair_missing_order(ctx, sale_id, str(ticket_id)):
-            report.orders_repaired.append(str(ticket_id))
+        report.orders_missing.append(ticket_id)
+        if repair and _repair_missing_order(ctx, sale_id, ticket_id):
+            report.orders_repaired.append(ticket_id)
     if report.orders_repaired:
         report.order_units = sum(
             item["quantity"] for o in ctx.db.orders.find({"sale_id": sale_id, "status": "paid"})
@@ -85,6 +96,17 @@ def reconcile_sale(ctx: PaymentContext, sale_id: str, repair: bool = True) -> Re
         metrics.RECONCILE_DRIFT.labels(problem.split(" ")[0]).inc()
         log.error("sale drift", extra={"sale_id": sale_id, "problem": problem})
     return report
+
+
+def _finish_paid_ticket(ctx: PaymentContext, sale_id: str, ticket_id: str, order_id: str) -> bool:
+    """Mark a settling ticket whose order exists paid (a no-op for any other ticket)."""
+    marked = bool(scripts_for(ctx.redis).mark_paid(
+        keys=[sale_keys.ticket_key(sale_id, ticket_id), sale_keys.counters_key(sale_id)],
+        args=[order_id]))
+    if marked:
+        log.warning("settling ticket with an order marked paid",
+                    extra={"ticket_id": ticket_id, "order_id": order_id})
+    return marked
 
 
 def _repair_missing_order(ctx: PaymentContext, sale_id: str, ticket_id: str) -> bool:

@@ -7,6 +7,7 @@ and cancel/refund treat "already done" as done.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,19 @@ class StripeGateway:
         return Intent.from_stripe(obj)
 
     def construct_event(self, payload: bytes, signature: str, secret: str) -> dict[str, Any]:
-        """Verify a webhook signature (default tolerance) and parse the event."""
-        event = stripe.Webhook.construct_event(payload, signature, secret)
-        return event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        """Verify a webhook signature (default tolerance) and parse the event.
+
+        Raises stripe.SignatureVerificationError for a bad signature, and ValueError for a
+        signed body that is not an event object with an id, a type and a data object.
+        """
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, secret,
+                                              stripe.Webhook.DEFAULT_TOLERANCE)
+        # Parsed here rather than by stripe.Webhook, which fails on valid JSON that is not an
+        # object with an AttributeError (a 500 instead of a 400).
+        event = json.loads(payload)
+        data = event.get("data") if isinstance(event, dict) else None
+        if not (isinstance(event, dict) and isinstance(event.get("id"), str)
+                and isinstance(event.get("type"), str) and isinstance(data, dict)
+                and isinstance(data.get("object"), dict)):
+            raise ValueError("not a Stripe event")
+        return event

@@ -6,13 +6,16 @@
 -- Returns {"settle", order_id} (write the order, then mark paid) | {"paid", order_id}
 --       | {"refund"} | {"refunded"} | {"foreign"} | {"missing"}
 local ticket = redis.call('HMGET', KEYS[1], 'id', 'status', 'quantity', 'user_id',
-  'payment_intent_id', 'order_id', 'refund_id')
+  'payment_intent_id', 'order_id', 'refund_id', 'refund_due')
 local id, status = ticket[1], ticket[2]
 if not id then return {'missing'} end
 if ticket[5] ~= ARGV[1] then return {'foreign'} end
 if status == 'paid' then return {'paid', ticket[6]} end
 if status == 'settling' then return {'settle', ticket[6]} end
 if ticket[7] then return {'refunded'} end
+-- Once a refund is decided it is finished, even if stock has come free since: the refund
+-- may have reached Stripe with its answer lost, and must not be followed by an order.
+if ticket[8] then return {'refund'} end
 local quantity = tonumber(ticket[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
