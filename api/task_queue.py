@@ -8,7 +8,10 @@ from typing import Any
 
 from celery import Celery
 from flask import current_app
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
+from common.errors import ServiceUnavailable
 from common.logs import request_id_var
 
 log = logging.getLogger("api.tasks")
@@ -21,10 +24,18 @@ class TaskQueue:
                                 broker_transport_options={"max_retries": 1})
 
     def send(self, name: str, *args: Any) -> None:
+        """Queue a task; an unreachable broker is ServiceUnavailable (503), not a 500."""
         # The request id travels as a message header, so the task's log lines carry it too.
         request_id = request_id_var.get()
-        self.celery.send_task(name, args=list(args),
-                              headers={"request_id": request_id} if request_id else None)
+        try:
+            self.celery.send_task(name, args=list(args),
+                                  headers={"request_id": request_id} if request_id else None)
+        except (KombuError, RedisError, OSError) as exc:
+            log.error("task not queued, the broker is unreachable",
+                      extra={"task": name, "error": f"{type(exc).__name__}: {exc}"})
+            raise ServiceUnavailable("The task queue is unavailable; try again shortly.",
+                                     details={"service": "broker"},
+                                     headers={"Retry-After": "2"}) from exc
 
 
 def task_queue() -> TaskQueue:

@@ -126,6 +126,9 @@ class Decider:
         self._pending_intents: list[Future[None]] = []
         self._report_lock = threading.Lock()
         self._last_rate = 0.0
+        # Entries whose PaymentIntent this decider is creating (guarded by _report_lock).
+        self._in_flight: set[str] = set()
+        self._last_touch = 0.0
 
     # -- lock ---------------------------------------------------------------------------
 
@@ -141,6 +144,22 @@ class Decider:
 
     def _release(self) -> None:
         scripts_for(self.redis).release_lock(keys=[self.lock_key], args=[self.token])
+
+    def _keep_in_flight_fresh(self) -> None:
+        """Reset the idle time of the entries whose PaymentIntents this decider is still
+        creating, so a slow Stripe does not make them look abandoned: otherwise they are
+        claimed again, their delivery count grows and they end dead-lettered while their
+        intents are on the way. Only a decider that stops (dies, stalls) lets them go stale."""
+        now = time.monotonic()
+        if now - self._last_touch < self.options.claim_idle_ms / 3000:
+            return
+        self._last_touch = now
+        with self._report_lock:
+            in_flight = list(self._in_flight)
+        if in_flight:
+            # JUSTID: the entries' delivery counts stay as they are.
+            self.redis.xclaim(self.stream, sale_keys.CONSUMER_GROUP, self.consumer, min_idle_time=0,
+                              message_ids=in_flight, justid=True)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -203,6 +222,10 @@ class Decider:
                 if outcome == "reserving":
                     self.report.reserved += 1
                     metrics.DECISIONS.labels("reserved").inc()
+                with self._report_lock:
+                    if entry_id in self._in_flight:
+                        continue
+                    self._in_flight.add(entry_id)
                 self._pending_intents.append(
                     self.pool.submit(self._attach_then_ack, entry_id, ticket_id))
             else:
@@ -222,12 +245,17 @@ class Decider:
         except Exception as exc:
             # Left pending: another pass claims it after claim_idle_ms and tries again.
             with self._report_lock:
+                self._in_flight.discard(entry_id)
                 self.report.intent_failures += 1
                 self.report.errors.append(f"{ticket_id}: {type(exc).__name__}")
             log.warning("payment intent not created; will retry",
                         extra={"ticket_id": ticket_id, "error": str(exc)})
             return
-        self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+        try:
+            self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+        finally:
+            with self._report_lock:
+                self._in_flight.discard(entry_id)
         with self._report_lock:
             self.report.acked += 1
 
@@ -245,6 +273,7 @@ class Decider:
                 if not self._renew():
                     log.warning("drain lock lost", extra={"sale_id": self.sale_id})
                     break
+                self._keep_in_flight_fresh()
                 entries = self._claim_stale() or self._read_new()
                 if not entries:
                     continue
@@ -258,7 +287,8 @@ class Decider:
                 last_work = time.monotonic()
             for future in self._pending_intents:
                 while not future.done():
-                    self._renew()
+                    if self._renew():
+                        self._keep_in_flight_fresh()
                     time.sleep(0.05)
         finally:
             self._release()

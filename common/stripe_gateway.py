@@ -104,6 +104,11 @@ class StripeGateway:
         """
         if not card_token.startswith("tok_"):
             raise ValidationFailed(details={"fields": {"card_token": ["Not a card token."]}})
+        # Paid already (a second click, or a retry whose first answer was lost): report it
+        # rather than an error, and never attach a second card.
+        current = self.retrieve(intent_id)
+        if current.status in (SUCCEEDED, PROCESSING):
+            return current
         try:
             customer = self.client.v1.customers.create(params={"email": email})
             card = self.client.v1.customers.payment_sources.create(
@@ -114,6 +119,9 @@ class StripeGateway:
         except stripe.CardError as exc:
             raise PaymentDeclined(str(exc.user_message or "The card was declined.")) from exc
         except stripe.InvalidRequestError as exc:
+            current = self.retrieve(intent_id)
+            if current.status in (SUCCEEDED, PROCESSING):
+                return current  # a concurrent confirmation of the same intent won
             raise ValidationFailed(str(exc.user_message or "The payment could not be confirmed."),
                                    details={"stripe": exc.code or "invalid_request"}) from exc
         except stripe.StripeError as exc:
