@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test lint venv frontend clean bench
+.PHONY: run test lint venv frontend clean bench browser-deps
 
 venv: $(STAMP)
 
@@ -35,7 +35,11 @@ lint: venv
 	$(BIN)/ruff check common api worker tests loadtests
 	$(BIN)/mypy
 
-test: venv frontend lint
+# Headless Chromium for tests/browser: Debian's package, installed when missing and we are root.
+browser-deps:
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: browser tests will be skipped"
+
+test: venv frontend lint browser-deps
 	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm test --silent; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

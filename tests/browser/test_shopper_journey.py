@@ -1,0 +1,248 @@
+"""The shopper's journey in headless Chromium against `flashsale run`: sign up, wait for the
+sale to open, press Buy, wait in line, pay with the Stripe emulator's card element (and with a
+3-D Secure card), see the paid order; a second shopper behind in line ends sold out. Outcomes
+are checked through the API too. Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.browser.chromium import SCREENSHOTS, STEP_TIMEOUT_MS
+from tests.conftest import RunningSystem, start_system, stop_system
+from tests.e2e.shop import Shopper, admin, create_sale
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
+
+PASSWORD = "correct-horse-battery"
+CARD = "4242424242424242"
+CARD_3DS = "4000002500003155"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    running = start_system(tmp_path_factory.mktemp("browser-system"))
+    try:
+        yield running
+    finally:
+        stop_system(running.process)
+
+
+@pytest.fixture(scope="module")
+def operator(shop: RunningSystem) -> Shopper:
+    return admin(shop.url)
+
+
+class BrowserShopper:
+    """One shopper: a browser context of their own (own cookies and localStorage)."""
+
+    def __init__(self, browser, base: str, label: str) -> None:
+        self.base = base
+        self.label = label
+        self.email = f"browser-{label}-{secrets.token_hex(4)}@example.com"
+        self.context = browser.new_context(base_url=base, locale="en-US",
+                                           viewport={"width": 1100, "height": 900})
+        self.context.set_default_timeout(STEP_TIMEOUT_MS)
+        self.context.set_default_navigation_timeout(STEP_TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("console", lambda message: message.type == "error" and self.problems.append(
+            f"console error: {message.text} ({message.location.get('url', '')})"))
+        # The emulator's 3-D Secure step is an in-page modal; accept any native dialog as well.
+        self.page.on("dialog", lambda dialog: dialog.accept())
+
+    def testid(self, name: str):
+        return self.page.get_by_test_id(name)
+
+    def register(self, next_path: str = "/") -> None:
+        self.page.goto(f"/register?next={next_path}")
+        form = self.testid("register-form")
+        form.get_by_label("Name").fill(f"Shopper {self.label}")
+        form.get_by_label("Email").fill(self.email)
+        form.get_by_label("Password").fill(PASSWORD)
+        self.testid("register-submit").click()
+        self.testid("current-user").wait_for()
+
+    def api(self) -> Shopper:
+        """The same account over HTTP, for checking outcomes through the API."""
+        return Shopper(self.base, email=self.email, password=PASSWORD).login()
+
+    def open_sale(self, sale_id: str) -> None:
+        self.page.goto(f"/sales/{sale_id}")
+        self.testid("sale-status").wait_for()
+
+    def press_buy(self) -> str:
+        """Press Buy once the sale is open; returns the ticket id from the queue page's URL."""
+        button = self.page.locator("[data-testid=buy-button]:enabled")
+        button.wait_for()
+        button.click()
+        self.page.wait_for_url(re.compile(r"/tickets/[^/]+$"))
+        return self.page.url.rsplit("/", 1)[1]
+
+    def pay(self, number: str) -> None:
+        card = self.testid("card-element")
+        # The emulator's Stripe.js renders plain inputs named by their placeholders.
+        card.locator("input[placeholder=number]").fill(number)
+        card.locator("input[placeholder=exp_month]").fill("12")
+        card.locator("input[placeholder=exp_year]").fill("34")
+        card.locator("input[placeholder=cvc]").fill("123")
+        card.locator("input[placeholder=postal_code]").fill("10001")
+        self.page.locator("[data-testid=pay-button]:enabled").click()
+
+    def ticket_status(self) -> str:
+        status = self.testid("ticket-status")
+        status.wait_for()
+        return status.get_attribute("data-status") or ""
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.context.close()
+
+
+@pytest.fixture
+def new_shopper(chromium_browser, shop: RunningSystem) -> Iterator[Callable[[str], BrowserShopper]]:
+    made: list[BrowserShopper] = []
+
+    def new(label: str) -> BrowserShopper:
+        made.append(BrowserShopper(chromium_browser, shop.url, label))
+        return made[-1]
+
+    yield new
+    for shopper in made:
+        for problem in shopper.problems:
+            print(f"[{shopper.label}] {problem}")
+        shopper.close()
+
+
+def _worker_process(shop: RunningSystem) -> psutil.Process:
+    """The Celery worker (`celery -A worker.app worker`) under this system's `flashsale run`."""
+    for child in psutil.Process(shop.process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            argv = child.cmdline()
+            if "worker.app" in argv and argv[argv.index("worker.app") + 1:][:1] == ["worker"]:
+                return child
+    raise AssertionError("no Celery worker under flashsale run")
+
+
+@contextlib.contextmanager
+def worker_paused(shop: RunningSystem) -> Iterator[None]:
+    """Hold the worker still (SIGSTOP) so tickets stay queued and the line can be looked at."""
+    worker = _worker_process(shop)
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psutil.Error):
+            worker.send_signal(signal.SIGCONT)
+
+
+def _screenshot(shopper: BrowserShopper, path: Path) -> None:
+    shopper.page.screenshot(path=str(path), full_page=True)
+    SCREENSHOTS.append(path)
+    print(f"screenshot: {path}")
+
+
+def _wait_api(predicate, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(0.3)
+        value = predicate()
+    return value
+
+
+def test_shopper_queues_pays_and_the_next_one_sees_sold_out(
+        shop: RunningSystem, operator: Shopper, new_shopper, artifacts: Path):
+    first, second = new_shopper("one"), new_shopper("two")
+    first.register()
+    second.register()
+    # Opening a few seconds from now: the sale page shows its countdown first.
+    sale = create_sale(operator, stock=1, product_stock=1, starts_in=6, price_cents=4999)
+    sale_id = sale["id"]
+    first.open_sale(sale_id)
+    second.open_sale(sale_id)
+    first.testid("sale-countdown").wait_for()
+    assert first.testid("buy-button").is_disabled()
+
+    with worker_paused(shop):
+        # Nobody is decided while the worker is held: both wait in line, in arrival order.
+        first_ticket = first.press_buy()
+        first.testid("queue-view").wait_for()
+        assert first.ticket_status() == "queued"
+        assert first.testid("queue-position").inner_text().strip() == "1"
+        second_ticket = second.press_buy()
+        second.testid("queue-view").wait_for()
+        assert second.testid("queue-position").inner_text().strip() == "2"
+        first.page.wait_for_function(
+            "() => /in line/.test(document.querySelector('[data-testid=sale-stock]')?.textContent ?? '')")
+        _screenshot(first, artifacts / "queue-page.png")
+        assert first.api().ticket(first_ticket)["status"] == "queued"
+
+    # The worker decides the line: the one unit is reserved for the first, the second is sold out.
+    first.testid("payment-view").wait_for()
+    assert first.ticket_status() == "reserved"
+    assert first.testid("payment-amount").inner_text().strip() == "$49.99"
+    second.page.locator("[data-testid=ticket-outcome][data-status=sold_out]").wait_for()
+    assert second.testid("sold-out-message").is_visible()
+
+    first.testid("card-element").locator("input").first.wait_for()
+    first.pay(CARD)
+    first.testid("paid-order-summary").wait_for()
+    first.testid("paid-order-status").wait_for()
+    assert first.testid("paid-order-status").inner_text() == "paid"
+    assert first.ticket_status() == "paid"
+    order_id = first.testid("paid-order-id").inner_text().strip()
+    _screenshot(first, artifacts / "paid-page.png")
+
+    # The second shopper, coming back to the sale, is told it is sold out.
+    second.open_sale(sale_id)
+    second.testid("sold-out-message").wait_for()
+    assert not second.testid("buy-button").count()
+
+    # The same outcomes through the API.
+    buyer = first.api()
+    ticket = buyer.ticket(first_ticket)
+    assert ticket["status"] == "paid" and ticket["order_id"] == order_id, ticket
+    order = buyer.call("GET", f"/api/orders/{order_id}").json()
+    assert order["status"] == "paid" and order["ticket_id"] == first_ticket, order
+    assert order["amount_cents"] == 4999 and order["sale_id"] == sale_id, order
+    assert second.api().ticket(second_ticket)["status"] == "sold_out"
+    assert shop.get(f"/api/sales/{sale_id}").json()["status"] == "sold_out"
+    stats = operator.call("GET", f"/api/admin/sales/{sale_id}/stats").json()
+    assert (stats["sold"], stats["available"], stats["reserved"]) == (1, 0, 0), stats
+    assert stats["sold_out"] == 1 and stats["consistent"], stats
+    late = Shopper(shop.url).register().join(sale_id)
+    assert late.status_code == 410, late.text
+
+
+def test_three_d_secure_card_is_confirmed_in_the_emulator_dialog(
+        shop: RunningSystem, operator: Shopper, new_shopper):
+    shopper = new_shopper("three")
+    sale = create_sale(operator, stock=1, product_stock=1, price_cents=2500)
+    shopper.register(f"/sales/{sale['id']}")
+    shopper.page.wait_for_url(re.compile(r"/sales/"))
+    ticket_id = shopper.press_buy()
+    shopper.testid("payment-view").wait_for()
+    shopper.testid("card-element").locator("input").first.wait_for()
+    shopper.pay(CARD_3DS)
+    # The emulator's confirmCardPayment opens its own modal with two buttons.
+    shopper.page.get_by_role("button", name="Complete authentication").click()
+    shopper.testid("paid-order-summary").wait_for()
+    shopper.testid("paid-order-status").wait_for()
+    assert shopper.testid("paid-order-status").inner_text() == "paid"
+    assert shopper.testid("paid-order-amount").inner_text().strip() == "$25.00"
+
+    api = shopper.api()
+    ticket = _wait_api(lambda: (t := api.ticket(ticket_id))["status"] == "paid" and t)
+    assert ticket and ticket["order_id"], ticket
+    order = api.call("GET", f"/api/orders/{ticket['order_id']}").json()
+    assert order["status"] == "paid" and order["amount_cents"] == 2500, order
