@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.clients import Clients
 from common.logs import configure_logging, request_id_var
@@ -12,6 +14,28 @@ from common.settings import settings_or_exit
 from worker.schedule import beat_schedule
 
 settings = settings_or_exit()
+
+
+def _survive_broker_restarts() -> None:
+    """Keep a worker alive when its Redis broker restarts while it holds unacknowledged tasks.
+
+    Celery 5.7 collects a lost broker connection (which drops the transport's client) and
+    then closes it; closing a Redis channel restores its unacknowledged messages through that
+    transport, and the AttributeError this raises stops the worker ("Unrecoverable error")
+    instead of reconnecting. Raised as a connection error, it is ignored like the others and
+    the worker reconnects; the messages stay in Redis's unacked index for redelivery.
+    """
+    original = kombu_redis.Channel._connparams
+
+    def connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection was already collected")
+        return original(self, asynchronous=asynchronous)
+
+    kombu_redis.Channel._connparams = connparams  # type: ignore[method-assign]
+
+
+_survive_broker_restarts()
 
 celery_app = Celery("flashsale", broker=settings.broker_url, include=["worker.tasks"])
 celery_app.conf.update(

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import jwt as pyjwt
+import redis
 import stripe
 
 from common import sale_keys, waiting_room
@@ -85,3 +86,41 @@ def access_token(settings: Settings, user_id: str, role: str = "customer", ttl: 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+UNSETTLED = ("queued", "reserving", "settling")
+
+
+def in_flight(clients: Clients, sale_id: str) -> int:
+    """Tickets not decided or not finished, plus stream entries not acknowledged."""
+    from tests.faults.invariants import snapshot_tickets
+
+    _, tickets = snapshot_tickets(clients.redis, sale_id)
+    unsettled = sum(t.get("status") in UNSETTLED for t in tickets.values())
+    try:
+        pending = int(clients.redis.xpending(sale_keys.stream_key(sale_id),
+                                             sale_keys.CONSUMER_GROUP)["pending"])
+    except redis.ResponseError:  # no consumer group yet: nothing was read
+        pending = 0
+    return unsettled + pending
+
+
+def wait_settled(clients: Clients, sale_id: str, timeout: float = 60) -> None:
+    from tests.faults.services import wait_until
+
+    wait_until(lambda: in_flight(clients, sale_id) == 0, timeout, interval=0.3,
+               message=f"sale {sale_id} to settle")
+
+
+def eventually_invariants(clients: Clients, sale_id: str, timeout: float = 30, **options: Any) -> Any:
+    """I1-I4 once the system has caught up (cancel and payment tasks still running)."""
+    from tests.faults.invariants import assert_invariants, check_invariants
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snapshot = check_invariants(clients.redis, clients.db, sale_id, stripe_state(clients, sale_id),
+                                    **options)
+        if not snapshot.problems:
+            return snapshot
+        time.sleep(1)
+    return assert_invariants(clients.redis, clients.db, sale_id, stripe_state(clients, sale_id), **options)

@@ -152,7 +152,7 @@ class Flashsale(Process):
 
             wait_until(lambda: up() or self._died(), timeout, message=f"{self.name} to answer")
         else:
-            marker = " ready." if self.kind == "worker" else "beat: Starting"
+            marker = " ready." if self.kind == "worker" else "beat v"
             wait_until(lambda: marker in self.log() or self._died(), timeout,
                        message=f"{self.name} to start")
         if not self.alive():
