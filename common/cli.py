@@ -259,8 +259,11 @@ def create_admin(email: str, password: str, name: str) -> None:
               help="Units on sale [default: 100; surge 500; soak users x 100].")
 @click.option("--spawn-rate", type=click.FloatRange(min=0.1),
               help="Shoppers started per second [default: all within a second].")
-@click.option("--duration", default="30s", show_default=True,
-              help="Longest run (30s, 10m, 1h30m); a soak runs this long.")
+@click.option("--duration", default="2m", show_default=True,
+              help="Longest the shoppers may take (30s, 10m, 1h30m); a soak runs this long.")
+@click.option("--arrival-window", type=click.FloatRange(min=0),
+              help="Shoppers waiting for the opening press Buy within this many seconds of it "
+                   "[default: 1; surge 5].")
 @click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
 @click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
               show_default=True, help="surge: 10,000 shoppers within 5 s for 500 units.")
@@ -272,9 +275,10 @@ def create_admin(email: str, password: str, name: str) -> None:
 @click.option("--admin-password", help="[default: ADMIN_PASSWORD]")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
               help="[default: loadtests/results]")
-def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str, pay: bool,
-             scenario: str, soak: bool, services: Path | None, admin_email: str | None,
-             admin_password: str | None, results_dir: Path | None) -> None:
+def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str,
+             arrival_window: float | None, pay: bool, scenario: str, soak: bool,
+             services: Path | None, admin_email: str | None, admin_password: str | None,
+             results_dir: Path | None) -> None:
     """Load-test the running system, verify the sale's invariants, print one summary.
 
     Exits non-zero when an invariant fails.
@@ -287,8 +291,9 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from None
     options = LoadTestOptions(
-        users=users, stock=stock, spawn_rate=spawn_rate, duration=duration, pay=pay,
-        scenario=scenario, soak=soak, services=services or services_file(settings.var_dir),
+        users=users, stock=stock, spawn_rate=spawn_rate, duration=duration,
+        arrival_window=arrival_window, pay=pay, scenario=scenario, soak=soak,
+        services=services or services_file(settings.var_dir),
         admin_email=admin_email or settings.admin_email or "",
         admin_password=admin_password or settings.admin_password or "",
         results_dir=results_dir or RESULTS_DIR)

@@ -58,10 +58,9 @@ def process_group(cmdline: list[str]) -> str | None:
     line = " ".join(cmdline)
     if "gunicorn" in line:
         return "api"
-    if "celery" in line and " worker" in line:
-        return "worker"
-    if "celery" in line and " beat" in line:
-        return "beat"
+    if "celery" in line:
+        # `celery -A worker.app worker ...` and `celery -A worker.app beat ...`
+        return "beat" if "beat" in cmdline else "worker" if "worker" in cmdline else None
     if "redis-server" in line:
         return "redis"
     if "nx-27017" in line:

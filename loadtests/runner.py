@@ -53,7 +53,7 @@ class LoadTestOptions:
     users: int = 200
     stock: int | None = None
     spawn_rate: float | None = None
-    duration: str = "30s"
+    duration: str = "2m"
     pay: bool = False
     scenario: str = "shoppers"
     soak: bool = False
@@ -63,7 +63,7 @@ class LoadTestOptions:
     results_dir: Path = RESULTS_DIR
     arrival_window: float | None = None
     open_in: float = 3.0
-    reservation_ttl: int = 60
+    reservation_ttl: int = 300
     settle_timeout: float | None = None
     register_concurrency: int = 8
     connections: int = 1000
@@ -117,6 +117,8 @@ class RunSummary:
     memory: list[MemoryGrowth] = field(default_factory=list)
     chart: str = ""
     driver_exit: int = 0
+    load_before: str = ""
+    load_after: str = ""
 
     @property
     def passed(self) -> bool:
@@ -160,13 +162,15 @@ class RunSummary:
              + (f", {self.undecided} never decided" if self.undecided else "")),
         ]
         width = max(len(name) for name, _ in rows)
-        lines = [f"flashsale loadtest: {head}", f"  results: {self.results}"]
+        lines = [f"flashsale loadtest: {head}", f"  results: {self.results}",
+                 f"  machine: {os.cpu_count()} CPUs, load average {self.load_before} before the "
+                 f"shoppers, {self.load_after} after"]
         lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
         for growth in self.memory:
             lines.append(f"  {('RSS ' + growth.group).ljust(width)}  {growth.baseline_mb:.1f} MB after "
                          f"warm-up -> {growth.last_mb:.1f} MB ({growth.growth_percent:+.1f}%, peak "
                          f"{growth.peak_mb:.1f} MB, first {growth.first_mb:.1f} MB)")
-        lines.append("  invariants")
+        lines.append("  invariants and run checks")
         lines += [f"    {check.line()}" for check in self.checks]
         lines.append("  targets (reported, not part of the exit status)")
         lines += [f"    {'MET   ' if ok else 'MISSED'}  {name}" for name, ok in self.targets()]
@@ -193,6 +197,14 @@ def locust_figures(csv_prefix: Path) -> tuple[Latency, int, int, dict[str, int]]
                 if row["Name"] == "Aggregated":
                     requests, failed = int(row["Request Count"]), int(row["Failure Count"])
     failures: dict[str, int] = {}
+    exceptions_path = csv_prefix.with_name(csv_prefix.name + "_exceptions.csv")
+    if exceptions_path.exists():
+        with exceptions_path.open() as source:
+            for row in csv.DictReader(source):
+                failed += int(row["Count"])
+                requests += int(row["Count"])
+                key = f"exception: {row['Message'][:120]}"
+                failures[key] = failures.get(key, 0) + int(row["Count"])
     failures_path = csv_prefix.with_name(csv_prefix.name + "_failures.csv")
     if failures_path.exists():
         with failures_path.open() as source:
@@ -252,6 +264,10 @@ def _surge_command(options: LoadTestOptions, services: dict[str, Any], sale: dic
     return command
 
 
+def _load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def _settled(stats: dict[str, Any], pay: bool) -> bool:
     decided = stats.get("queued", 1) == 0
     if not pay:
@@ -291,6 +307,7 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
     echo(f"loadtest: sale {sale_id} ({options.stock} units) opens at {opens.isoformat()}; "
          f"results in {out}")
 
+    load_before = _load_average()
     sampler = StatsSampler(operator, sale_id)
     sampler.start()
     rss = RssSampler(int(services["pid"])) if options.soak and services.get("pid") else None
@@ -307,9 +324,10 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         except subprocess.TimeoutExpired:
             driver.terminate()
             driver_exit = driver.wait(30)
+    load_after = _load_average()
     echo(f"loadtest: shoppers finished (driver exit {driver_exit}); waiting for every ticket to settle")
 
-    settle_timeout = options.settle_timeout or float(options.reservation_ttl + 30)
+    settle_timeout = options.settle_timeout or 60.0
     deadline = time.monotonic() + settle_timeout
     while time.monotonic() < deadline and not _settled(sampler.latest(), options.pay):
         time.sleep(0.5)
@@ -331,6 +349,7 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         mongo.close()
 
     summary = summarise(options, sale_id, out, report, pool_report.describe(), driver_exit)
+    summary.load_before, summary.load_after = load_before, load_after
     if rss:
         summary.memory = [g for g in (rss.growth("api"), rss.growth("worker")) if g]
         (out / "rss.json").write_text(json.dumps(rss.samples))
@@ -387,6 +406,13 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
             f", {sum(1 for t in audit.tickets if t.status not in ('paid', 'sold_out'))} tickets "
             "neither paid nor sold out" if options.pay else ""))
     summary.checks.append(final_check)
+    if not options.soak:
+        finished = sum(int(n) for n in outcomes.values())
+        summary.checks.append(Check(
+            "every shopper finished its journey", finished >= options.users,
+            f"{finished} of {options.users} journeys finished" + (
+                "" if finished >= options.users else
+                f" (--duration {options.duration} ran out, or see {out / 'driver.log'})")))
     if driver_exit not in (0, 1):
         # locust exits 1 when some request failed (reported above); anything else is a crash.
         summary.checks.append(Check("the shoppers' driver ran to the end", False,
