@@ -22,6 +22,8 @@ from common.errors import DomainError
 
 blp = Blueprint("sales", __name__, url_prefix="/api", description="Flash sales and the waiting room")
 SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+# Built once: admission is the hottest path, and a schema instance is reusable for dumping.
+TICKET_SCHEMA = TicketSchema()
 
 
 def _admission_key() -> str:
@@ -76,7 +78,7 @@ def join_waiting_room(body: dict, sale_id: str):
             send_task("worker.tasks.drain_sale", sale_id)
         except Exception:  # beat drains every second anyway; the ticket is safe in the stream
             pass
-    response: Response = jsonify(TicketSchema().dump(admission.ticket))
+    response: Response = jsonify(TICKET_SCHEMA.dump(admission.ticket))
     response.status_code = 202 if admission.created else 200
     return response
 

@@ -42,16 +42,28 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int) 
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
     ticket_id = sale_keys.new_ticket_id(sale_id)
-    result = scripts_for(redis_client).admit(
-        keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
-              sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
-              sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-              sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id)],
-        args=[ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id],
-    )
+    keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
+            sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
+            sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
+            sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id)]
+    args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id]
+    script = scripts_for(redis_client).admit
+    # One round trip: the new ticket and the served counter are read right behind the script
+    # (a connection's commands run in order), so an issued ticket needs no second trip.
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    pipe.hgetall(keys[7])
+    pipe.hmget(keys[1], "served", "rate")
+    try:
+        result, fields, (served, rate) = pipe.execute()
+    except redis.exceptions.NoScriptError:
+        # First call on this Redis (or after SCRIPT FLUSH): the Script object loads it.
+        result = script(keys=keys, args=args)
+        fields, (served, rate) = {}, (None, None)
     outcome = result[0]
     if outcome == "issued":
-        ticket = read_ticket(redis_client, ticket_id)
+        ticket = (public_ticket(fields, int(served or 0), float(rate or 0.0)) if fields
+                  else read_ticket(redis_client, ticket_id))
         return Admission(ticket=ticket, created=True, kick=bool(int(result[2])))
     if outcome == "existing":
         return Admission(ticket=read_ticket(redis_client, result[1]), created=False, kick=False)
