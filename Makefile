@@ -29,7 +29,7 @@ frontend: $(if $(wildcard frontend/package.json),frontend/node_modules/.installe
 	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm run --silent build; fi
 
 run: venv frontend
-	$(BIN)/flashsale run
+	$(BIN)/flashsale run --demo
 
 lint: venv
 	$(BIN)/ruff check common api worker tests loadtests

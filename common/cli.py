@@ -67,15 +67,21 @@ def services_file(var_dir: Path) -> Path:
 
 @main.command()
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for /readyz.")
-def run(ready_timeout: float) -> None:
+@click.option("--demo", is_flag=True, help="Create a demo sale (opening in a minute) if none exists.")
+def run(ready_timeout: float, demo: bool) -> None:
     """Start the whole system in the foreground; Ctrl-C stops every process."""
     from honcho.manager import Manager
 
+    from common.demo import DEV_ADMIN_EMAIL, dev_admin_password, seed_demo_sale
     from common.embedded import plan_services
 
     settings = settings_or_exit()
     plan = plan_services(dict(os.environ), host=settings.host)
     env = plan.env
+    if not env.get("ADMIN_EMAIL") and not settings.is_production:
+        # Development: an operator account to open the admin view with, shown when ready.
+        env["ADMIN_EMAIL"] = DEV_ADMIN_EMAIL
+        env["ADMIN_PASSWORD"] = dev_admin_password(settings.var_dir)
     env["PORT"] = str(settings.port)
     env["VAR_DIR"] = str(settings.var_dir)
     api_url = settings.public_url or f"http://{settings.host}:{settings.port}"
@@ -115,6 +121,17 @@ def run(ready_timeout: float) -> None:
         tmp.write_text(json.dumps(services, indent=2))
         tmp.replace(services_path)
         click.echo(f"flashsale: ready at {api_url}  (services in {services_path})", err=True)
+        if env.get("ADMIN_EMAIL") == DEV_ADMIN_EMAIL:
+            click.echo(f"flashsale: operator login {DEV_ADMIN_EMAIL} / {env['ADMIN_PASSWORD']}", err=True)
+        if demo:
+            try:
+                sale_id = seed_demo_sale(api_url, env["ADMIN_EMAIL"], env.get("ADMIN_PASSWORD", ""))
+            except requests.RequestException as exc:
+                click.echo(f"flashsale: demo sale not created: {exc}", err=True)
+            else:
+                if sale_id:
+                    click.echo(f"flashsale: demo sale opening in a minute at {api_url}/sales/{sale_id}",
+                               err=True)
 
     watcher = threading.Thread(target=announce_when_ready, daemon=True)
     click.echo(f"flashsale: starting at {api_url} (embedded: {', '.join(plan.embedded) or 'none'})",
@@ -250,106 +267,6 @@ def create_admin(email: str, password: str, name: str) -> None:
     finally:
         clients.close()
     click.echo(f"{'created' if created else 'already present, now admin'}: {user['email']} ({user['_id']})")
-
-
-@main.command()
-@click.option("--users", default=200, show_default=True, type=click.IntRange(1),
-              help="Shoppers (the surge defaults to 10,000).")
-@click.option("--stock", type=click.IntRange(1),
-              help="Units on sale [default: 100; surge 500; soak users x 100].")
-@click.option("--spawn-rate", type=click.FloatRange(min=0.1),
-              help="Shoppers started per second [default: all within a second].")
-@click.option("--duration", default="2m", show_default=True,
-              help="Longest the shoppers may take (30s, 10m, 1h30m); a soak runs this long.")
-@click.option("--arrival-window", type=click.FloatRange(min=0),
-              help="Shoppers waiting for the opening press Buy within this many seconds of it "
-                   "[default: 1; surge 5].")
-@click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
-@click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
-              show_default=True, help="surge: 10,000 shoppers within 5 s for 500 units.")
-@click.option("--soak", is_flag=True, help="Shoppers start journey after journey; records the "
-              "API's and worker's memory every 10 s.")
-@click.option("--services", type=click.Path(dir_okay=False, path_type=Path),
-              help="services.json of the running system [default: var/run/services.json].")
-@click.option("--admin-email", help="[default: ADMIN_EMAIL]")
-@click.option("--admin-password", help="[default: ADMIN_PASSWORD]")
-@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="[default: loadtests/results]")
-def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str,
-             arrival_window: float | None, pay: bool, scenario: str, soak: bool,
-             services: Path | None, admin_email: str | None, admin_password: str | None,
-             results_dir: Path | None) -> None:
-    """Load-test the running system, verify the sale's invariants, print one summary.
-
-    Exits non-zero when an invariant fails.
-    """
-    from loadtests.runner import RESULTS_DIR, LoadTestOptions, parse_duration, run_loadtest
-
-    settings = settings_or_exit()
-    try:
-        parse_duration(duration)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--duration") from None
-    options = LoadTestOptions(
-        users=users, stock=stock, spawn_rate=spawn_rate, duration=duration,
-        arrival_window=arrival_window, pay=pay, scenario=scenario, soak=soak,
-        services=services or services_file(settings.var_dir),
-        admin_email=admin_email or settings.admin_email or "",
-        admin_password=admin_password or settings.admin_password or "",
-        results_dir=results_dir or RESULTS_DIR)
-    if not options.admin_email or not options.admin_password:
-        raise click.UsageError("the load test signs in as an admin: set ADMIN_EMAIL and "
-                               "ADMIN_PASSWORD (or pass --admin-email/--admin-password)")
-    try:
-        summary = run_loadtest(options, echo=lambda message: click.echo(message, err=True))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(summary.render())
-    sys.exit(summary.exit_code)
-
-
-@main.command()
-@click.option("--sale", "sale_id", required=True, help="The sale's id (sal_...).")
-@click.option("--services", type=click.Path(dir_okay=False, path_type=Path),
-              help="services.json of the running system [default: var/run/services.json].")
-@click.option("--sold-out", is_flag=True,
-              help="Also require every unit paid for: orders = stock, product stock 0.")
-def verify(sale_id: str, services: Path | None, sold_out: bool) -> None:
-    """Check a sale's invariants from Redis and MongoDB; exits non-zero on a FAIL."""
-    from loadtests.verify import run_verify
-
-    path = services or services_file(settings_or_exit().var_dir)
-    try:
-        sys.exit(run_verify(sale_id, path, expect_sold_out=sold_out))
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@main.command()
-@click.option("--sale", "sale_id", help="One sale; every sale when omitted.")
-@click.option("--no-repair", is_flag=True, help="Report only; change nothing.")
-def reconcile(sale_id: str | None, no_repair: bool) -> None:
-    """Check available + reserved + sold == stock_total against tickets and orders; repair
-    what is provable (a paid ticket whose order is missing). Exit 1 on any drift."""
-    from common.clients import Clients
-    from common.payments import PaymentContext
-    from common.reconcile import reconcile_all, reconcile_sale
-    from common.stripe_gateway import StripeGateway
-
-    settings = settings_or_exit()
-    clients = Clients(settings)
-    ctx = PaymentContext(mongo=clients.mongo, db=clients.db, redis=clients.redis,
-                         gateway=StripeGateway(clients.stripe, emulator=settings.stripe_emulator),
-                         serialize_transactions=settings.mongodb_serialize_transactions)
-    reports = ([reconcile_sale(ctx, sale_id, not no_repair)] if sale_id
-               else reconcile_all(ctx, not no_repair))
-    for report in reports:
-        state = "OK   " if report.consistent else "DRIFT"
-        click.echo(f"{state} {report.sale_id}: total={report.stock_total} available={report.available} "
-                   f"reserved={report.reserved} sold={report.sold} order_units={report.order_units}"
-                   + (f" repaired={len(report.orders_repaired)}" if report.orders_repaired else "")
-                   + (f" problems={'; '.join(report.problems)}" if report.problems else ""))
-    sys.exit(0 if all(r.consistent for r in reports) else 1)
 
 
 @main.command()

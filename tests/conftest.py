@@ -177,7 +177,8 @@ class RunningSystem:
 
 
 def start_system(root: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 120) -> RunningSystem:
+                 timeout: float = 120, args: tuple[str, ...] = (),
+                 drop_env: tuple[str, ...] = ()) -> RunningSystem:
     """`flashsale run` in a subprocess with its own var dir; waits for services.json."""
     var_dir = root / "var"
     port = free_port()
@@ -187,9 +188,11 @@ def start_system(root: Path, extra_env: dict[str, str] | None = None,
                 "ADMISSION_RATE_LIMIT": "100000 per second", "LOGIN_RATE_LIMIT": "100000 per minute",
                 "ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password-123"})
     env.update(extra_env or {})
+    for name in drop_env:
+        env.pop(name, None)
     log_path = root / "system.log"
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "flashsale"), "run"], cwd=PROJECT_ROOT, env=env,
+        [str(Path(sys.executable).parent / "flashsale"), "run", *args], cwd=PROJECT_ROOT, env=env,
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     services_path = var_dir / "run" / "services.json"

@@ -63,3 +63,29 @@ def test_run_is_ready_writes_services_and_leaves_no_process_behind(tmp_path):
     assert not alive, f"orphans left: {[p.pid for p in alive]}"
     assert code in (0, 130, -signal.SIGINT), code
     assert not (system.var_dir / "run" / "services.json").exists()
+
+
+def test_demo_run_seeds_an_operator_and_a_sale_once(tmp_path):
+    system = start_system(tmp_path, args=("--demo",), drop_env=("ADMIN_EMAIL", "ADMIN_PASSWORD"))
+    try:
+        password = (system.var_dir / "secrets" / "admin_password").read_text().strip()
+        login = system.post("/api/auth/login", json={"email": "admin@example.com", "password": password})
+        assert login.status_code == 200 and login.json()["user"]["role"] == "admin"
+        deadline = time.monotonic() + 30
+        sales = []
+        while not sales and time.monotonic() < deadline:
+            sales = system.get("/api/sales").json()["items"]
+            time.sleep(0.3)
+        assert len(sales) == 1 and sales[0]["status"] == "scheduled"
+        assert sales[0]["stock_total"] == sales[0]["stock_available"] == 100
+        assert "operator login admin@example.com" in system.log_path.read_text()
+    finally:
+        stop_system(system.process)
+    # A second run on the same data keeps the one sale and the same password.
+    again = start_system(tmp_path, args=("--demo",), drop_env=("ADMIN_EMAIL", "ADMIN_PASSWORD"))
+    try:
+        time.sleep(2)
+        assert len(again.get("/api/sales").json()["items"]) == 1
+        assert (again.var_dir / "secrets" / "admin_password").read_text().strip() == password
+    finally:
+        stop_system(again.process)
