@@ -170,27 +170,28 @@ class Shopper(FastHttpUser):
     # -- the sale ---------------------------------------------------------------------------
 
     def _discover(self) -> None:
-        """The sale and where card tokens come from, once per process (like a page load)."""
-        with Run.lock:
+        """The sale and where card tokens come from, fetched once per process (one page load
+        stands for all: hundreds of identical GETs just before the opening would only add
+        load the real crowd spreads over the minutes before it)."""
+        with Run.lock:  # a gevent lock under locust: the other shoppers wait for this one
             if Run.sale is not None:
                 return
-        sale_id = self.options.sale_id
-        if sale_id:
-            sale = self.client.get(f"/api/sales/{sale_id}", name="sale").json()
-        else:
-            items = self.client.get("/api/sales", name="sales").json()["items"]
-            open_sales = [s for s in items if s["status"] in ("open", "scheduled")]
-            if not open_sales:
-                raise StopUser()
-            sale = open_sales[0]
-        config = self.client.get("/api/config", name="config").json()
-        base = self.options.stripe_api_base or config["stripe_js_url"].split("/js.stripe.com")[0]
-        if base.rstrip("/") == "https:":
-            base = "https://api.stripe.com"
-        with Run.lock:
-            Run.sale = sale
+            sale_id = self.options.sale_id
+            if sale_id:
+                sale = self.client.get(f"/api/sales/{sale_id}", name="sale").json()
+            else:
+                items = self.client.get("/api/sales", name="sales").json()["items"]
+                open_sales = [s for s in items if s["status"] in ("open", "scheduled")]
+                if not open_sales:
+                    raise StopUser()
+                sale = open_sales[0]
+            config = self.client.get("/api/config", name="config").json()
+            base = self.options.stripe_api_base or config["stripe_js_url"].split("/js.stripe.com")[0]
+            if base.rstrip("/") == "https:":
+                base = "https://api.stripe.com"
             Run.stripe_api_base = base.rstrip("/")
             Run.publishable_key = config["stripe_publishable_key"]
+            Run.sale = sale
 
     def _wait_for_opening(self) -> None:
         assert Run.sale is not None

@@ -62,7 +62,7 @@ class LoadTestOptions:
     admin_password: str = ""
     results_dir: Path = RESULTS_DIR
     arrival_window: float | None = None
-    open_in: float = 3.0
+    open_in: float = 5.0
     reservation_ttl: int = 300
     settle_timeout: float | None = None
     register_concurrency: int = 8
