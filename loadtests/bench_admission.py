@@ -264,50 +264,74 @@ def _time_calls(call: Callable[[str], object], items: list[str]) -> list[float]:
 
 
 def bench_polls(services: dict[str, Any], redis_url: str, root: Path, args: argparse.Namespace) -> None:
-    # Direct: read_ticket on a Redis of our own.
+    """Polls at each queue size, measured in alternation so that both see the same machine."""
+    # Direct: read_ticket on a Redis of our own, one sale per queue size.
     client = make_redis(redis_url, socket_timeout=120)
-    sale_id = load_bare_sale(client, 10)
-    filled = 0
+    queues: list[tuple[int, list[str]]] = []
     for size in args.poll_sizes:
+        sale_id = load_bare_sale(client, 10)
         started = time.perf_counter()
-        ids = fill_queue(client, sale_id, size - filled, f"poll{filled}")
-        filled = size
-        took = time.perf_counter() - started
-        sample = random.sample(ids, min(len(ids), 200))
-        us = _time_calls(lambda tid: waiting_room.read_ticket(client, tid),
-                         random.choices(sample, k=args.polls))
-        memory = client.info("memory")["used_memory_human"]
+        ids = fill_queue(client, sale_id, size, f"poll{size}")
+        print(f"  filled {size:,} queued tickets in {time.perf_counter() - started:.1f}s "
+              f"(Redis now {client.info('memory')['used_memory_human']})")
+        queues.append((size, random.sample(ids[-1000:], min(size, 200))))
+    direct: dict[int, list[float]] = {size: [] for size, _ in queues}
+    for _round in range(args.polls):
+        for size, sample in queues:
+            direct[size] += _time_calls(lambda tid: waiting_room.read_ticket(client, tid),
+                                        [random.choice(sample)])
+    for size, us in direct.items():
         print(f"  read_ticket at {size:>9,} queued: p50 {percentile(us, .5):5.0f} us, "
-              f"p95 {percentile(us, .95):5.0f} us, p99 {percentile(us, .99):5.0f} us"
-              f"  (filled in {took:.1f}s, Redis {memory})")
-    delete_sale_keys(client, sale_id)
+              f"p95 {percentile(us, .95):5.0f} us, p99 {percentile(us, .99):5.0f} us")
+    client.flushall()
     client.close()
 
-    # Through the API: each shopper's own ticket at the back of a queue of `size`.
+    # Through the API: each shopper's own ticket at the back of a queue of each size.
     base = services["api"]
     operator = Operator(base, ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
     accounts, _ = AccountPool(base, root / "accounts.jsonl", concurrency=8).take(args.poll_shoppers)
     system_redis = make_redis(services["redis"], socket_timeout=120)
     api = JsonClient(base, 16)
+    sales_made: list[str] = []
     try:
+        polls: list[tuple[int, Request]] = []
         for size in args.poll_sizes:
             sale = operator.create_sale(stock=10)["id"]
+            sales_made.append(sale)
             # Hold the sale's drain lock: the worker must not decide the queue away meanwhile.
             system_redis.set(sale_keys.drain_lock_key(sale), "benchmark", px=3_600_000)
-            try:
-                fill_queue(system_redis, sale, size, "api-poll")
-                tickets = [(api.request("POST", f"/api/sales/{sale}/tickets", {"quantity": 1},
-                                        a["access_token"]).body["id"], a["access_token"])
-                           for a in accounts]
-                polls: list[Request] = [("GET", f"/api/tickets/{tid}", None, token)
-                                        for tid, token in random.choices(tickets, k=args.polls)]
-                figures = hammer(api, polls, 16, f"GET /api/tickets/<id> at {size:,} queued", (200,))
-                ticket = api.request("GET", f"/api/tickets/{tickets[0][0]}", token=tickets[0][1]).body
-                print(f"  {figures.line()}  [a shopper's position {ticket['position']:,}]")
-            finally:
-                system_redis.delete(sale_keys.drain_lock_key(sale))
-                delete_sale_keys(system_redis, sale)
+            fill_queue(system_redis, sale, size, "api-poll")
+            tickets = [(api.request("POST", f"/api/sales/{sale}/tickets", {"quantity": 1},
+                                    a["access_token"]).body, a["access_token"]) for a in accounts]
+            print(f"  a shopper's position in the {size:,} queue: {tickets[0][0]['position']:,}")
+            polls += [(size, ("GET", f"/api/tickets/{t['id']}", None, token)) for t, token in tickets]
+        # Interleaved: every size is polled throughout the same stretch of time.
+        mixed = [random.choice(polls) for _ in range(args.polls * len(args.poll_sizes))]
+        latencies: dict[int, list[float]] = {size: [] for size in args.poll_sizes}
+        errors: Counter[str] = Counter()
+
+        def poller(work: list[tuple[int, Request]]) -> None:
+            for size, (method, path, body, token) in work:
+                answer = api.request(method, path, body, token)
+                latencies[size].append(answer.ms)
+                if answer.status != 200:
+                    errors[f"{answer.status} {answer.error_code()}"] += 1
+
+        started = time.perf_counter()
+        pool = Pool(16)
+        for i in range(16):
+            pool.spawn(poller, mixed[i::16])
+        pool.join()
+        rate = len(mixed) / (time.perf_counter() - started)
+        for size, ms in latencies.items():
+            print(f"  GET /api/tickets/<id> at {size:>9,} queued: p50 {percentile(ms, .5):5.1f} ms, "
+                  f"p95 {percentile(ms, .95):5.1f} ms, p99 {percentile(ms, .99):5.1f} ms")
+        print(f"  ({len(mixed)} polls, 16 at a time, {rate:.0f}/s overall"
+              f"{', errors ' + str(dict(errors)) if errors else ''})")
     finally:
+        for sale in sales_made:
+            system_redis.delete(sale_keys.drain_lock_key(sale))
+            delete_sale_keys(system_redis, sale)
         system_redis.close()
         api.close()
 
