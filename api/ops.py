@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import marshmallow as ma
 from flask import Response, jsonify
 from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
@@ -13,6 +14,22 @@ from api.extensions import clients, settings
 from common import metrics
 
 blp = Blueprint("ops", __name__, description="Health, readiness and metrics")
+
+
+# Documented so that the published contract describes what these endpoints answer.
+class HealthSchema(ma.Schema):
+    status = ma.fields.String(required=True, metadata={"example": "ok"})
+
+
+class CheckSchema(ma.Schema):
+    ok = ma.fields.Boolean(required=True)
+    error = ma.fields.String()
+
+
+class ReadinessSchema(ma.Schema):
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(["ready", "unavailable"]))
+    down = ma.fields.List(ma.fields.String(), required=True)
+    checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(CheckSchema), required=True)
 
 _stripe_check: dict[str, Any] = {"at": 0.0, "ok": False, "error": ""}
 STRIPE_CHECK_CACHE_SECONDS = 10.0
@@ -33,12 +50,15 @@ def _check_stripe() -> tuple[bool, str]:
 
 @blp.route("/healthz")
 @blp.doc(summary="The process is up")
+@blp.alt_response(200, schema=HealthSchema, description="The process is up", success=True)
 def healthz():
     return jsonify({"status": "ok"})
 
 
 @blp.route("/readyz")
 @blp.doc(summary="Redis, MongoDB and Stripe are reachable (503 names what is down)")
+@blp.alt_response(200, schema=ReadinessSchema, description="Every service is reachable", success=True)
+@blp.alt_response(503, schema=ReadinessSchema, description="`down` names what is not")
 def readyz():
     checks: dict[str, dict[str, Any]] = {}
     try:
@@ -60,6 +80,7 @@ def readyz():
 
 @blp.route("/metrics")
 @blp.doc(summary="Prometheus metrics (text format)")
+@blp.alt_response(200, content_type=CONTENT_TYPE_LATEST, description="Prometheus text format", success=True)
 def prometheus_metrics():
     metrics.refresh_sale_gauges(clients())
     multiproc_dir = settings().prometheus_multiproc_dir
