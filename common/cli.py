@@ -223,7 +223,10 @@ def serve(name: str) -> None:
             embedded._venv_script("gunicorn"), "--worker-class", "gevent",
             "--workers", str(settings.web_concurrency), "--worker-connections", "2000",
             "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "10",
-            "--timeout", "30", "--keep-alive", "5", "--access-logfile", "-",
+            "--timeout", "30",
+            # Longer than the usual load balancer idle timeout (60 s): otherwise a request sent on
+            # a connection the server is just closing is reset.
+            "--keep-alive", "75", "--access-logfile", "-",
             "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
             "api.app:create_app()",
         ])

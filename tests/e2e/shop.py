@@ -38,8 +38,16 @@ class Shopper:
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {}) | {"Authorization": f"Bearer {self.token}"}
-        return self.session.request(method, self.base + path, headers=headers,
-                                    timeout=kwargs.pop("timeout", 30), **kwargs)
+        timeout = kwargs.pop("timeout", 30)
+        try:
+            return self.session.request(method, self.base + path, headers=headers,
+                                        timeout=timeout, **kwargs)
+        except requests.ConnectionError:
+            # Like a browser: a kept-alive connection the server closed meanwhile is retried
+            # once on a new connection (every call here is safe to repeat).
+            self.session.close()
+            return self.session.request(method, self.base + path, headers=headers,
+                                        timeout=timeout, **kwargs)
 
     def join(self, sale_id: str, quantity: int = 1) -> requests.Response:
         return self.call("POST", f"/api/sales/{sale_id}/tickets", json={"quantity": quantity})
