@@ -215,7 +215,9 @@ class Shopper(FastHttpUser):
                 exception=exc, context={})
             outcome = "error"
         Run.outcomes[outcome] += 1
-        if self.options.loop and outcome not in ("limit_reached", "sold_out_at_door", "error"):
+        # A soak goes on after a failed journey (it is counted); only a shopper who cannot buy
+        # any more stops.
+        if self.options.loop and outcome not in ("limit_reached", "sold_out_at_door"):
             return
         self._done()
 

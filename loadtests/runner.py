@@ -288,7 +288,8 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
     echo(f"loadtest: getting {options.users} shopper accounts (kept ones are refreshed, the rest "
          "registered through the API)")
     pool = AccountPool(base, pool_path(options.results_dir, base), options.register_concurrency)
-    accounts, pool_report = pool.take(options.users, progress=lambda m: echo(f"loadtest: {m}"))
+    accounts, pool_report = pool.take(options.users, progress=lambda m: echo(f"loadtest: {m}"),
+                                      valid_for=duration_s + options.open_in + 120)
     if len(accounts) < options.users:
         raise RuntimeError(f"only {len(accounts)} of {options.users} shopper accounts: "
                            f"{pool_report.describe()}")

@@ -8,6 +8,7 @@ by later runs: a kept account only needs `POST /api/auth/refresh`, which is chea
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -165,9 +166,11 @@ class AccountPool:
         body = response.json()
         return account | {"access_token": body["access_token"], "refresh_token": body["refresh_token"]}
 
-    def take(self, count: int, progress: Any = None) -> tuple[list[dict[str, str]], PoolReport]:
-        """`count` signed-in accounts with fresh access tokens: kept ones first (refreshed),
-        then new registrations. The pool file is saved as registrations complete."""
+    def take(self, count: int, progress: Any = None,
+             valid_for: float = 600.0) -> tuple[list[dict[str, str]], PoolReport]:
+        """`count` signed-in accounts whose access tokens stay valid `valid_for` seconds more:
+        kept ones first (refreshed), then new registrations. The pool file is saved as
+        registrations complete."""
         report = PoolReport()
         kept = self._accounts[:count]
         started = time.monotonic()
@@ -197,8 +200,27 @@ class AccountPool:
                                      f"({done / (time.monotonic() - started):.1f}/s)")
             report.registered = missing - report.failed
             report.register_seconds = time.monotonic() - started
+            # A long registration outlives the first access tokens: renew those about to expire.
+            expiring = [i for i, a in enumerate(ready) if token_expires_at(a["access_token"])
+                        < time.time() + valid_for]
+            with ThreadPoolExecutor(self.concurrency * 2) as pool:
+                renewed = list(pool.map(self._refresh, [ready[i] for i in expiring]))
+            for i, account in zip(expiring, renewed, strict=True):
+                if account:
+                    ready[i] = account
+            self._accounts = ready + self._accounts[len(ready):]
             self._save()
         return ready, report
+
+
+def token_expires_at(token: str) -> float:
+    """The `exp` claim of a JWT (read, not verified: only to know when to refresh it)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError):
+        return 0.0
 
 
 def write_accounts(path: Path, accounts: list[dict[str, str]]) -> None:
