@@ -11,6 +11,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request, send_from_directory
 
 from api.auth import bootstrap_accounts
+from api.body_limit import ChunkedBodyLimit
 from api.errors import register_error_handlers
 from api.extensions import api, jwt, limiter
 from api.task_queue import TaskQueue
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
         RATELIMIT_SWALLOW_ERRORS=True,
     )
 
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_content_length)  # type: ignore[method-assign]
     api.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)

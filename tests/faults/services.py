@@ -38,6 +38,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: floa
 class Process:
     """One subprocess in its own session, so a signal by PID reaches exactly what we mean."""
 
+    # How to ask the process to stop before SIGKILL.
+    stop_signal = signal.SIGTERM
+
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.argv, self.log_path, self.env = name, argv, log_path, env
         self.popen: subprocess.Popen | None = None
@@ -71,13 +74,13 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 15) -> None:
-        """SIGTERM the process group, then SIGKILL what is left of it."""
+        """Signal the process group (stop_signal), then SIGKILL what is left of it."""
         if self.popen is None:
             return
         if self.popen.poll() is None:
             try:
                 os.killpg(self.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-                os.killpg(self.pid, signal.SIGTERM)
+                os.killpg(self.pid, self.stop_signal)
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
@@ -138,6 +141,8 @@ class Flashsale(Process):
 
     def __init__(self, kind: str, env: dict[str, str], log_dir: Path, label: str | None = None) -> None:
         self.kind = kind
+        if kind == "api":
+            self.stop_signal = signal.SIGQUIT  # gunicorn's quick shutdown: no wait for idle keep-alives
         super().__init__(label or kind, [FLASHSALE, "serve", kind], log_dir / f"{label or kind}.log", env)
 
     def wait_ready(self, timeout: float = 60) -> Flashsale:
