@@ -9,7 +9,7 @@ from api.extensions import clients, settings
 from api.schemas import PaymentResultSchema, PaySchema, TicketSchema
 from api.task_queue import send_task
 from common import waiting_room
-from common.errors import TicketNotActive
+from common.errors import ServiceUnavailable, TicketNotActive
 from common.stripe_gateway import REQUIRES_ACTION, StripeGateway
 
 blp = Blueprint("tickets", __name__, url_prefix="/api/tickets", description="Waiting-room tickets")
@@ -33,7 +33,12 @@ def cancel_ticket(ticket_id: str):
     """Give up a queued or reserved ticket; a reservation's stock returns at once."""
     ticket, intent_id = waiting_room.cancel_ticket(clients().redis, ticket_id, current_user_id())
     if intent_id:
-        send_task("worker.tasks.cancel_payment_intent", intent_id)
+        try:
+            send_task("worker.tasks.cancel_payment_intent", intent_id)
+        except ServiceUnavailable:
+            # Logged by the task queue. The ticket is cancelled and its stock back whatever
+            # happens to the intent: a payment still made with it is honoured or refunded.
+            pass
     return ticket
 
 

@@ -226,6 +226,24 @@ def test_broker_unreachable_webhook_is_503_and_the_redelivery_is_applied(fault_s
     assert_invariants(fault_clients.redis, fault_clients.db, sale_id, stripe_state(fault_clients, sale_id))
 
 
+def test_broker_unreachable_cancel_still_answers_the_truth(fault_settings, fault_clients, redis_proxy):
+    """The cancel is done in Redis before the intent's cancel task is queued: with the broker
+    down the shopper is told it is cancelled (not a 5xx that a retry turns into a 409), and a
+    payment still made with the open intent is honoured or refunded like any late one."""
+    sale_id = open_sale(fault_clients, stock=1, product_stock=1)
+    ticket_id, intent_id = reserve(fault_clients, sale_id, "usr_canceller")
+    app, _ = _app_through(fault_settings, celery_broker_url=redis_proxy.url("redis", "/0"))
+    client = app.test_client()
+    redis_proxy.set(Mode.DROP)
+    cancelled = client.post(f"/api/tickets/{ticket_id}/cancel",
+                            headers=bearer(access_token(fault_settings, "usr_canceller")))
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    redis_proxy.set(Mode.PASS)
+    assert pay_at_stripe(fault_clients, intent_id) == "succeeded"
+    assert work_delivery(fault_clients, event_payload("payment_intent.succeeded", intent_id)) == "honoured"
+    assert_invariants(fault_clients.redis, fault_clients.db, sale_id, stripe_state(fault_clients, sale_id))
+
+
 # ------------------------------------------------------------------ app <-> Stripe
 
 
