@@ -15,6 +15,7 @@ import pytest
 from api.task_queue import TaskQueue
 from common import sale_keys, sales, waiting_room
 from tests.conftest import settings_env
+from tests.faults.invariants import assert_invariants, stripe_view
 from tests.waiting_room_helpers import open_sale
 
 pytestmark = [pytest.mark.slow]
@@ -90,3 +91,7 @@ def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
     assert statuses.count("sold_out") == shoppers - stock
     assert all(t.get("payment_intent_id", "").startswith("pi_") for t in tickets if t["status"] == "reserved")
     assert counters.consistent and counters.available == 0 and counters.reserved == stock
+    # I1-I4 (tests/faults/invariants.py). A PaymentIntent whose creation the kill cut short may
+    # be left at the emulator (it ignores idempotency keys); it was never handed to anyone.
+    assert_invariants(clients.redis, clients.db, sale_id, stripe_view(clients.stripe, sale_id),
+                      one_live_intent=False)
