@@ -65,9 +65,16 @@ class Operator:
         return self
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return self.http.request(method, self.base + path, headers=headers,
-                                 timeout=kwargs.pop("timeout", 30), **kwargs)
+        timeout = kwargs.pop("timeout", 30)
+        for attempt in (1, 2):
+            response = self.http.request(method, self.base + path, timeout=timeout,
+                                         headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
+            # A long run (registering thousands of shoppers) outlives the admin's access token.
+            if response.status_code == 401 and attempt == 1:
+                self.sign_in()
+                continue
+            return response
+        return response
 
     def create_sale(self, *, stock: int, product_stock: int | None = None, price_cents: int = 4999,
                     starts_at: datetime | None = None, lasts: timedelta = timedelta(hours=2),
