@@ -279,8 +279,8 @@ def create_admin(email: str, password: str, name: str) -> None:
               help="Units on sale [default: 100; surge 500; soak users x 100].")
 @click.option("--spawn-rate", type=click.FloatRange(min=0.1),
               help="Shoppers started per second [default: all within a second].")
-@click.option("--duration", default="2m", show_default=True,
-              help="Longest the shoppers may take (30s, 10m, 1h30m); a soak runs this long.")
+@click.option("--duration", help="Longest the shoppers may take (30s, 10m, 1h30m); a soak runs "
+              "this long [default: 2m; surge 5m; soak 10m].")
 @click.option("--arrival-window", type=click.FloatRange(min=0),
               help="Shoppers waiting for the opening press Buy within this many seconds of it "
                    "[default: 1; surge 5].")
@@ -295,7 +295,7 @@ def create_admin(email: str, password: str, name: str) -> None:
 @click.option("--admin-password", help="[default: ADMIN_PASSWORD]")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
               help="[default: loadtests/results]")
-def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str,
+def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str | None,
              arrival_window: float | None, pay: bool, scenario: str, soak: bool,
              services: Path | None, admin_email: str | None, admin_password: str | None,
              results_dir: Path | None) -> None:
@@ -307,7 +307,7 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
 
     settings = settings_or_exit()
     try:
-        parse_duration(duration)
+        parse_duration(duration or "0")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from None
     options = LoadTestOptions(

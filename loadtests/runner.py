@@ -53,7 +53,7 @@ class LoadTestOptions:
     users: int = 200
     stock: int | None = None
     spawn_rate: float | None = None
-    duration: str = "2m"
+    duration: str | None = None
     pay: bool = False
     scenario: str = "shoppers"
     soak: bool = False
@@ -68,6 +68,10 @@ class LoadTestOptions:
     register_concurrency: int = 8
     connections: int = 1000
 
+    @property
+    def run_time(self) -> str:
+        return self.duration or "2m"
+
     def resolved(self) -> LoadTestOptions:
         """Scenario defaults: the surge is 10,000 shoppers in 5 s for 500 units."""
         made = LoadTestOptions(**asdict(self))
@@ -77,6 +81,9 @@ class LoadTestOptions:
             made.arrival_window = made.arrival_window if made.arrival_window is not None else 5.0
         made.stock = made.stock or (made.users * SOAK_PER_USER_LIMIT if made.soak else 100)
         made.arrival_window = made.arrival_window if made.arrival_window is not None else 1.0
+        # The surge's backlog takes minutes to drain on a small machine; a soak is a soak.
+        made.duration = made.duration or ("10m" if made.soak else "5m" if made.scenario == "surge"
+                                          else "2m")
         made.spawn_rate = made.spawn_rate or float(made.users)
         return made
 
@@ -246,7 +253,7 @@ def _locust_command(options: LoadTestOptions, base: str, out: Path) -> list[str]
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
-        "--run-time", options.duration, "--host", base, "--csv", str(out / "locust"),
+        "--run-time", options.run_time, "--host", base, "--csv", str(out / "locust"),
         "--csv-full-history", "--html", str(out / "report.html"), "--only-summary",
         "--stop-timeout", "10", "--loglevel", "WARNING",
     ]
@@ -258,7 +265,7 @@ def _surge_command(options: LoadTestOptions, services: dict[str, Any], sale: dic
                "--out", str(out), "--sale-id", sale["id"], "--accounts", str(accounts_file),
                "--arrival-window", str(options.arrival_window),
                "--connections", str(options.connections),
-               "--run-time", str(parse_duration(options.duration))]
+               "--run-time", str(parse_duration(options.run_time))]
     if options.pay:
         command += ["--pay", "--stripe-api-base", str(services.get("stripe_api_base", ""))]
     return command
@@ -277,7 +284,7 @@ def _settled(stats: dict[str, Any], pay: bool) -> bool:
 
 def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) -> RunSummary:
     options = options.resolved()
-    duration_s = parse_duration(options.duration)
+    duration_s = parse_duration(options.run_time)
     services = load_services(options.services)
     base = str(services["api"]).rstrip("/")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
