@@ -86,7 +86,7 @@ def running_gunicorn(app_spec: str, root: Path, workers: int) -> Iterator[str]:
     process = subprocess.Popen([
         str(Path(sys.executable).parent / "gunicorn"), "--worker-class", "gevent",
         "--workers", str(workers), "--worker-connections", "2000", "--bind", f"127.0.0.1:{port}",
-        "--graceful-timeout", "10", "--timeout", "30", "--keep-alive", "5", "--access-logfile", "-",
+        "--graceful-timeout", "10", "--timeout", "30", "--keep-alive", "75", "--access-logfile", "-",
         "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s', app_spec,
     ], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
