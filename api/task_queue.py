@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from common.errors import ServiceUnavailable
 from common.logs import request_id_var
+from common.task_routes import TASK_ROUTES
 
 log = logging.getLogger("api.tasks")
 
@@ -20,7 +21,8 @@ log = logging.getLogger("api.tasks")
 class TaskQueue:
     def __init__(self, broker_url: str) -> None:
         self.celery = Celery("flashsale-api", broker=broker_url)
-        self.celery.conf.update(task_serializer="json", broker_connection_retry=False,
+        self.celery.conf.update(task_serializer="json", task_routes=TASK_ROUTES,
+                                broker_connection_retry=False,
                                 broker_transport_options={"max_retries": 1})
 
     def send(self, name: str, *args: Any) -> None:

@@ -190,7 +190,7 @@ def _supervise(name: str, argv: list[str], port: int,
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["api", "worker", "beat", *EMBEDDED_NAMES]))
+@click.argument("name", type=click.Choice(["api", "worker", "decider", "beat", *EMBEDDED_NAMES]))
 def serve(name: str) -> None:
     """Run one process of the system (what each Procfile line calls)."""
     from common import embedded
@@ -230,13 +230,19 @@ def serve(name: str) -> None:
             "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
             "api.app:create_app()",
         ])
-    elif name == "worker":
+    elif name in ("worker", "decider"):
+        from common.task_routes import DECISIONS_QUEUE, DEFAULT_QUEUE
+
+        # A worker serves every queue (it is enough alone); a decider only decisions, so
+        # tickets are decided even while every worker thread waits on Stripe.
+        queues, threads = ((f"{DEFAULT_QUEUE},{DECISIONS_QUEUE}", 8) if name == "worker"
+                           else (DECISIONS_QUEUE, 4))
         # Threads pool: one process, so a kill by PID takes the whole worker down at once
         # and leaves its stream entries pending for another worker to claim.
         _exec([
             embedded._venv_script("celery"), "-A", "worker.app", "worker", "--pool", "threads",
-            "--concurrency", "8", "--loglevel", settings.log_level, "--without-gossip",
-            "--without-mingle", "-n", f"worker-{os.getpid()}@%h",
+            "--queues", queues, "--concurrency", str(threads), "--loglevel", settings.log_level,
+            "--without-gossip", "--without-mingle", "-n", f"{name}-{os.getpid()}@%h",
         ])
     elif name == "beat":
         schedule = var / "run" / f"celerybeat-{os.getpid()}"

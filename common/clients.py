@@ -18,7 +18,10 @@ from pymongo.database import Database
 from common.settings import Settings
 
 
-def make_redis(url: str, **kwargs: object) -> redis.Redis:
+def make_redis(url: str, max_connections: int = 200, pool_timeout: float = 10.0,
+               **kwargs: object) -> redis.Redis:
+    """A client on a blocking pool: past `max_connections` a caller waits up to `pool_timeout`
+    for a connection to come back (a surge queues) instead of failing at once."""
     # Short timeouts: an unreachable Redis must surface as a clean 503, not a hung request.
     options: dict[str, object] = {
         "decode_responses": True,
@@ -28,7 +31,9 @@ def make_redis(url: str, **kwargs: object) -> redis.Redis:
         "retry_on_timeout": False,
     }
     options.update(kwargs)
-    return redis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_timeout, **options)
+    return redis.Redis(connection_pool=pool)
 
 
 def make_mongo(uri: str) -> MongoClient:
@@ -65,7 +70,9 @@ class Clients:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return make_redis(self.settings.require("redis_url"))
+        return make_redis(self.settings.require("redis_url"),
+                          max_connections=self.settings.redis_max_connections,
+                          pool_timeout=self.settings.redis_pool_timeout_seconds)
 
     @cached_property
     def mongo(self) -> MongoClient:

@@ -56,6 +56,13 @@ class DrainReport:
     locked_out: bool = False
     errors: list[str] = field(default_factory=list)
 
+    def add(self, other: DrainReport) -> DrainReport:
+        for name in ("decided", "reserved", "sold_out", "reclaimed", "dead_lettered",
+                     "intent_failures", "batches", "acked"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+        return self
+
 
 def ensure_group(redis_client: redis.Redis, sale_id: str) -> None:
     try:
@@ -299,16 +306,25 @@ def drain_sale(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
                options: DrainOptions, intent_pool: ThreadPoolExecutor,
                consumer: str | None = None) -> DrainReport:
     """Decide every waiting ticket of a sale; returns at once if another decider holds it."""
-    return Decider(redis_client, gateway, sale_id, options, intent_pool, consumer).run()
+    report = Decider(redis_client, gateway, sale_id, options, intent_pool, consumer).run()
+    # admit.lua does not nudge workers while a decider holds the lock, so a ticket admitted
+    # just as this one let go would wait for beat's next pass: look once more.
+    if not report.locked_out and has_undecided_tickets(redis_client, sale_id):
+        report.add(Decider(redis_client, gateway, sale_id, options, intent_pool, consumer).run())
+    return report
+
+
+def has_undecided_tickets(redis_client: redis.Redis, sale_id: str) -> bool:
+    issued, served = redis_client.hmget(sale_keys.counters_key(sale_id), "issued", "served")
+    return int(issued or 0) > int(served or 0)
 
 
 def sales_needing_drain(redis_client: redis.Redis, sale_ids: list[str]) -> list[str]:
     """Sales with undecided or unacknowledged tickets (a cheap check per sale)."""
     needing = []
     for sale_id in sale_ids:
-        issued, served, queued = redis_client.hmget(
-            sale_keys.counters_key(sale_id), "issued", "served", "queued")
-        if int(issued or 0) > int(served or 0) or int(queued or 0) > 0:
+        queued = redis_client.hget(sale_keys.counters_key(sale_id), "queued")
+        if has_undecided_tickets(redis_client, sale_id) or int(queued or 0) > 0:
             needing.append(sale_id)
             continue
         try:

@@ -81,5 +81,9 @@ def drain_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":drainer"
 
 
+def admission_rate_key(sale_id: str, user_id: str) -> str:
+    return _tag(sale_id) + ":rate:" + user_id
+
+
 def kick_key(sale_id: str) -> str:
     return _tag(sale_id) + ":kick"

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     # Backing services. Unset means "start an embedded server" in `flashsale run`;
     # the API and workers themselves always need them set.
     redis_url: str | None = None
+    # Per process. Past it a request waits up to the timeout for a free connection instead of
+    # failing at once: a surge queues for a moment rather than answering 503.
+    redis_max_connections: int = Field(200, ge=2, le=10_000)
+    redis_pool_timeout_seconds: float = Field(10.0, gt=0, le=120)
     celery_broker_url: str | None = None
     mongodb_uri: str | None = None
     mongodb_db: str = "flashsale"
@@ -98,6 +103,15 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("login_rate_limit", "admission_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError('must read like "20 per second" or "10/minute"') from None
         return value
 
     @field_validator("mongodb_uri")

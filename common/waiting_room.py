@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import limits
 import redis
 
 from common import sale_keys
@@ -16,6 +17,7 @@ from common.errors import (
     NotFound,
     PurchaseLimitReached,
     QuantityTooLarge,
+    RateLimited,
     SaleNotOpen,
     SoldOut,
     TicketNotActive,
@@ -27,6 +29,25 @@ KICK_DEBOUNCE_MS = 200
 
 
 @dataclass(frozen=True)
+class AdmissionRate:
+    """A shopper's admission rate limit, as admit.lua's GCRA takes it: admissions are spaced
+    `interval_ms` apart on average, with up to `burst` of them back to back."""
+
+    interval_ms: int
+    allowance_ms: int
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> AdmissionRate:
+        item = limits.parse(text)
+        interval = max(1, round(item.get_expiry() * 1000 / item.amount))
+        return cls(interval_ms=interval, allowance_ms=interval * (item.amount - 1), text=text)
+
+
+UNLIMITED = AdmissionRate(interval_ms=0, allowance_ms=0, text="unlimited")
+
+
+@dataclass(frozen=True)
 class Admission:
     ticket: dict[str, Any]
     created: bool
@@ -34,10 +55,11 @@ class Admission:
     kick: bool
 
 
-def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int) -> Admission:
+def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
+          rate: AdmissionRate = UNLIMITED) -> Admission:
     """Issue a ticket, or return the caller's live ticket for this sale (idempotent).
 
-    Raises SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached, NotFound.
+    Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached, NotFound.
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
@@ -45,8 +67,10 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int) 
     keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
             sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
             sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-            sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id)]
-    args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id]
+            sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id),
+            sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id)]
+    args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
+            rate.allowance_ms]
     script = scripts_for(redis_client).admit
     # One round trip: the new ticket and the served counter are read right behind the script
     # (a connection's commands run in order), so an issued ticket needs no second trip.
@@ -55,18 +79,21 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int) 
     pipe.hgetall(keys[7])
     pipe.hmget(keys[1], "served", "rate")
     try:
-        result, fields, (served, rate) = pipe.execute()
+        result, fields, (served, service_rate) = pipe.execute()
     except redis.exceptions.NoScriptError:
         # First call on this Redis (or after SCRIPT FLUSH): the Script object loads it.
         result = script(keys=keys, args=args)
-        fields, (served, rate) = {}, (None, None)
+        fields, (served, service_rate) = {}, (None, None)
     outcome = result[0]
     if outcome == "issued":
-        ticket = (public_ticket(fields, int(served or 0), float(rate or 0.0)) if fields
+        ticket = (public_ticket(fields, int(served or 0), float(service_rate or 0.0)) if fields
                   else read_ticket(redis_client, ticket_id))
         return Admission(ticket=ticket, created=True, kick=bool(int(result[2])))
     if outcome == "existing":
         return Admission(ticket=read_ticket(redis_client, result[1]), created=False, kick=False)
+    if outcome == "rate_limited":
+        retry_after = max(1, -(-int(result[1]) // 1000))
+        raise RateLimited(details={"limit": rate.text}, headers={"Retry-After": str(retry_after)})
     if outcome == "not_open":
         raise SaleNotOpen(details={"sale_status": result[1]})
     if outcome == "sold_out":

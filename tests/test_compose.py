@@ -82,7 +82,7 @@ def test_services_are_the_procfile_processes_except_the_development_emulator(ser
 def test_app_services_run_the_same_command_as_their_procfile_line(services):
     procfile = read_procfile()
     built = app_services(services)
-    assert set(built) == {"api", "worker", "beat"}
+    assert set(built) == {"api", "worker", "decider", "beat"}
     for name, service in built.items():
         assert command_of(service) == shlex.split(procfile[name]), name
 
@@ -133,6 +133,7 @@ def test_api_is_published_and_healthy_only_when_ready(services):
 
 def test_workers_scale_out_and_beat_runs_once(services):
     assert services["worker"]["deploy"]["replicas"] >= 2
+    assert services["decider"]["deploy"]["replicas"] >= 2
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from common import reservations, sale_keys, sales, waiting_room
-from common.errors import PurchaseLimitReached, QuantityTooLarge, SaleNotOpen, SoldOut
+from common.errors import PurchaseLimitReached, QuantityTooLarge, RateLimited, SaleNotOpen, SoldOut
 from common.payments import apply_intent
 from common.reconcile import reconcile_sale
 from common.tickets import TRANSITIONS, TicketStatus, poll_after_ms
@@ -45,6 +45,43 @@ def test_stock_100_and_200_shoppers_gives_100_reserved_and_100_sold_out(clients)
     # Nothing left to reserve but reservations outstanding: still admitted (they may expire).
     late = waiting_room.admit(clients.redis, sale_id, "late-user", 1)
     assert late.created
+
+
+def test_admission_rate_parses_the_settings_text():
+    rate = waiting_room.AdmissionRate.parse("20 per second")
+    assert (rate.interval_ms, rate.allowance_ms) == (50, 950)
+    rate = waiting_room.AdmissionRate.parse("10/minute")
+    assert (rate.interval_ms, rate.allowance_ms) == (6000, 54_000)
+
+
+def test_admission_rate_limit_is_per_shopper_inside_the_admission_round_trip(clients):
+    sale_id = open_sale(clients, stock=5)
+    rate = waiting_room.AdmissionRate.parse("3 per 10 seconds")
+    outcomes = [waiting_room.admit(clients.redis, sale_id, "hammer", 1, rate).created for _ in range(3)]
+    assert outcomes == [True, False, False]  # one ticket, then the same ticket again
+    with pytest.raises(RateLimited) as refused:
+        waiting_room.admit(clients.redis, sale_id, "hammer", 1, rate)
+    # The next slot opens one interval (10 s / 3) after the burst: Retry-After rounds up.
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "4"
+    assert refused.value.details == {"limit": "3 per 10 seconds"}
+    # Refused attempts do not push the window further, and another shopper is not slowed.
+    assert waiting_room.admit(clients.redis, sale_id, "other", 1, rate).created
+    counters = sales.read_counters(clients.redis, sale_id)
+    assert counters.issued == 2
+    assert clients.redis.xlen(sale_keys.stream_key(sale_id)) == 2
+
+
+def test_admission_nudges_workers_only_when_no_decider_holds_the_sale(clients):
+    sale_id = open_sale(clients, stock=5)
+    clients.redis.set(sale_keys.drain_lock_key(sale_id), "a-live-decider", px=5000)
+    held = waiting_room.admit(clients.redis, sale_id, "while-held", 1)
+    assert held.created and not held.kick
+    assert reservations.has_undecided_tickets(clients.redis, sale_id)
+    clients.redis.delete(sale_keys.drain_lock_key(sale_id))
+    free = waiting_room.admit(clients.redis, sale_id, "while-free", 1)
+    assert free.created and free.kick
+    drain(clients, sale_id)
+    assert not reservations.has_undecided_tickets(clients.redis, sale_id)
 
 
 def _pay(clients, ticket_id, number="4242424242424242"):

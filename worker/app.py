@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from common.clients import Clients
 from common.logs import configure_logging, request_id_var
 from common.settings import settings_or_exit
+from common.task_routes import TASK_ROUTES
 from worker.schedule import beat_schedule
 
 settings = settings_or_exit()
@@ -43,6 +44,7 @@ celery_app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    task_routes=TASK_ROUTES,
     broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_seconds},
     broker_connection_retry_on_startup=True,
     task_serializer="json",

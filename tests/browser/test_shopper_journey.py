@@ -123,26 +123,31 @@ def new_shopper(chromium_browser, shop: RunningSystem) -> Iterator[Callable[[str
         shopper.close()
 
 
-def _worker_process(shop: RunningSystem) -> psutil.Process:
-    """The Celery worker (`celery -A worker.app worker`) under this system's `flashsale run`."""
+def _worker_processes(shop: RunningSystem) -> list[psutil.Process]:
+    """The Celery workers (`celery -A worker.app worker`: worker and decider) under this
+    system's `flashsale run`."""
+    found = []
     for child in psutil.Process(shop.process.pid).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             argv = child.cmdline()
             if "worker.app" in argv and argv[argv.index("worker.app") + 1:][:1] == ["worker"]:
-                return child
-    raise AssertionError("no Celery worker under flashsale run")
+                found.append(child)
+    assert found, "no Celery worker under flashsale run"
+    return found
 
 
 @contextlib.contextmanager
 def worker_paused(shop: RunningSystem) -> Iterator[None]:
-    """Hold the worker still (SIGSTOP) so tickets stay queued and the line can be looked at."""
-    worker = _worker_process(shop)
-    worker.send_signal(signal.SIGSTOP)
+    """Hold the workers still (SIGSTOP) so tickets stay queued and the line can be looked at."""
+    workers = _worker_processes(shop)
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
     try:
         yield
     finally:
-        with contextlib.suppress(psutil.Error):
-            worker.send_signal(signal.SIGCONT)
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                worker.send_signal(signal.SIGCONT)
 
 
 def _screenshot(shopper: BrowserShopper, path: Path) -> None:
