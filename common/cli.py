@@ -291,6 +291,8 @@ def create_admin(email: str, password: str, name: str) -> None:
               help="Shoppers waiting for the opening press Buy within this many seconds of it "
                    "[default: 1; surge 5].")
 @click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
+@click.option("--card-entry", default="3,8", show_default=True, metavar="MIN,MAX",
+              help="Seconds a paying shopper takes to type a card (0,0: at once).")
 @click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
               show_default=True, help="surge: 10,000 shoppers within 5 s for 500 units.")
 @click.option("--soak", is_flag=True, help="Shoppers start journey after journey; records the "
@@ -302,7 +304,7 @@ def create_admin(email: str, password: str, name: str) -> None:
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
               help="[default: loadtests/results]")
 def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str | None,
-             arrival_window: float | None, pay: bool, scenario: str, soak: bool,
+             arrival_window: float | None, pay: bool, card_entry: str, scenario: str, soak: bool,
              services: Path | None, admin_email: str | None, admin_password: str | None,
              results_dir: Path | None) -> None:
     """Load-test the running system, verify the sale's invariants, print one summary.
@@ -316,9 +318,15 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
         parse_duration(duration or "0")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from None
+    try:
+        low, high = (float(part) for part in card_entry.split(","))
+        if not 0 <= low <= high:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("MIN,MAX seconds, 0 <= MIN <= MAX", param_hint="--card-entry") from None
     options = LoadTestOptions(
         users=users, stock=stock, spawn_rate=spawn_rate, duration=duration,
-        arrival_window=arrival_window, pay=pay, scenario=scenario, soak=soak,
+        arrival_window=arrival_window, pay=pay, card_entry=card_entry, scenario=scenario, soak=soak,
         services=services or services_file(settings.var_dir),
         admin_email=admin_email or settings.admin_email or "",
         admin_password=admin_password or settings.admin_password or "",

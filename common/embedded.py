@@ -77,7 +77,7 @@ def mongodb_command(uri: str, data_dir: Path, run_dir: Path) -> list[str]:
 
 
 def stripe_command(api_base: str) -> list[str]:
-    return [_venv_script("localstripe"), "--port", str(port_of(api_base)), "--from-scratch"]
+    return [sys.executable, "-m", "common.localstripe_server", "--port", str(port_of(api_base))]
 
 
 def register_stripe_webhook(api_base: str, url: str, secret: str, timeout: float = 5.0) -> None:

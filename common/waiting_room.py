@@ -55,6 +55,19 @@ class Admission:
     kick: bool
 
 
+def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
+                      rate: AdmissionRate = UNLIMITED) -> tuple[list[str], list[Any]]:
+    """admit.lua's KEYS and ARGV for one admission."""
+    keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
+            sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
+            sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
+            sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id),
+            sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id)]
+    args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
+            rate.allowance_ms]
+    return keys, args
+
+
 def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
           rate: AdmissionRate = UNLIMITED) -> Admission:
     """Issue a ticket, or return the caller's live ticket for this sale (idempotent).
@@ -64,13 +77,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
     ticket_id = sale_keys.new_ticket_id(sale_id)
-    keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
-            sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
-            sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-            sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id),
-            sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id)]
-    args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
-            rate.allowance_ms]
+    keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
     script = scripts_for(redis_client).admit
     # One round trip: the new ticket and the served counter are read right behind the script
     # (a connection's commands run in order), so an issued ticket needs no second trip.

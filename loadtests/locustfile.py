@@ -19,6 +19,8 @@ Options (each also an environment variable, for `flashsale loadtest` and for the
                                      from GET /api/config)
   --arrival-window / LOADTEST_ARRIVAL_WINDOW     shoppers waiting for the opening press Buy
                                      within this many seconds of it (default 1)
+  --card-entry / LOADTEST_CARD_ENTRY            seconds a shopper takes to type a card, "MIN,MAX"
+                                     (default 3,8: a person, not a script; 0,0 pays at once)
   --quit-when-done / LOADTEST_QUIT_WHEN_DONE     stop the run once every shopper is done
   --admissions-log / LOADTEST_ADMISSIONS_LOG     CSV of every admission request (for the plot)
   --outcomes-file / LOADTEST_OUTCOMES            JSON of journey outcomes, written at the end
@@ -78,6 +80,8 @@ def _options(parser: Any) -> None:
                         help="Stripe API base for card tokens (default: from /api/config)")
     parser.add_argument("--arrival-window", env_var="LOADTEST_ARRIVAL_WINDOW", type=float,
                         default=1.0, help="Seconds within which waiting shoppers press Buy")
+    parser.add_argument("--card-entry", env_var="LOADTEST_CARD_ENTRY", default="3,8",
+                        help="Seconds to type a card before paying, MIN,MAX")
     parser.add_argument("--quit-when-done", env_var="LOADTEST_QUIT_WHEN_DONE", action="store_true",
                         default=False, include_in_web_ui=False)
     parser.add_argument("--admissions-log", env_var="LOADTEST_ADMISSIONS_LOG", default="",
@@ -307,6 +311,8 @@ class Shopper(FastHttpUser):
         return current
 
     def _pay(self, ticket: dict[str, Any]) -> bool:
+        low, high = (float(x) for x in self.options.card_entry.split(","))
+        gevent.sleep(random.uniform(low, high))  # typing the card number
         # Stripe.js createToken: the card goes to Stripe with the publishable key, never to us.
         with self.client.post(f"{Run.stripe_api_base}/v1/tokens", name="stripe: create token",
                               catch_response=True, data={

@@ -62,6 +62,8 @@ class LoadTestOptions:
     admin_password: str = ""
     results_dir: Path = RESULTS_DIR
     arrival_window: float | None = None
+    # Seconds a shopper takes to type a card before paying (MIN,MAX): a person, not a script.
+    card_entry: str = "3,8"
     open_in: float = 5.0
     reservation_ttl: int = 300
     settle_timeout: float | None = None
@@ -239,6 +241,7 @@ def _drivers_env(options: LoadTestOptions, services: dict[str, Any], sale: dict[
         "LOADTEST_ACCOUNTS": str(accounts_file),
         "LOADTEST_STRIPE_API_BASE": services.get("stripe_api_base", ""),
         "LOADTEST_ARRIVAL_WINDOW": str(options.arrival_window),
+        "LOADTEST_CARD_ENTRY": options.card_entry,
         "LOADTEST_ADMISSIONS_LOG": str(out / "admissions.csv"),
         "LOADTEST_OUTCOMES": str(out / "outcomes.json"),
         "LOADTEST_QUIT_WHEN_DONE": "false" if options.soak else "true",

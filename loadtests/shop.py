@@ -13,6 +13,7 @@ import json
 import secrets
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,10 +21,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jwt as pyjwt
 import requests
 from requests.adapters import HTTPAdapter
 
 PASSWORD = "load-test-password-1"
+
+
+def mint_access_token(secret: str, user_id: str, role: str = "customer", ttl: int = 600) -> str:
+    """An access token as the API issues one (same claims, same key), for a user that was
+    never registered: what a benchmark of admission alone needs, without argon2 sign-ups."""
+    now = int(time.time())
+    claims = {"sub": user_id, "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid.uuid4().hex,
+              "type": "access", "fresh": False, "role": role, "fam": "fam_" + uuid.uuid4().hex}
+    return pyjwt.encode(claims, secret, algorithm="HS256")
 
 
 def session(pool: int = 64) -> requests.Session:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import uuid
 from typing import Any
 
-import jwt as pyjwt
 import redis
 import stripe
 
@@ -17,6 +15,7 @@ from common import sale_keys, waiting_room
 from common.clients import Clients
 from common.payments import apply_intent, mark_event_processed
 from common.settings import Settings
+from loadtests.shop import mint_access_token
 from tests.faults.invariants import StripeView, stripe_view
 from tests.waiting_room_helpers import card_token, drain, payment_context
 
@@ -78,10 +77,7 @@ def queued_tasks(clients: Clients) -> int:
 
 def access_token(settings: Settings, user_id: str, role: str = "customer", ttl: int = 600) -> str:
     """An access token as the API issues one, without the cost of registering the user."""
-    now = int(time.time())
-    claims = {"sub": user_id, "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid.uuid4().hex,
-              "type": "access", "fresh": False, "role": role, "fam": "fam_" + uuid.uuid4().hex}
-    return pyjwt.encode(claims, settings.jwt_secret(), algorithm="HS256")
+    return mint_access_token(settings.jwt_secret(), user_id, role, ttl)
 
 
 def bearer(token: str) -> dict[str, str]:
