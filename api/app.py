@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request, send_from_directory
 
+from api.admission_fast_path import AdmissionFastPath
 from api.auth import bootstrap_accounts
 from api.body_limit import ChunkedBodyLimit
 from api.errors import register_error_handlers
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
         RATELIMIT_SWALLOW_ERRORS=True,
     )
 
-    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_content_length)  # type: ignore[method-assign]
+    app.wsgi_app = AdmissionFastPath(  # type: ignore[method-assign]
+        ChunkedBodyLimit(app.wsgi_app, settings.max_content_length),
+        settings, clients, app.extensions["flashsale.tasks"])
     api.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)

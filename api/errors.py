@@ -48,6 +48,12 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def unavailable_body(service: str, what: str) -> dict[str, Any]:
+    """The 503 body when a backing service is down (with Retry-After: 2)."""
+    return error_body("service_unavailable", f"The {what} is unavailable; try again shortly.",
+                      {"service": service})
+
+
 class ContractApi(Api):
     """flask-smorest Api whose error payloads follow the public contract."""
 
@@ -92,8 +98,7 @@ def register_error_handlers(app: Flask) -> None:
 
     def _unavailable(service: str, what: str, exc: Exception):
         log.error("%s unavailable: %s", service, exc)
-        response = jsonify(error_body("service_unavailable", f"The {what} is unavailable; "
-                                      "try again shortly.", {"service": service}))
+        response = jsonify(unavailable_body(service, what))
         response.status_code = 503
         response.headers["Retry-After"] = "2"
         return response

@@ -23,6 +23,7 @@ if __name__ == "__main__":
     monkey.patch_all()
 
 import argparse
+import contextlib
 import os
 import random
 import secrets
@@ -47,7 +48,14 @@ from common.stripe_gateway import Intent
 from loadtests.charts import percentile
 from loadtests.gevent_http import Answer, JsonClient
 from loadtests.shop import AccountPool, Operator, mint_access_token
-from loadtests.system import ADMIN_EMAIL, ADMIN_PASSWORD, running_gunicorn, running_redis, running_system
+from loadtests.system import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    celery_held,
+    running_gunicorn,
+    running_redis,
+    running_system,
+)
 
 Request = tuple[str, str, Any, str]  # method, path, JSON body, bearer token
 
@@ -166,15 +174,19 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
     api = JsonClient(base, args.concurrency)
     hammer(api, [("POST", f"/api/sales/{warmup_sale}/tickets", {"quantity": 1}, t) for t in warmup_tokens],
            args.concurrency, "warm-up", (200, 202))
-    real = hammer(api, admissions, args.concurrency, "POST /api/sales/<id>/tickets", (202,))
-
-    with running_gunicorn(f"loadtests.bare_app:create_app({services['redis']!r})", root,
-                          args.web_concurrency) as bare_url:
-        bare = JsonClient(bare_url, args.concurrency)
-        hammer(bare, [("POST", "/xadd", None, "")] * 1000, args.concurrency, "warm-up", (202,))
-        baseline = hammer(bare, [("POST", "/xadd", None, "")] * len(admissions), args.concurrency,
-                          "bare Flask + one XADD", (202,))
-        bare.close()
+    # The endpoints are compared on the same machine: the bare one has no workers beside it,
+    # so the system's Celery processes are held still through both runs (decisions: part 2).
+    with contextlib.nullcontext(0) if args.workers_running else celery_held(services["system_pid"]) as held:
+        real = hammer(api, admissions, args.concurrency, "POST /api/sales/<id>/tickets", (202,))
+        with running_gunicorn(f"loadtests.bare_app:create_app({services['redis']!r})", root,
+                              args.web_concurrency) as bare_url:
+            bare = JsonClient(bare_url, args.concurrency)
+            hammer(bare, [("POST", "/xadd", None, "")] * 1000, args.concurrency, "warm-up", (202,))
+            baseline = hammer(bare, [("POST", "/xadd", None, "")] * len(admissions), args.concurrency,
+                              "bare Flask + one XADD", (202,))
+            bare.close()
+    if held:
+        print(f"  ({held} Celery processes held still meanwhile; --workers-running keeps them deciding)")
     print(f"  {real.line()}")
     print(f"  {baseline.line()}")
     print(f"  ratio: admission throughput is {real.throughput / baseline.throughput:.2f}x the bare "
@@ -340,6 +352,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Admission, decision and polling benchmark.")
     parser.add_argument("--shoppers", type=int, default=10_000, help="admissions (one per shopper)")
     parser.add_argument("--stock", type=int, default=500, help="units of the benchmarked sale")
+    parser.add_argument("--workers-running", action="store_true",
+                        help="keep deciding tickets while admission is measured")
     parser.add_argument("--concurrency", type=int, default=64, help="connections in flight")
     parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn workers (both apps)")
     parser.add_argument("--decision-tickets", type=int, default=50_000)

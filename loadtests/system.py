@@ -3,6 +3,7 @@ and a throw-away Redis; both stopped (with every child) when done."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from common import embedded
 from common.ports import free_port, wait_for_port
@@ -58,10 +61,28 @@ def running_system(root: Path, extra_env: dict[str, str] | None = None,
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"flashsale run did not become ready: see {root / 'system.log'}")
             time.sleep(0.3)
-        yield dict(json.loads(services_path.read_text()))
+        yield {**json.loads(services_path.read_text()), "system_pid": process.pid}
     finally:
         _stop(process)
         log.close()
+
+
+@contextmanager
+def celery_held(system_pid: int) -> Iterator[int]:
+    """Hold the system's Celery processes (worker, decider, beat) still with SIGSTOP, and let
+    them go on afterwards; yields how many were held. Queued tasks wait, nothing is lost."""
+    held = []
+    for child in psutil.Process(system_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "worker.app" in child.cmdline():
+                child.send_signal(signal.SIGSTOP)
+                held.append(child)
+    try:
+        yield len(held)
+    finally:
+        for child in held:
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(signal.SIGCONT)
 
 
 @contextmanager
