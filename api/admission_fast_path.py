@@ -135,7 +135,8 @@ class AdmissionFastPath:
         if claims.get("type") != "access" or not isinstance(claims.get("sub"), str):
             return None
         try:
-            if tokens.is_access_token_revoked(self.clients.redis, claims["jti"], claims.get("fam")):
+            if tokens.is_access_token_revoked(self.clients.redis, claims["jti"], claims.get("fam"),
+                                              self.clients.denylist):
                 return None
         except RedisError:
             return None  # Flask answers the outage the usual way

@@ -169,7 +169,8 @@ def _decode_key(_header: dict[str, Any], claims: dict[str, Any]) -> str:
 def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     if payload.get("type") == "refresh":
         return tokens.is_refresh_token_revoked(clients().db, payload["jti"])
-    return tokens.is_access_token_revoked(clients().redis, payload["jti"], payload.get("fam"))
+    return tokens.is_access_token_revoked(clients().redis, payload["jti"], payload.get("fam"),
+                                          clients().denylist)
 
 
 @jwt.expired_token_loader
@@ -322,7 +323,8 @@ def refresh() -> dict[str, Any]:
     claims = get_jwt()
     db = clients().db
     record = tokens.spend_refresh_token(db, clients().redis, claims["jti"],
-                                        access_ttl_seconds=settings().jwt_access_ttl_seconds)
+                                        access_ttl_seconds=settings().jwt_access_ttl_seconds,
+                                        copy=clients().denylist)
     user = users.get_user(db, record["user_id"])
     if user is None:
         raise Unauthorized("This account no longer exists.")
@@ -337,10 +339,11 @@ def logout() -> None:
     """Revoke this access token and every refresh token of its login."""
     claims = get_jwt()
     redis_client = clients().redis
-    tokens.revoke_access_token(redis_client, claims["jti"], int(claims["exp"]))
+    denylist = clients().denylist
+    tokens.revoke_access_token(redis_client, claims["jti"], int(claims["exp"]), denylist)
     if claims.get("fam"):
         tokens.revoke_family(clients().db, redis_client, claims["fam"],
-                             access_ttl_seconds=settings().jwt_access_ttl_seconds)
+                             access_ttl_seconds=settings().jwt_access_ttl_seconds, copy=denylist)
 
 
 @blp.route("/me")

@@ -6,6 +6,7 @@ code at throw-away servers.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
@@ -15,7 +16,10 @@ import stripe
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from common.revocations import DenylistCopy
 from common.settings import Settings
+
+_DENYLIST_START = threading.Lock()
 
 
 def make_redis(url: str, max_connections: int = 200, pool_timeout: float = 10.0,
@@ -87,7 +91,20 @@ class Clients:
     def stripe(self) -> stripe.StripeClient:
         return make_stripe(self.settings)
 
+    @property
+    def denylist(self) -> DenylistCopy:
+        """This process's copy of the token denylist, followed from first use (after a fork)."""
+        copy = self.__dict__.get("_denylist")
+        if copy is None:
+            with _DENYLIST_START:
+                copy = self.__dict__.get("_denylist")
+                if copy is None:
+                    copy = self.__dict__["_denylist"] = DenylistCopy(self.redis).start()
+        return copy  # type: ignore[no-any-return]
+
     def close(self) -> None:
+        if "_denylist" in self.__dict__:
+            self.__dict__.pop("_denylist").stop()
         if "redis" in self.__dict__:
             self.redis.close()
         if "mongo" in self.__dict__:

@@ -5,8 +5,8 @@ next one of the same family. Presenting a spent token again means it was copied:
 family is revoked, so neither the thief nor the owner can go on refreshing.
 
 Refresh tokens live in MongoDB (`refresh_tokens`: `{_id: jti, family, user_id, spent, revoked,
-expires_at}`); revoked access tokens and families are short-lived Redis keys whose TTL is the
-longest time a token they cover could still be valid.
+expires_at}`); revoked access tokens and families are entries of the Redis denylist
+(common/revocations.py), kept for the longest time a token they cover could still be valid.
 """
 
 from __future__ import annotations
@@ -20,16 +20,9 @@ import redis
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
+from common import revocations
 from common.clock import utc_now
 from common.errors import TokenRevoked
-
-
-def revoked_access_key(jti: str) -> str:
-    return f"auth:revoked:{jti}"
-
-
-def revoked_family_key(family: str) -> str:
-    return f"auth:revoked-family:{family}"
 
 
 def new_family() -> str:
@@ -50,7 +43,8 @@ def record_refresh_token(db: Database, *, jti: str, family: str, user_id: str,
 
 
 def spend_refresh_token(db: Database, redis_client: redis.Redis, jti: str, *,
-                        access_ttl_seconds: int) -> dict[str, Any]:
+                        access_ttl_seconds: int,
+                        copy: revocations.DenylistCopy | None = None) -> dict[str, Any]:
     """Spend a refresh token exactly once and return its record.
 
     Atomic: of two requests presenting the same token only one spends it. A token that was
@@ -64,33 +58,36 @@ def spend_refresh_token(db: Database, redis_client: redis.Redis, jti: str, *,
         return spent
     known = db.refresh_tokens.find_one({"_id": jti})
     if known is not None and known["spent"] and not known["revoked"]:
-        revoke_family(db, redis_client, known["family"], access_ttl_seconds=access_ttl_seconds)
+        revoke_family(db, redis_client, known["family"], access_ttl_seconds=access_ttl_seconds,
+                      copy=copy)
         raise TokenRevoked("This refresh token was already used; every session of its login "
                            "is now signed out.", details={"reason": "refresh_token_reuse"})
     raise TokenRevoked()
 
 
 def revoke_family(db: Database, redis_client: redis.Redis, family: str, *,
-                  access_ttl_seconds: int) -> None:
+                  access_ttl_seconds: int, copy: revocations.DenylistCopy | None = None) -> None:
     """Refuse every refresh token of `family` and every access token issued with it
     (idempotent)."""
     db.refresh_tokens.update_many({"family": family, "revoked": False},
                                   {"$set": {"revoked": True}})
-    redis_client.set(revoked_family_key(family), "1", ex=max(1, access_ttl_seconds))
+    revocations.revoke(redis_client, revocations.family_member(family),
+                       time.time() + max(1, access_ttl_seconds), copy)
 
 
-def revoke_access_token(redis_client: redis.Redis, jti: str, expires_at: int) -> None:
+def revoke_access_token(redis_client: redis.Redis, jti: str, expires_at: int,
+                        copy: revocations.DenylistCopy | None = None) -> None:
     """Refuse this access token until it would have expired anyway (`expires_at`: epoch s)."""
-    remaining = int(expires_at - time.time()) + 1
-    if remaining > 0:
-        redis_client.set(revoked_access_key(jti), "1", ex=remaining)
+    if expires_at + 1 > time.time():
+        revocations.revoke(redis_client, revocations.access_member(jti), expires_at + 1, copy)
 
 
-def is_access_token_revoked(redis_client: redis.Redis, jti: str, family: str | None) -> bool:
-    keys = [revoked_access_key(jti)]
-    if family:
-        keys.append(revoked_family_key(family))
-    return bool(redis_client.exists(*keys))
+def is_access_token_revoked(redis_client: redis.Redis, jti: str, family: str | None,
+                            copy: revocations.DenylistCopy | None = None) -> bool:
+    """From this process's copy of the denylist when it is current, else from Redis."""
+    members = revocations.members_of(jti, family)
+    known = copy.is_denied(members) if copy is not None else None
+    return known if known is not None else revocations.is_denied(redis_client, members)
 
 
 def is_refresh_token_revoked(db: Database, jti: str) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from werkzeug.test import Client
 
 from api.admission_fast_path import AdmissionFastPath
-from common import sale_keys, sales, tokens
+from common import revocations, sale_keys, sales, tokens
 from common.waiting_room import AdmissionRate
 from loadtests.shop import mint_access_token
 from tests.waiting_room_helpers import open_sale
@@ -128,7 +128,11 @@ def test_domain_refusals_and_revocation_match_flask(paths, settings, clients):
     sale_id = open_sale(clients, stock=10)
     token = _token(settings, "usr_revoked")
     claims = jwt.decode(token, settings.jwt_secret(), algorithms=["HS256"])
-    tokens.revoke_access_token(clients.redis, claims["jti"], claims["exp"])
+    tokens.revoke_access_token(clients.redis, claims["jti"], claims["exp"])  # as another process would
+    deadline = time.monotonic() + 5
+    while not clients.denylist.is_denied([revocations.access_member(claims["jti"])]):
+        assert time.monotonic() < deadline, "the revocation never reached this process"
+        time.sleep(0.02)
     answer = _answer(served, f"/api/sales/{sale_id}/tickets", {"Authorization": "Bearer " + token}, {})
     assert answer[:2] == (401, "token_revoked") and calls["n"] == 1
     assert clients.redis.hget(sale_keys.live_tickets_key(sale_id), "usr_revoked") is None
