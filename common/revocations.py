@@ -80,6 +80,7 @@ class DenylistCopy:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pubsub: redis.client.PubSub | None = None  # the live subscription, for tests
+        self._failing = False
 
     def start(self) -> DenylistCopy:
         if self._thread is None:
@@ -111,8 +112,10 @@ class DenylistCopy:
             try:
                 self._follow()
             except (RedisError, OSError, ValueError) as exc:
-                log.warning("denylist copy interrupted; asking Redis meanwhile",
-                            extra={"error": f"{type(exc).__name__}: {exc}"})
+                if not self._failing and not self._stop.is_set():  # one warning per outage
+                    log.warning("denylist copy interrupted; asking Redis until it is back",
+                                extra={"error": f"{type(exc).__name__}: {exc}"})
+                self._failing = True
             self._current_since = None
             self._stop.wait(self.retry_seconds)
 
@@ -129,6 +132,9 @@ class DenylistCopy:
             loaded = self.redis.zrangebyscore(DENYLIST_KEY, now_ms, "+inf", withscores=True)
             self._until_ms = {member: int(score) for member, score in loaded}
             self._current_since = time.monotonic()
+            if self._failing:
+                log.info("denylist copy current again")
+                self._failing = False
             last_ping = last_prune = time.monotonic()
             while not self._stop.is_set():
                 if time.monotonic() - last_ping > PING_SECONDS:
