@@ -35,14 +35,13 @@ from api.task_queue import TaskQueue
 from common import metrics, tokens, waiting_room
 from common.clients import Clients
 from common.errors import DomainError
-from common.logs import new_request_id, request_id_var
+from common.logs import request_id_from, request_id_var
 from common.settings import Settings
 
 log = logging.getLogger("api.admission")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ADMISSION_PATH = re.compile(r"^/api/sales/([^/]+)/tickets$")
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ENDPOINT = "/api/sales/<sale_id>/tickets"  # the Flask rule, so both paths share metric labels
 MAX_BODY = 1024  # an admission body is `{"quantity": n}`; anything larger goes to Flask
 TICKET_SCHEMA = TicketSchema()
@@ -76,8 +75,7 @@ class AdmissionFastPath:
     def _admit(self, environ: dict[str, Any], start_response: Callable[..., Any], sale_id: str,
                user_id: str, quantity: int) -> Iterable[bytes]:
         started = time.perf_counter()
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
+        request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
         headers: dict[str, str] = {}
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,12 +17,11 @@ from api.extensions import api, jwt, limiter
 from api.task_queue import TaskQueue
 from common import metrics
 from common.clients import Clients
-from common.logs import configure_logging, new_request_id, request_id_var
+from common.logs import configure_logging, request_id_from, request_id_var
 from common.settings import Settings, settings_or_exit
 
 log = logging.getLogger("api")
 
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def create_app(settings: Settings | None = None, clients: Clients | None = None) -> Flask:
@@ -89,8 +87,7 @@ def _register_blueprints(app: Flask) -> None:
 def _install_request_hooks(app: Flask) -> None:
     @app.before_request
     def _start_request() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
+        request_id = request_id_from(request.headers.get("X-Request-ID", ""))
         g.request_id = request_id
         g.request_started = time.perf_counter()
         g.request_id_token = request_id_var.set(request_id)
