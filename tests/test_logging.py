@@ -44,13 +44,17 @@ def _restore_root_logging() -> Iterator[None]:
 
 
 @contextmanager
-def json_log_lines(process: str = "test") -> Iterator[LogLines]:
-    """Route every log record through the production JSON handler into memory."""
+def json_log_lines(process: str = "test", this_thread_only: bool = False) -> Iterator[LogLines]:
+    """Route every log record through the production JSON handler into memory (with
+    this_thread_only, not those of background threads such as the denylist copy)."""
     configure_logging("INFO", "json", process=process)
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()
     handler.setStream(stream)
+    caller = threading.get_ident()
+    if this_thread_only:
+        handler.addFilter(lambda record: record.thread == caller)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -99,7 +103,7 @@ def test_every_line_of_a_request_carries_the_adopted_id(logging_app):
 def test_a_missing_or_bad_request_id_is_replaced(logging_app, incoming):
     client = logging_app.test_client()
     headers = {} if incoming is None else {"X-Request-ID": incoming}
-    with json_log_lines("api") as lines:
+    with json_log_lines("api", this_thread_only=True) as lines:  # the test client runs here
         first = client.get("/_test/log?tag=one", headers=headers)
         second = client.get("/_test/log?tag=two", headers=headers)
 
