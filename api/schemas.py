@@ -62,6 +62,9 @@ class TicketSchema(ma.Schema):
     reservation = ma.fields.Nested(ReservationSchema, allow_none=True)
     order_id = ma.fields.String(allow_none=True)
     refunded = ma.fields.Boolean(metadata={"description": "present when a late payment was refunded"})
+    reason = ma.fields.String(metadata={
+        "description": "present on a `sold_out` ticket whose owner already held or bought their "
+                       "share (`per_user_limit`)"})
     created_at = ma.fields.String(allow_none=True)
     updated_at = ma.fields.String(allow_none=True)
 

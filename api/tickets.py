@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from api.auth import current_user, current_user_id, login_required
+from api.auth import current_user_id, login_required
 from api.extensions import clients, settings
+from api.payment_limit import payment_rate_limited
 from api.schemas import PaymentResultSchema, PaySchema, TicketSchema
-from api.task_queue import send_task
-from common import waiting_room
-from common.errors import ServiceUnavailable, TicketNotActive
+from common import card_payments, payments, waiting_room
 from common.stripe_gateway import REQUIRES_ACTION, StripeGateway
 
 blp = Blueprint("tickets", __name__, url_prefix="/api/tickets", description="Waiting-room tickets")
@@ -27,26 +26,27 @@ def get_ticket(ticket_id: str):
 
 @blp.route("/<ticket_id>/cancel", methods=["POST"])
 @blp.response(200, TicketSchema)
+@blp.alt_response(409, description="`ticket_not_active`, or `payment_in_progress` while a payment "
+                                   "is processing or has succeeded (nothing changes)")
 @blp.doc(security=SECURED)
 @login_required
 def cancel_ticket(ticket_id: str):
-    """Give up a queued or reserved ticket; a reservation's stock returns at once."""
-    ticket, intent_id = waiting_room.cancel_ticket(clients().redis, ticket_id, current_user_id())
-    if intent_id:
-        try:
-            send_task("worker.tasks.cancel_payment_intent", intent_id)
-        except ServiceUnavailable:
-            # Logged by the task queue. The ticket is cancelled and its stock back whatever
-            # happens to the intent: a payment still made with it is honoured or refunded.
-            pass
-    return ticket
+    """Give up a queued or reserved ticket; a reservation's stock returns at once.
+
+    A reservation's PaymentIntent is cancelled at Stripe before the ticket is, so a cancelled
+    ticket is never charged.
+    """
+    gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
+    return payments.cancel_ticket(clients().redis, gateway, ticket_id, current_user_id())
 
 
 @blp.route("/<ticket_id>/pay", methods=["POST"])
-@blp.arguments(PaySchema)
-@blp.response(200, PaymentResultSchema)
 @blp.doc(security=SECURED)
 @login_required
+@payment_rate_limited
+@blp.arguments(PaySchema)
+@blp.response(200, PaymentResultSchema)
+@blp.alt_response(429, description="`rate_limited` (PAYMENT_RATE_LIMIT), with Retry-After")
 def pay_ticket(body: dict, ticket_id: str):
     """Confirm the reservation's payment with a Stripe.js card token.
 
@@ -54,12 +54,9 @@ def pay_ticket(body: dict, ticket_id: str):
     finishes with `stripe.confirmCardPayment(client_secret)`. The order appears once
     Stripe's webhook is applied; poll the ticket until it is `paid`.
     """
-    ticket = waiting_room.read_ticket(clients().redis, ticket_id, owner_id=current_user_id())
-    reservation = ticket.get("reservation")
-    if ticket["status"] != "reserved" or not reservation:
-        raise TicketNotActive(details={"status": ticket["status"]})
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
-    intent = gateway.confirm_with_card_token(reservation["payment_intent_id"], body["card_token"],
-                                             email=current_user()["email"])
+    intent = card_payments.pay_reservation(clients().redis, clients().db, gateway,
+                                           ticket_id=ticket_id, user_id=current_user_id(),
+                                           card_token=body["card_token"])
     return {"status": intent.status, "requires_action": intent.status == REQUIRES_ACTION,
             "client_secret": intent.client_secret, "payment_intent_id": intent.id}

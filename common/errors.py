@@ -74,6 +74,11 @@ class TicketNotActive(DomainError):
     code, status, message = "ticket_not_active", 409, "This ticket cannot do that any more."
 
 
+class PaymentInProgress(DomainError):
+    code, status, message = ("payment_in_progress", 409,
+                             "A payment for this ticket is in progress or has succeeded.")
+
+
 class InsufficientStock(DomainError):
     code, status, message = "insufficient_stock", 409, "Not enough stock."
 
@@ -88,6 +93,15 @@ class PaymentDeclined(DomainError):
 
 class PaymentProviderError(DomainError):
     code, status, message = "payment_provider_unavailable", 503, "Payments are unavailable."
+
+
+class PaymentProviderBusy(PaymentProviderError):
+    """Stripe throttled the shop (429) or could not be reached: the same request is worth
+    repeating after a pause, and says nothing about the payment itself."""
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, details=details, headers={"Retry-After": "2", **(headers or {})})
 
 
 class RateLimited(DomainError):
@@ -108,3 +122,8 @@ class MixedCurrencies(DomainError):
 
 class OrderNotPayable(DomainError):
     code, status, message = "order_not_payable", 409, "This order is not waiting for payment."
+
+
+class AccountNotAdmin(DomainError):
+    code, status, message = ("account_not_admin", 409,
+                             "An account with this email exists and is not an admin.")

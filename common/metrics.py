@@ -22,6 +22,10 @@ DECISIONS = Counter("flashsale_ticket_decisions_total", "Tickets decided by work
 WEBHOOKS = Counter("flashsale_webhook_events_total", "Stripe webhook deliveries", ["type", "result"])
 EXPIRED = Counter("flashsale_reservations_expired_total", "Reservations expired by beat")
 RECONCILE_DRIFT = Counter("flashsale_reconcile_drift_total", "Sales found inconsistent", ["kind"])
+UNMATCHED_REFUNDS = Counter("flashsale_unmatched_payment_refunds_total",
+                            "Succeeded payments that matched no live ticket, refunded", ["reason"])
+INTENT_CANCELLATIONS = Counter("flashsale_intent_cancellations_total",
+                               "Outbox sweeps of released tickets' PaymentIntents", ["outcome"])
 DEAD_LETTERS = Counter("flashsale_dead_letters_total", "Tickets or tasks sent to dead letter", ["kind"])
 
 _live_sources: list[Any] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import threading
 import time
@@ -22,7 +23,9 @@ from typing import Any
 import redis
 
 from common import metrics, sale_keys
+from common.errors import PaymentProviderBusy, PaymentProviderError
 from common.lua_scripts import scripts_for
+from common.payments import cancel_released_intent
 from common.stripe_gateway import StripeGateway
 from common.tickets import TicketStatus
 from common.waiting_room import release_ticket
@@ -41,6 +44,9 @@ class DrainOptions:
     max_deliveries: int = 5
     idle_seconds: float = 2.0
     max_seconds: float = 300.0
+    # How long one delivery keeps retrying a PaymentIntent that Stripe throttles (429) or does
+    # not answer, with backoff, before leaving it to the next pass (which does not count it).
+    intent_retry_seconds: float = 8.0
 
 
 @dataclass
@@ -107,9 +113,16 @@ def attach_payment_intent(redis_client: redis.Redis, gateway: StripeGateway, sal
         idempotency_key=f"ticket-{ticket_id}",
     )
     outcome = scripts_for(redis_client).attach_intent(
-        keys=[key], args=[intent.id, intent.client_secret, amount, str(currency)])
-    if outcome in ("duplicate", "gone"):
-        gateway.cancel(intent.id)
+        keys=[key, sale_keys.intent_cancels_key(sale_id)],
+        args=[intent.id, intent.client_secret, amount, str(currency)])
+    if outcome != "attached":
+        # attach_intent.lua queued the losing intent in the outbox: cancel it now if Stripe
+        # answers, else beat's sweep does.
+        try:
+            cancel_released_intent(redis_client, gateway, sale_id, intent.id)
+        except PaymentProviderError:
+            log.warning("losing intent not cancelled yet; the outbox keeps it",
+                        extra={"intent_id": intent.id, "ticket_id": ticket_id})
     return str(outcome)
 
 
@@ -182,13 +195,17 @@ class Decider:
         return self._without_poison(entries)
 
     def _without_poison(self, entries: list[tuple[str, dict[str, str]]]) -> list[tuple[str, dict[str, str]]]:
-        """Dead-letter entries delivered too often, so the line keeps moving."""
+        """Dead-letter entries delivered too often, so the line keeps moving. Deliveries that
+        ended because Stripe throttled the shop or was unreachable do not count: an outage
+        must not turn waiting shoppers into `payment_failed`."""
         details = self.redis.xpending_range(self.stream, sale_keys.CONSUMER_GROUP,
                                             min=entries[0][0], max=entries[-1][0], count=len(entries))
         deliveries = {d["message_id"]: d["times_delivered"] for d in details}
+        throttled = self.redis.hmget(sale_keys.intent_throttled_key(self.sale_id),
+                                     [entry_id for entry_id, _ in entries])
         keep = []
-        for entry_id, data in entries:
-            if deliveries.get(entry_id, 0) > self.options.max_deliveries:
+        for (entry_id, data), excused in zip(entries, throttled, strict=True):
+            if deliveries.get(entry_id, 0) - int(excused or 0) > self.options.max_deliveries:
                 self._dead_letter(entry_id, data, "too many deliveries")
             else:
                 keep.append((entry_id, data))
@@ -204,8 +221,11 @@ class Decider:
             self.redis, ticket_id, TicketStatus.PAYMENT_FAILED,
             (TicketStatus.QUEUED, TicketStatus.RESERVING, TicketStatus.RESERVED))
         if released and intent_id:
-            self.gateway.cancel(intent_id)
-        self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+            try:
+                cancel_released_intent(self.redis, self.gateway, self.sale_id, intent_id)
+            except PaymentProviderError:
+                pass  # queued in the outbox by the release: beat's sweep cancels it
+        self._ack(entry_id)
         self.report.dead_lettered += 1
         metrics.DEAD_LETTERS.labels("ticket").inc()
         log.error("ticket dead-lettered", extra={"sale_id": self.sale_id, "ticket_id": ticket_id,
@@ -236,9 +256,9 @@ class Decider:
                 self._pending_intents.append(
                     self.pool.submit(self._attach_then_ack, entry_id, ticket_id))
             else:
-                if outcome == "sold_out":
+                if outcome in ("sold_out", "limit_reached"):
                     self.report.sold_out += 1
-                    metrics.DECISIONS.labels("sold_out").inc()
+                    metrics.DECISIONS.labels(outcome).inc()
                 done_now.append(entry_id)
         self.report.decided += sum(1 for _, o in decisions if not o.startswith("already:"))
         if done_now:
@@ -246,9 +266,47 @@ class Decider:
             with self._report_lock:
                 self.report.acked += len(done_now)
 
+    def _ack(self, entry_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+        pipe.hdel(sale_keys.intent_throttled_key(self.sale_id), entry_id)
+        pipe.execute()
+
+    def _attach_with_backoff(self, ticket_id: str) -> None:
+        """attach_payment_intent, repeated with jittered exponential backoff while Stripe
+        throttles or cannot be reached, for up to intent_retry_seconds. Meanwhile the entry is
+        in flight, so its idle time is kept fresh and its delivery count does not grow."""
+        deadline = time.monotonic() + self.options.intent_retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                attach_payment_intent(self.redis, self.gateway, self.sale_id, ticket_id)
+                return
+            except PaymentProviderBusy:
+                pause = random.uniform(delay / 2, delay)
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                delay = min(delay * 2, 4.0)
+
     def _attach_then_ack(self, entry_id: str, ticket_id: str) -> None:
         try:
-            attach_payment_intent(self.redis, self.gateway, self.sale_id, ticket_id)
+            self._attach_with_backoff(ticket_id)
+        except PaymentProviderBusy as exc:
+            # Stripe's trouble, not the ticket's: recorded apart from the entry's deliveries, so
+            # the pass that claims it again does not bring it closer to the dead letters.
+            key = sale_keys.intent_throttled_key(self.sale_id)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hincrby(key, entry_id, 1)
+            pipe.expire(key, 7 * 24 * 3600)
+            pipe.execute()
+            with self._report_lock:
+                self._in_flight.discard(entry_id)
+                self.report.intent_failures += 1
+                self.report.errors.append(f"{ticket_id}: {type(exc).__name__}")
+            log.warning("Stripe busy or unreachable: payment intent not created yet; will retry",
+                        extra={"ticket_id": ticket_id, "error": str(exc.__cause__ or exc)})
+            return
         except Exception as exc:
             # Left pending: another pass claims it after claim_idle_ms and tries again.
             with self._report_lock:
@@ -259,7 +317,7 @@ class Decider:
                         extra={"ticket_id": ticket_id, "error": str(exc)})
             return
         try:
-            self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, entry_id)
+            self._ack(entry_id)
         finally:
             with self._report_lock:
                 self._in_flight.discard(entry_id)

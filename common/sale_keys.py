@@ -77,6 +77,17 @@ def settled_key(sale_id: str) -> str:
     return _tag(sale_id) + ":settled"
 
 
+def intent_cancels_key(sale_id: str) -> str:
+    """Sorted set payment_intent_id -> when to try cancelling it at Stripe (ms): the outbox
+    of released tickets' intents, swept by beat until Stripe confirms."""
+    return _tag(sale_id) + ":intent-cancels"
+
+
+def intent_cancel_attempts_key(sale_id: str) -> str:
+    """Hash payment_intent_id -> failed cancellation attempts (for the outbox's backoff)."""
+    return _tag(sale_id) + ":intent-cancel-attempts"
+
+
 def drain_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":drainer"
 
@@ -87,3 +98,9 @@ def admission_rate_key(sale_id: str, user_id: str) -> str:
 
 def kick_key(sale_id: str) -> str:
     return _tag(sale_id) + ":kick"
+
+
+def intent_throttled_key(sale_id: str) -> str:
+    """Hash stream entry id -> deliveries that ended in a transient Stripe failure (429, no
+    connection): not the entry's fault, so they are not counted towards max_deliveries."""
+    return _tag(sale_id) + ":intent-throttled"

@@ -1,5 +1,10 @@
 """Flash sales: stored in MongoDB, their stock loaded into Redis, which alone gates
-reservations from then on."""
+reservations from then on.
+
+A sale's units are taken out of its product's catalogue stock when the sale is created, so
+cart buyers and sale buyers never sell the same unit; units left unsold when the sale has
+ended (and nobody is waiting) go back to the catalogue (`return_unsold_units`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import redis
 from pymongo.database import Database
 
 from common import sale_keys
-from common.errors import NotFound, ValidationFailed
+from common.errors import InsufficientStock, NotFound, ValidationFailed
 from common.lua_scripts import scripts_for
 
 # Redis keeps a sale's keys this long after it ends (tickets stay readable for shoppers).
@@ -33,11 +38,13 @@ class SaleCounters:
     payment_failed: int
     paid: int
     rate: float
+    # Units given back to the catalogue after the sale ended unsold.
+    returned: int = 0
 
     @property
     def consistent(self) -> bool:
-        return (self.available + self.reserved + self.sold == self.stock_total
-                and min(self.available, self.reserved, self.sold) >= 0)
+        return (self.available + self.reserved + self.sold + self.returned == self.stock_total
+                and min(self.available, self.reserved, self.sold, self.returned) >= 0)
 
 
 def _to_ms(moment: datetime) -> int:
@@ -55,12 +62,25 @@ def _iso(moment: datetime) -> str:
 def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, stock: int,
                 price_cents: int, starts_at: datetime, ends_at: datetime, per_user_limit: int = 1,
                 reservation_ttl_seconds: int = 300) -> dict[str, Any]:
-    """Store a sale and load its stock into Redis. The product must exist."""
+    """Store a sale, taking its units out of the product's stock, and load it into Redis.
+
+    InsufficientStock (409) when the product has fewer units than the sale. The units are
+    taken first, with one conditional update: a crash before the sale is stored leaves the
+    catalogue short (an operator sees it), never the same unit sold twice.
+    """
     if ends_at <= starts_at:
         raise ValidationFailed(details={"fields": {"ends_at": ["Must be after starts_at."]}})
     product = db.products.find_one({"_id": product_id})
     if not product:
         raise ValidationFailed(details={"fields": {"product_id": ["No such product."]}})
+    taken = db.products.update_one(
+        {"_id": product_id, "stock": {"$gte": stock}},
+        {"$inc": {"stock": -stock}, "$set": {"updated_at": datetime.now(UTC)}})
+    if taken.matched_count == 0:
+        current = db.products.find_one({"_id": product_id}, {"stock": 1}) or {}
+        raise InsufficientStock("The product has fewer units in stock than the sale.",
+                                details={"product_stock": int(current.get("stock", 0)),
+                                         "requested": stock})
     sale = {
         "_id": sale_keys.new_sale_id(),
         "product_id": product_id,
@@ -73,8 +93,13 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "reservation_ttl_seconds": reservation_ttl_seconds,
         "created_at": datetime.now(UTC),
         "loaded": False,
+        "returned_units": 0,
     }
-    db.sales.insert_one(sale)
+    try:
+        db.sales.insert_one(sale)
+    except Exception:
+        db.products.update_one({"_id": product_id}, {"$inc": {"stock": stock}})
+        raise
     load_sale(db, redis_client, sale)
     return sale
 
@@ -85,12 +110,13 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
     expire_at = int((sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
                      + KEEP_AFTER_END).timestamp())
     loaded = scripts_for(redis_client).load_sale(
-        keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
-              sale_keys.SALES_INDEX_KEY],
+        keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)],
         args=[sale_id, sale["stock_total"], _to_ms(sale["starts_at"]), _to_ms(sale["ends_at"]),
               sale["per_user_limit"], sale["reservation_ttl_seconds"], sale["price_cents"],
               sale["currency"], sale["product_id"], expire_at],
     )
+    # The index spans every sale (another cluster slot): added after the sale's own keys.
+    redis_client.sadd(sale_keys.SALES_INDEX_KEY, sale_id)
     if not sale.get("loaded"):
         db.sales.update_one({"_id": sale_id}, {"$set": {"loaded": True}})
     return bool(loaded)
@@ -127,7 +153,7 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         sold=number("sold"), issued=number("issued"), served=number("served"),
         queued=number("queued"), sold_out=number("sold_out"), expired=number("expired"),
         cancelled=number("cancelled"), payment_failed=number("payment_failed"),
-        paid=number("paid"), rate=float(raw.get("rate") or 0.0),
+        paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
     )
 
 
@@ -194,3 +220,31 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
         "decisions_per_second": round(counters.rate, 1),
         "consistent": counters.consistent,
     }
+
+
+def return_unsold_units(db: Database, redis_client: redis.Redis, sale_id: str) -> int:
+    """Give the units of an ended sale that nobody holds back to its product's stock.
+
+    Idempotent and safe to repeat (beat runs it): Redis moves the units from `available` to
+    `returned` atomically, and MongoDB catches up with a conditional update on the sale's
+    `returned_units`, so each unit reaches the catalogue once. A crash between the two
+    MongoDB updates leaves the catalogue short, never over. Returns the units given back now.
+    """
+    taken, returned = scripts_for(redis_client).return_unsold(
+        keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)])
+    if int(taken) < 0:
+        return 0
+    sale = db.sales.find_one({"_id": sale_id}, {"returned_units": 1, "product_id": 1})
+    if sale is None:
+        return 0
+    already = int(sale.get("returned_units") or 0)
+    if int(returned) <= already:
+        return 0
+    moved = db.sales.update_one({"_id": sale_id, "returned_units": sale.get("returned_units")},
+                                {"$set": {"returned_units": int(returned)}})
+    if moved.matched_count == 0:
+        return 0  # another sweep caught up first
+    delta = int(returned) - already
+    db.products.update_one({"_id": sale["product_id"]},
+                           {"$inc": {"stock": delta}, "$set": {"updated_at": datetime.now(UTC)}})
+    return delta

@@ -40,10 +40,12 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.SETTLING: frozenset({TicketStatus.PAID}),
     TicketStatus.PAID: frozenset(),
     TicketStatus.SOLD_OUT: frozenset(),
-    # A payment that lands after the reservation ended is honoured when stock is free.
+    # A payment that lands after the reservation expired is honoured when a unit is free and
+    # the owner's per-user limit allows it (else refunded). A cancelled or declined ticket is
+    # never charged: money that reaches one anyway is refunded.
     TicketStatus.EXPIRED: frozenset({TicketStatus.SETTLING}),
-    TicketStatus.CANCELLED: frozenset({TicketStatus.SETTLING}),
-    TicketStatus.PAYMENT_FAILED: frozenset({TicketStatus.SETTLING}),
+    TicketStatus.CANCELLED: frozenset(),
+    TicketStatus.PAYMENT_FAILED: frozenset(),
 }
 
 HOLDING = frozenset({TicketStatus.RESERVING, TicketStatus.RESERVED})
@@ -119,4 +121,6 @@ def public_ticket(fields: dict[str, str], served: int, rate: float) -> dict[str,
     }
     if fields.get("refund_id") or fields.get("refund_due"):
         ticket["refunded"] = bool(fields.get("refund_id"))
+    if fields.get("reason"):
+        ticket["reason"] = fields["reason"]
     return ticket

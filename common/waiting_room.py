@@ -20,7 +20,6 @@ from common.errors import (
     RateLimited,
     SaleNotOpen,
     SoldOut,
-    TicketNotActive,
 )
 from common.lua_scripts import scripts_for
 from common.tickets import TicketStatus, public_ticket
@@ -145,8 +144,11 @@ def latest_ticket(redis_client: redis.Redis, sale_id: str, user_id: str) -> dict
 
 def release_ticket(redis_client: redis.Redis, ticket_id: str, new_status: TicketStatus,
                    allowed: tuple[TicketStatus, ...], *, only_if_due: bool = False,
-                   payment_intent_id: str = "") -> tuple[bool, str]:
-    """End an unpaid ticket atomically, returning its stock to the sale at once.
+                   payment_intent_id: str = "", intent_state: str = "") -> tuple[bool, str]:
+    """End an unpaid ticket atomically, returning its stock to the sale at once, and queue
+    its PaymentIntent (if any) in the sale's cancellation outbox in the same step, unless
+    `intent_state` is "cancelled" (Stripe already confirmed it). `payment_intent_id`: the
+    intent the ticket must have, "none" for a ticket that must have none, "" for any.
 
     Returns (released, payment_intent_id or the status that prevented it).
     """
@@ -156,23 +158,11 @@ def release_ticket(redis_client: redis.Redis, ticket_id: str, new_status: Ticket
     result = scripts_for(redis_client).release(
         keys=[sale_keys.ticket_key(sale_id, ticket_id), sale_keys.counters_key(sale_id),
               sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-              sale_keys.expiry_key(sale_id)],
+              sale_keys.expiry_key(sale_id), sale_keys.intent_cancels_key(sale_id)],
         args=[new_status.value, ",".join(s.value for s in allowed),
-              "due" if only_if_due else "any", payment_intent_id],
+              "due" if only_if_due else "any", payment_intent_id, intent_state],
     )
     return result[0] == "released", result[1]
-
-
-def cancel_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str) -> tuple[dict[str, Any], str]:
-    """Give up a queued or reserved ticket. Returns the ticket and its PaymentIntent id (to
-    cancel at Stripe), "" if none. Raises TicketNotActive for a final ticket."""
-    read_ticket(redis_client, ticket_id, owner_id=owner_id)
-    released, detail = release_ticket(
-        redis_client, ticket_id, TicketStatus.CANCELLED,
-        (TicketStatus.QUEUED, TicketStatus.RESERVING, TicketStatus.RESERVED))
-    if not released:
-        raise TicketNotActive(details={"status": public_status(detail)})
-    return read_ticket(redis_client, ticket_id), detail
 
 
 def public_status(status: str) -> str:

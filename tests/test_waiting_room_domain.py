@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common import reservations, sale_keys, sales, waiting_room
+from common import payments, reservations, sale_keys, sales, waiting_room
 from common.errors import PurchaseLimitReached, QuantityTooLarge, RateLimited, SaleNotOpen, SoldOut
 from common.payments import apply_intent
 from common.reconcile import reconcile_sale
@@ -192,14 +192,19 @@ def test_cancel_gives_stock_back_at_once_and_is_owner_only(clients):
     sale_id = open_sale(clients, stock=1)
     ticket_id = waiting_room.admit(clients.redis, sale_id, "owner", 1).ticket["id"]
     drain(clients, sale_id)
+    gateway = gateway_for(clients)
+    intent_id = waiting_room.read_ticket(clients.redis, ticket_id)["reservation"]["payment_intent_id"]
     with pytest.raises(NotFound):
-        waiting_room.cancel_ticket(clients.redis, ticket_id, "intruder")
-    ticket, intent_id = waiting_room.cancel_ticket(clients.redis, ticket_id, "owner")
-    assert ticket["status"] == "cancelled" and intent_id.startswith("pi_")
+        payments.cancel_ticket(clients.redis, gateway, ticket_id, "intruder")
+    ticket = payments.cancel_ticket(clients.redis, gateway, ticket_id, "owner")
+    assert ticket["status"] == "cancelled"
+    # Cancelled at Stripe before the ticket was: it can never be charged.
+    assert gateway.retrieve(intent_id).status == "canceled"
+    assert clients.redis.zcard(sale_keys.intent_cancels_key(sale_id)) == 0
     counters = sales.read_counters(clients.redis, sale_id)
     assert (counters.available, counters.reserved, counters.cancelled) == (1, 0, 1)
     with pytest.raises(TicketNotActive):
-        waiting_room.cancel_ticket(clients.redis, ticket_id, "owner")
+        payments.cancel_ticket(clients.redis, gateway, ticket_id, "owner")
 
 
 def test_payment_succeeds_once_even_when_applied_five_times_concurrently(clients):
@@ -219,7 +224,7 @@ def test_payment_succeeds_once_even_when_applied_five_times_concurrently(clients
     assert ticket["status"] == "paid" and ticket["order_id"] == order["_id"]
     assert order["status"] == "paid" and order["payment_intent_id"] == intent_id
     product = clients.db.products.find_one({"_id": order["items"][0]["product_id"]})
-    assert product["stock"] == 1
+    assert product["stock"] == 0  # both units left the catalogue when the sale was created
     counters = sales.read_counters(clients.redis, sale_id)
     assert (counters.available, counters.reserved, counters.sold) == (1, 0, 1)
     assert reconcile_sale(ctx, sale_id).consistent
@@ -298,11 +303,11 @@ def test_reconcile_repairs_an_order_lost_between_redis_and_mongodb(clients):
     assert clients.db.orders.count_documents({"ticket_id": ticket_id}) == 1
 
 
-def test_final_statuses_never_move_except_a_late_payment():
-    for status in (TicketStatus.PAID, TicketStatus.SOLD_OUT):
+def test_final_statuses_never_move_except_a_late_payment_for_an_expired_ticket():
+    for status in (TicketStatus.PAID, TicketStatus.SOLD_OUT, TicketStatus.CANCELLED,
+                   TicketStatus.PAYMENT_FAILED):
         assert TRANSITIONS[status] == frozenset()
-    for status in (TicketStatus.EXPIRED, TicketStatus.CANCELLED, TicketStatus.PAYMENT_FAILED):
-        assert TRANSITIONS[status] == frozenset({TicketStatus.SETTLING})
+    assert TRANSITIONS[TicketStatus.EXPIRED] == frozenset({TicketStatus.SETTLING})
 
 
 def test_flashsale_reconcile_reports_drift_with_exit_status(settings, clients):

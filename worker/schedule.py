@@ -15,6 +15,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "worker.tasks.expire_reservations",
             "schedule": settings.expiry_interval_seconds,
         },
+        "sweep-intent-cancellations": {
+            "task": "worker.tasks.sweep_intent_cancellations",
+            "schedule": settings.expiry_interval_seconds,
+        },
+        "return-unsold-units": {
+            "task": "worker.tasks.return_unsold_units",
+            "schedule": settings.reconcile_interval_seconds,
+        },
         "reconcile-sales": {
             "task": "worker.tasks.reconcile_sales",
             "schedule": settings.reconcile_interval_seconds,

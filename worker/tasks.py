@@ -4,17 +4,30 @@ dead-letter. Every task is idempotent: a redelivery after a crash does no harm."
 from __future__ import annotations
 
 import logging
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 
-from common import metrics, reconcile, reservations, sales
+from common import metrics, payments, reconcile, reservations, sales
+from common.errors import PaymentProviderBusy
 from common.payments import apply_intent, mark_event_processed
 from worker.app import celery_app, settings
 from worker.runtime import intent_pool, payment_context, runtime_clients, stripe_gateway, with_lock
 
 log = logging.getLogger("worker.tasks")
+
+# Stripe throttling the shop (429) or not answering is Stripe's trouble, not the task's: such
+# retries are counted apart and never spend the task's own max_retries; up to this many
+# (about an hour at the 60 s cap) before the task is given up.
+MAX_THROTTLED_RETRIES = 60
+
+
+def backoff_seconds(retries: int) -> float:
+    """Exponential backoff capped at a minute, jittered so that tasks throttled together do
+    not all come back in the same second."""
+    return random.uniform(0.5, 1.0) * min(2 ** retries, 60)
 
 
 def _drain_options() -> reservations.DrainOptions:
@@ -55,45 +68,75 @@ def drain_open_sales() -> int:
 
 @celery_app.task(name="worker.tasks.expire_reservations", ignore_result=True)
 def expire_reservations() -> int:
-    """Expire unpaid reservations, give their stock back and cancel their PaymentIntents."""
+    """Expire unpaid reservations and give their stock back; their PaymentIntents are queued
+    in the cancellation outbox by the same step, and swept at once."""
     clients = runtime_clients()
     with with_lock("flashsale:lock:expire", ttl_seconds=60) as acquired:
         if not acquired:
             return 0
         count = 0
         for sale_id in sales.all_sale_ids(clients.redis):
-            for ticket_id, intent_id in reservations.expire_due_reservations(clients.redis, sale_id):
-                count += 1
-                if intent_id:
-                    cancel_payment_intent.delay(intent_id)
+            expired = reservations.expire_due_reservations(clients.redis, sale_id)
+            for ticket_id, _intent_id in expired:
                 log.info("reservation expired", extra={"ticket_id": ticket_id})
+            if any(intent_id for _, intent_id in expired):
+                sweep_intent_cancellations.delay(sale_id)
+            count += len(expired)
         return count
 
 
-@celery_app.task(name="worker.tasks.cancel_payment_intent", bind=True, ignore_result=True,
-                 max_retries=settings.task_max_retries)
-def cancel_payment_intent(self: Task, intent_id: str) -> str:
-    """Cancel a released reservation's intent; if it was paid meanwhile, settle or refund."""
-    try:
-        final = stripe_gateway().cancel(intent_id)
-        if final.status == "succeeded":
-            return apply_intent(payment_context(), intent_id)
-        return final.status
-    except Exception as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 60)) from exc
+@celery_app.task(name="worker.tasks.sweep_intent_cancellations", ignore_result=True)
+def sweep_intent_cancellations(sale_id: str | None = None) -> dict[str, int]:
+    """Cancel released tickets' PaymentIntents until Stripe confirms (the outbox); settle or
+    refund any that were paid first. Beat runs it for every sale."""
+    clients = runtime_clients()
+    sale_ids = [sale_id] if sale_id else sales.all_sale_ids(clients.redis)
+    totals: dict[str, int] = {}
+    for one in sale_ids:
+        with with_lock(f"flashsale:lock:intent-cancels:{one}", ttl_seconds=120) as acquired:
+            if not acquired:
+                continue
+            for outcome, n in payments.sweep_intent_cancellations(payment_context(), one).items():
+                totals[outcome] = totals.get(outcome, 0) + n
+    if totals:
+        log.info("intent cancellations swept", extra={"sale_id": sale_id, **totals})
+    return totals
+
+
+@celery_app.task(name="worker.tasks.return_unsold_units", ignore_result=True)
+def return_unsold_units() -> int:
+    """Give the unsold units of ended sales back to their products' catalogue stock."""
+    clients = runtime_clients()
+    with with_lock("flashsale:lock:return-unsold", ttl_seconds=120) as acquired:
+        if not acquired:
+            return 0
+        returned = 0
+        for sale_id in sales.all_sale_ids(clients.redis):
+            units = sales.return_unsold_units(clients.db, clients.redis, sale_id)
+            if units:
+                log.info("unsold units returned to the catalogue",
+                         extra={"sale_id": sale_id, "units": units})
+            returned += units
+        return returned
 
 
 @celery_app.task(name="worker.tasks.apply_payment_event", bind=True, ignore_result=True,
                  max_retries=settings.task_max_retries)
-def apply_payment_event(self: Task, event_id: str, intent_id: str, event_type: str) -> str:
-    """Apply a Stripe webhook: read the intent's current state, move things forward once."""
+def apply_payment_event(self: Task, event_id: str, intent_id: str, event_type: str,
+                        throttled: int = 0) -> str:
+    """Apply a Stripe webhook: read the intent's current state, move things forward once.
+    `throttled` counts the retries Stripe's 429s or unreachable moments caused."""
     try:
         outcome = apply_intent(payment_context(), intent_id)
     except Exception as exc:
-        if self.request.retries >= self.max_retries:
+        busy = isinstance(exc, PaymentProviderBusy) and throttled < MAX_THROTTLED_RETRIES
+        throttled += int(busy)
+        if not busy and self.request.retries - throttled >= self.max_retries:
             _dead_letter_task("apply_payment_event", [event_id, intent_id, event_type], exc)
             raise
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 60)) from exc
+        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries),
+                         kwargs={"throttled": throttled},
+                         max_retries=self.max_retries + throttled) from exc
     mark_event_processed(runtime_clients().db, event_id, outcome)
     metrics.WEBHOOKS.labels(event_type, outcome).inc()
     log.info("payment event applied", extra={"event_id": event_id, "intent_id": intent_id,

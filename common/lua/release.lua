@@ -1,32 +1,48 @@
 -- End a ticket that has not been paid, giving back its stock at once. Used for owner
 -- cancellation, reservation expiry, declined payments and dead letters.
--- KEYS: 1 ticket, 2 counters, 3 live, 4 held, 5 expiry
+-- The released ticket's PaymentIntent, if any, is put in the sale's cancellation outbox in
+-- the same step, so that its cancellation at Stripe cannot be lost: beat sweeps the outbox
+-- until Stripe confirms (common/payments.py sweep_intent_cancellations).
+-- KEYS: 1 ticket, 2 counters, 3 live, 4 held, 5 expiry, 6 intent cancellation outbox
 -- ARGV: 1 new status (cancelled|expired|payment_failed), 2 allowed current statuses
 --       (comma list), 3 "due" to require expires_at_ms <= now (expiry), else "any",
---       4 payment_intent_id that must match, or "" for any
--- Returns {"released", payment_intent_id or ""} | {"skipped", status}
-local ticket = redis.call('HMGET', KEYS[1], 'id', 'status', 'quantity', 'user_id',
+--       4 payment_intent_id that must match, "none" for a ticket without one, "" for any,
+--       5 "cancelled" when Stripe already confirmed the intent cancelled (not queued), else ""
+-- Returns {"released", payment_intent_id or ""} | {"skipped", status or reason}
+local ticket_key, counters_key, live_key, held_key, expiry_key, outbox_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local new_status, allowed, due_mode, expected_intent, intent_state =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+local ticket = redis.call('HMGET', ticket_key, 'id', 'status', 'quantity', 'user_id',
   'expires_at_ms', 'payment_intent_id')
-local id, status = ticket[1], ticket[2]
+local id, status, user, intent_id = ticket[1], ticket[2], ticket[4], ticket[6] or ''
 if not id then return {'skipped', 'missing'} end
-if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then
+if not string.find(',' .. allowed .. ',', ',' .. status .. ',', 1, true) then
   return {'skipped', status}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[3] == 'due' and tonumber(ticket[5] or '0') > now then return {'skipped', 'not_due'} end
-if ARGV[4] ~= '' and ticket[6] ~= ARGV[4] then return {'skipped', 'other_intent'} end
+if due_mode == 'due' and tonumber(ticket[5] or '0') > now then return {'skipped', 'not_due'} end
+if expected_intent == 'none' then
+  if intent_id ~= '' then return {'skipped', 'other_intent'} end
+elseif expected_intent ~= '' and intent_id ~= expected_intent then
+  return {'skipped', 'other_intent'}
+end
 local quantity = tonumber(ticket[3])
 if status == 'queued' then
-  redis.call('HINCRBY', KEYS[2], 'queued', -1)
+  redis.call('HINCRBY', counters_key, 'queued', -1)
 else
   -- reserving or reserved: the units go back to the pool for the next in line.
-  redis.call('HINCRBY', KEYS[2], 'reserved', -quantity)
-  redis.call('HINCRBY', KEYS[2], 'available', quantity)
-  redis.call('HINCRBY', KEYS[4], ticket[4], -quantity)
-  redis.call('ZREM', KEYS[5], id)
+  redis.call('HINCRBY', counters_key, 'reserved', -quantity)
+  redis.call('HINCRBY', counters_key, 'available', quantity)
+  redis.call('HINCRBY', held_key, user, -quantity)
+  redis.call('ZREM', expiry_key, id)
 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at_ms', now)
-if redis.call('HGET', KEYS[3], ticket[4]) == id then redis.call('HDEL', KEYS[3], ticket[4]) end
-return {'released', ticket[6] or ''}
+redis.call('HINCRBY', counters_key, new_status, 1)
+redis.call('HSET', ticket_key, 'status', new_status, 'updated_at_ms', now)
+if redis.call('HGET', live_key, user) == id then redis.call('HDEL', live_key, user) end
+if intent_id ~= '' and intent_state ~= 'cancelled' then
+  redis.call('ZADD', outbox_key, now, intent_id)
+end
+return {'released', intent_id}

@@ -1,10 +1,15 @@
 -- Decide a batch of tickets in arrival order: reserve stock for each while it lasts, else
 -- sold out. Never below zero; a ticket already decided keeps its decision (idempotent).
+-- A ticket whose owner already holds or bought their share (a late payment for an expired
+-- ticket was honoured meanwhile) is not reserved: it ends sold out with reason
+-- `per_user_limit`, and its turn passes to the next in line.
 -- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6.. ticket keys (in stream order)
 -- ARGV: 1 decisions-per-second sample (0 = none)
 -- Returns a flat list: ticket_id, outcome, per ticket; outcome is "reserving", "sold_out",
--- "missing" or "already:<status>".
-local ttl_ms = tonumber(redis.call('HGET', KEYS[1], 'ttl_s')) * 1000
+-- "limit_reached", "missing" or "already:<status>".
+local config = redis.call('HMGET', KEYS[1], 'ttl_s', 'per_user_limit')
+local ttl_ms = tonumber(config[1]) * 1000
+local per_user_limit = tonumber(config[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local available = tonumber(redis.call('HGET', KEYS[2], 'available'))
@@ -23,7 +28,15 @@ for i = 6, #KEYS do
     served = math.max(served, tonumber(ticket[5]))
   else
     local quantity = tonumber(ticket[3])
-    if available >= quantity then
+    local held = tonumber(redis.call('HGET', KEYS[4], ticket[4]) or '0')
+    if held + quantity > per_user_limit then
+      redis.call('HSET', KEYS[i], 'status', 'sold_out', 'reason', 'per_user_limit',
+        'updated_at_ms', now)
+      if redis.call('HGET', KEYS[3], ticket[4]) == id then redis.call('HDEL', KEYS[3], ticket[4]) end
+      sold_out = sold_out + 1
+      out[#out + 1] = id
+      out[#out + 1] = 'limit_reached'
+    elseif available >= quantity then
       available = available - quantity
       reserved_units = reserved_units + quantity
       local expires = now + ttl_ms

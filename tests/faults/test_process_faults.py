@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from api.app import create_app
 from api.task_queue import TaskQueue
-from common import sale_keys, sales, waiting_room
+from common import payments, sale_keys, sales, waiting_room
 from common.clients import Clients
 from common.ports import free_port
 from tests.faults.flows import (
@@ -228,13 +228,11 @@ def test_redis_killed_and_restarted_with_its_aof_keeps_tickets_and_stock(fault_s
     # The system carries on: a cancelled reservation's unit goes to a shopper who joins now.
     giver = next(t for t, s in after.items() if s == "reserved")
     owner = clients.redis.hget(sale_keys.ticket_key(sale_id, giver), "user_id")
-    waiting_room.cancel_ticket(clients.redis, giver, owner)
+    payments.cancel_ticket(clients.redis, payment_context(clients).gateway, giver, owner)
     late = waiting_room.admit(clients.redis, sale_id, "aof-late", 1).ticket["id"]
     TaskQueue(fault_settings.broker_url).send("worker.tasks.drain_sale", sale_id)
     wait_until(lambda: waiting_room.read_ticket(clients.redis, late)["status"] == "reserved", 40,
                message="the late shopper to get the returned unit")
-    payment_context(clients).gateway.cancel(
-        clients.redis.hget(sale_keys.ticket_key(sale_id, giver), "payment_intent_id"))
     wait_settled(clients, sale_id)
     eventually_invariants(clients, sale_id)
 

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from common import reservations, sale_keys, waiting_room
+from common import payments, reservations, sale_keys, waiting_room
 from common.clients import Clients
 from common.errors import DomainError
 from common.lua_scripts import scripts_for
@@ -129,7 +129,6 @@ class WaitingRoomMachine(RuleBasedStateMachine):
         self.sale_id = ""
         self.tickets: list[str] = []
         self.deliveries: list[str] = []  # PaymentIntent ids of webhook events sent, not yet dropped
-        self.cancel_tasks: list[str] = []  # cancel_payment_intent tasks queued, not yet run
         self.abandoned = 0  # entries read by a worker that died
 
     # ------------------------------------------------------------------ helpers
@@ -159,15 +158,13 @@ class WaitingRoomMachine(RuleBasedStateMachine):
         if ack:
             self.redis.xack(self._stream(), sale_keys.CONSUMER_GROUP, *[e for e, _ in entries])
 
-    def _run_cancel_task(self, intent_id: str) -> bool:
-        """worker.tasks.cancel_payment_intent: cancel, or settle a payment that won the race.
-        False when it failed (Celery retries it)."""
-        try:
-            if self.stripe.cancel(intent_id).status == SUCCEEDED:
-                apply_intent(self.ctx, intent_id)
-        except ConnectionError:
-            return False
-        return True
+    def _outbox(self) -> str:
+        return sale_keys.intent_cancels_key(self.sale_id)
+
+    def _sweep_outbox(self) -> None:
+        """worker.tasks.sweep_intent_cancellations: cancel, or settle a payment that won the
+        race; an entry that failed waits for its backoff."""
+        payments.sweep_intent_cancellations(self.ctx, self.sale_id)
 
     def _deliver(self, intent_id: str) -> bool:
         """worker.tasks.apply_payment_event; False when it failed (Celery retries it)."""
@@ -224,33 +221,30 @@ class WaitingRoomMachine(RuleBasedStateMachine):
         past = int(time.time() * 1000) - 1
         self.redis.hset(sale_keys.ticket_key(self.sale_id, ticket_id), "expires_at_ms", past)
         self.redis.zadd(sale_keys.expiry_key(self.sale_id), {ticket_id: past})
-        for _expired, intent_id in reservations.expire_due_reservations(self.redis, self.sale_id):
-            if intent_id:
-                self.cancel_tasks.append(intent_id)
+        reservations.expire_due_reservations(self.redis, self.sale_id)
 
     @precondition(lambda self: self.tickets)
     @rule(index=st.integers(0, 50))
     def owner_cancels(self, index: int) -> None:
         ticket_id, fields = self._ticket(index, {"queued", "reserving", "reserved"})
         try:
-            _, intent_id = waiting_room.cancel_ticket(self.redis, ticket_id, fields["user_id"])
+            payments.cancel_ticket(self.redis, self.stripe, ticket_id, fields["user_id"])  # type: ignore[arg-type]
         except DomainError:
             return
-        if intent_id:
-            self.cancel_tasks.append(intent_id)
 
-    @precondition(lambda self: self.cancel_tasks)
-    @rule(index=st.integers(0, 50))
-    def cancel_task_runs(self, index: int) -> None:
-        intent_id = self.cancel_tasks.pop(index % len(self.cancel_tasks))
-        if not self._run_cancel_task(intent_id):
-            self.cancel_tasks.append(intent_id)
+    @rule(due_now=st.booleans())
+    def beat_sweeps_the_cancellation_outbox(self, due_now: bool) -> None:
+        if due_now:  # as if the backoff of failed attempts had passed
+            entries = self.redis.zrange(self._outbox(), 0, -1)
+            if entries:
+                self.redis.zadd(self._outbox(), dict.fromkeys(entries, 0))
+        self._sweep_outbox()
 
     @precondition(lambda self: self.tickets)
     @rule(cards=st.lists(st.tuples(st.integers(0, 50), st.booleans()), min_size=1, max_size=3))
     def shoppers_pay(self, cards: list[tuple[int, bool]]) -> None:
         """Cards go through (or are declined) at Stripe, which sends a webhook event each; a late
-        payment is possible: an intent is payable until its cancel task has run."""
+        payment is possible: an intent is payable until the outbox sweep cancelled it."""
         for index, declined in cards:
             # Mostly reserved tickets; sometimes one whose reservation already ended.
             _, fields = self._ticket(index, {"reserved"} if index % 4 else None)
@@ -315,8 +309,9 @@ class WaitingRoomMachine(RuleBasedStateMachine):
                 break
             self._decide(reply[0][1])
         self.stripe.lose_next_refund_answer = False
-        while self.cancel_tasks:
-            self._run_cancel_task(self.cancel_tasks.pop())
+        for _ in range(3):
+            self.beat_sweeps_the_cancellation_outbox(due_now=True)
+        assert self.redis.zcard(self._outbox()) == 0, "an intent's cancellation was never confirmed"
         for intent in list(self.stripe.intents.values()):
             if intent.status == SUCCEEDED or intent.last_error:
                 assert self._deliver(intent.id)

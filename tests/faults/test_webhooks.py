@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common import reservations, sale_keys, waiting_room
+from common import payments, reservations, sale_keys, waiting_room
 from common.payments import apply_intent
 from common.reconcile import reconcile_sale
 from common.stripe_gateway import StripeGateway
@@ -96,9 +96,9 @@ def test_canceled_event_for_a_cancelled_reservation_then_a_stale_succeeded_repla
     clients, secret = fault_clients, fault_settings.stripe_webhook_secret
     sale_id = open_sale(clients, stock=1, product_stock=1)
     ticket_id, intent_id = reserve(clients, sale_id, "canceller")
-    _, released_intent = waiting_room.cancel_ticket(clients.redis, ticket_id, "canceller")
-    assert released_intent == intent_id
-    assert payment_context(clients).gateway.cancel(intent_id).status == "canceled"
+    gateway = payment_context(clients).gateway
+    assert payments.cancel_ticket(clients.redis, gateway, ticket_id, "canceller")["status"] == "cancelled"
+    assert gateway.retrieve(intent_id).status == "canceled"
     for event_type in ("payment_intent.canceled", "payment_intent.succeeded"):
         payload = event_payload(event_type, intent_id)
         assert deliver(fault_client, payload, secret).status_code == 200
@@ -257,9 +257,7 @@ def test_a_refund_whose_answer_was_lost_is_never_followed_by_an_order(fault_clie
     with pytest.raises(ConnectionError):
         apply_intent(lossy, intent_id)
     # The taker gives up: a unit is free again when the delivery is retried.
-    waiting_room.cancel_ticket(clients.redis, taker, "refund-taker")
-    payment_context(clients).gateway.cancel(
-        clients.redis.hget(sale_keys.ticket_key(sale_id, taker), "payment_intent_id"))
+    payments.cancel_ticket(clients.redis, payment_context(clients).gateway, taker, "refund-taker")
     assert apply_intent(payment_context(clients), intent_id) == "refunded"
     assert _status(clients, late_ticket) == "expired"
     assert clients.db.orders.count_documents({"ticket_id": late_ticket}) == 0
