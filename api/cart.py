@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
+from api.payment_limit import payment_rate_limited
 from api.request_schemas import RequestSchema
 from common import carts, orders
 from common.stripe_gateway import StripeGateway
@@ -98,9 +99,11 @@ def delete_item(product_id: str) -> dict[str, Any]:
 @blp.route("/checkout", methods=["POST"])
 @blp.doc(security=BEARER)
 @login_required
+@payment_rate_limited
 @blp.response(201, CheckoutSchema)
 @blp.alt_response(409, description="`empty_cart`, `insufficient_stock` or `conflict`")
 @blp.alt_response(422, description="`mixed_currencies`")
+@blp.alt_response(429, description="`rate_limited` (PAYMENT_RATE_LIMIT), with Retry-After")
 def checkout() -> dict[str, Any]:
     """Turn the cart into a `pending_payment` order with a Stripe PaymentIntent."""
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)

@@ -8,8 +8,9 @@ from typing import Any
 import marshmallow as ma
 from flask_smorest import Blueprint
 
-from api.auth import BEARER, current_user, current_user_id, login_required
+from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
+from api.payment_limit import payment_rate_limited
 from api.request_schemas import PageQuerySchema, RequestSchema
 from common import orders
 from common.stripe_gateway import StripeGateway
@@ -78,16 +79,17 @@ def get_order(order_id: str) -> dict[str, Any]:
 @blp.route("/<order_id>/pay", methods=["POST"])
 @blp.doc(security=BEARER)
 @login_required
+@payment_rate_limited
 @blp.arguments(CardPaymentSchema)
 @blp.response(200, PaymentAttemptSchema)
 @blp.alt_response(402, description="`payment_declined`")
 @blp.alt_response(409, description="`order_not_payable`: not a pending cart order")
+@blp.alt_response(429, description="`rate_limited` (PAYMENT_RATE_LIMIT), with Retry-After")
 def pay_order(body: dict[str, Any], order_id: str) -> dict[str, Any]:
     """Pay a pending cart order with a card token; the Stripe webhook then marks it paid."""
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
     attempt = orders.pay_order(clients().db, gateway, user_id=current_user_id(),
-                               order_id=order_id, card_token=body["card_token"],
-                               email=current_user()["email"])
+                               order_id=order_id, card_token=body["card_token"])
     return {"status": attempt.status, "client_secret": attempt.client_secret,
             "requires_action": attempt.requires_action,
             "payment_intent_id": attempt.payment_intent_id}

@@ -22,7 +22,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from common import carts
+from common import card_payments, carts
 from common.clock import iso_utc, utc_now
 from common.errors import Conflict, EmptyCart, InsufficientStock, NotFound, OrderNotPayable
 from common.pagination import Page, newest_first
@@ -147,18 +147,21 @@ class PaymentAttempt:
 
 
 def pay_order(db: Database, gateway: StripeGateway, *, user_id: str, order_id: str,
-              card_token: str, email: str) -> PaymentAttempt:
+              card_token: str) -> PaymentAttempt:
     """Confirm a pending cart order's PaymentIntent with a card token.
 
     The order itself turns `paid` when Stripe's webhook says so (common/payments.py). When
     the bank wants 3-D Secure, `requires_action` is true and the browser finishes with the
-    client secret. PaymentDeclined for a refused card.
+    client secret. PaymentDeclined for a refused card. The card goes on the account's one
+    Stripe Customer (common/card_payments.py).
     """
     order = get_order(db, user_id, order_id)
     if (order["kind"] != OrderKind.CART or order["status"] != OrderStatus.PENDING_PAYMENT
             or not order.get("payment_intent_id")):
         raise OrderNotPayable(details={"status": order["status"]})
-    intent = gateway.confirm_with_card_token(order["payment_intent_id"], card_token, email=email)
+    intent = card_payments.pay_with_card_token(db, gateway, user_id=user_id,
+                                               intent_id=order["payment_intent_id"],
+                                               card_token=card_token)
     return PaymentAttempt(status=intent.status, client_secret=intent.client_secret,
                           requires_action=intent.status == REQUIRES_ACTION,
                           payment_intent_id=intent.id)

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     admin_password: str | None = None
     login_rate_limit: str = "10 per minute"
     admission_rate_limit: str = "20 per second"
+    # Per signed-in shopper, shared by the pay endpoints and checkout: each attempt costs Stripe
+    # calls on the shop's one account, whose rate limit every shopper shares.
+    payment_rate_limit: str = "10 per minute"
 
     # HTTP edge.
     max_content_length: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("login_rate_limit", "admission_rate_limit")
+    @field_validator("login_rate_limit", "admission_rate_limit", "payment_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:

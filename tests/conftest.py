@@ -120,6 +120,7 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
         log_format="text",
         login_rate_limit="1000 per minute",
         admission_rate_limit="1000 per second",
+        payment_rate_limit="1000 per minute",
     )
 
 
@@ -186,6 +187,7 @@ def start_system(root: Path, extra_env: dict[str, str] | None = None,
     env.update({"PORT": str(port), "VAR_DIR": str(var_dir), "LOG_FORMAT": "json",
                 "EXPIRY_INTERVAL_SECONDS": "1", "CLAIM_IDLE_MS": "3000",
                 "ADMISSION_RATE_LIMIT": "100000 per second", "LOGIN_RATE_LIMIT": "100000 per minute",
+                "PAYMENT_RATE_LIMIT": "100000 per minute",
                 "ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password-123"})
     env.update(extra_env or {})
     for name in drop_env:
