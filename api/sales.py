@@ -34,10 +34,12 @@ _admission_rate = lru_cache(maxsize=8)(waiting_room.AdmissionRate.parse)
 @blp.route("/sales", methods=["POST"])
 @blp.arguments(SaleCreateSchema)
 @blp.response(201, SaleSchema)
+@blp.alt_response(409, description="`insufficient_stock`: the product has fewer units than the sale")
 @blp.doc(security=SECURED)
 @admin_required
 def create_sale(body: dict):
-    """Create a flash sale (admin); its stock is loaded into Redis at once."""
+    """Create a flash sale (admin): its units leave the product's catalogue stock and are
+    loaded into Redis at once; units left unsold when it ends go back to the catalogue."""
     db, redis_client = clients().db, clients().redis
     sale = sales.create_sale(db, redis_client, **body)
     return sales.public_sale(sale, sales.read_counters(redis_client, sale["_id"]))

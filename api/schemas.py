@@ -92,6 +92,8 @@ class SaleStatsSchema(ma.Schema):
     cancelled = ma.fields.Integer(required=True)
     payment_failed = ma.fields.Integer(required=True)
     paid = ma.fields.Integer()
+    returned = ma.fields.Integer(metadata={
+        "description": "units given back to the catalogue after the sale ended unsold"})
     orders = ma.fields.Integer()
     decisions_per_second = ma.fields.Float()
     consistent = ma.fields.Boolean(required=True)

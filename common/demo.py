@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 
 DEV_ADMIN_EMAIL = "admin@example.com"
+CATALOGUE_UNITS = 20
 
 
 def dev_admin_password(var_dir: Path) -> str:
@@ -37,7 +38,8 @@ def seed_demo_sale(api_url: str, email: str, password: str, *, opens_in: int = 6
     session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
     product = session.post(f"{api_url}/api/products", timeout=10, json={
         "name": "Limited-edition sneaker", "description": "100 pairs, one per shopper.",
-        "price_cents": 18000, "currency": "USD", "stock": stock, "image_url": None})
+        # The sale takes its units out of the catalogue; a few stay for the cart.
+        "price_cents": 18000, "currency": "USD", "stock": stock + CATALOGUE_UNITS, "image_url": None})
     product.raise_for_status()
     now = datetime.now(UTC)
     sale = session.post(f"{api_url}/api/sales", timeout=10, json={

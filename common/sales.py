@@ -38,12 +38,13 @@ class SaleCounters:
     payment_failed: int
     paid: int
     rate: float
-    # Units given back to the catalogue after the sale ended unsold.
+    # Units given back to the catalogue after the sale ended unsold (already taken out of
+    # stock_total, which counts the units the sale still owns).
     returned: int = 0
 
     @property
     def consistent(self) -> bool:
-        return (self.available + self.reserved + self.sold + self.returned == self.stock_total
+        return (self.available + self.reserved + self.sold == self.stock_total
                 and min(self.available, self.reserved, self.sold, self.returned) >= 0)
 
 
@@ -216,6 +217,7 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
         "cancelled": counters.cancelled,
         "payment_failed": counters.payment_failed,
         "paid": counters.paid,
+        "returned": counters.returned,
         "orders": orders,
         "decisions_per_second": round(counters.rate, 1),
         "consistent": counters.consistent,

@@ -287,3 +287,4 @@ def test_units_of_an_ended_sale_go_back_to_the_catalogue_once(clients):
     assert _product_stock(clients, product_id) == 4
     counters = sales.read_counters(clients.redis, sale_id)
     assert (counters.available, counters.sold, counters.returned) == (0, 1, 4) and counters.consistent
+    assert counters.stock_total == 1  # what the sale still owns: the unit it sold
