@@ -38,7 +38,7 @@ from api.extensions import client_address, clients, jwt, limiter, settings
 from api.request_schemas import RequestSchema
 from common import tokens, users
 from common.clients import Clients
-from common.errors import Forbidden, RateLimited, Unauthorized
+from common.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized
 from common.schema import ensure_schema
 from common.settings import Settings
 
@@ -113,11 +113,21 @@ def issue_tokens(user: dict[str, Any], family: str | None = None) -> dict[str, s
 
 
 def prepare_accounts(settings: Settings, clients: Clients) -> None:
-    """Collections, indexes and the first admin (from ADMIN_EMAIL/ADMIN_PASSWORD), idempotent."""
+    """Collections, indexes and the first admin (from ADMIN_EMAIL/ADMIN_PASSWORD), idempotent.
+
+    An existing customer account with ADMIN_EMAIL is never promoted here (whoever registered
+    the address would become admin): that is logged as an error and the API starts anyway."""
     ensure_schema(clients.db)
     if settings.admin_email:
-        user, created = users.ensure_admin(clients.db, email=settings.admin_email,
-                                           password=settings.admin_password)
+        try:
+            user, created = users.ensure_admin(clients.db, email=settings.admin_email,
+                                               password=settings.admin_password)
+        except AccountNotAdmin as exc:
+            log.error("ADMIN_EMAIL belongs to an existing customer account, which is not "
+                      "promoted: check who registered it, then run `flashsale create-admin "
+                      "--promote-existing` or choose another ADMIN_EMAIL",
+                      extra={"user_id": exc.details.get("user_id"), "code": exc.code})
+            return
         if created:
             log.info("created the first admin account", extra={"user_id": user["_id"]})
 

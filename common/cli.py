@@ -254,28 +254,45 @@ def serve(name: str) -> None:
 
 
 @main.command("create-admin")
-@click.option("--email", required=True, help="The admin's email (an existing account is promoted).")
+@click.option("--email", required=True, help="The admin's email.")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
               help="Used only when the account is created; prompted for when omitted.")
 @click.option("--name", default="Admin", show_default=True)
-def create_admin(email: str, password: str, name: str) -> None:
-    """Create an admin account, or promote an existing one (idempotent)."""
+@click.option("--promote-existing", is_flag=True,
+              help="Make an existing customer account with this email an admin (its password "
+                   "stays as its owner set it).")
+def create_admin(email: str, password: str, name: str, promote_existing: bool) -> None:
+    """Create an admin account (idempotent); an existing customer account is promoted only
+    with --promote-existing."""
     from common.clients import Clients
-    from common.errors import DomainError
+    from common.errors import AccountNotAdmin, DomainError
     from common.schema import ensure_schema
-    from common.users import ensure_admin
+    from common.users import Role, ensure_admin, find_by_email, normalise_email
 
     clients = Clients(settings_or_exit())
     try:
         ensure_schema(clients.db)
-        user, created = ensure_admin(clients.db, email=email, password=password, name=name)
+        was = find_by_email(clients.db, email)
+        user, created = ensure_admin(clients.db, email=email, password=password, name=name,
+                                     promote_existing=promote_existing)
+    except AccountNotAdmin:
+        raise click.ClickException(
+            f"{normalise_email(email)} belongs to an existing customer account, which was not "
+            "changed. Whoever registered that address would get the admin's rights: if it is "
+            "yours, run again with --promote-existing.") from None
     except DomainError as exc:
         fields = exc.details.get("fields", {})
         raise click.ClickException(" ".join([exc.message, *(f"{k}: {' '.join(v)}"
                                                             for k, v in fields.items())])) from None
     finally:
         clients.close()
-    click.echo(f"{'created' if created else 'already present, now admin'}: {user['email']} ({user['_id']})")
+    if created:
+        outcome = "created"
+    elif was and was.get("role") != Role.ADMIN:
+        outcome = "promoted an existing customer account to admin (its password is unchanged)"
+    else:
+        outcome = "already an admin"
+    click.echo(f"{outcome}: {user['email']} ({user['_id']})")
 
 
 @main.command()

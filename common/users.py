@@ -19,7 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from common.clock import utc_now
-from common.errors import EmailTaken, InvalidCredentials, ValidationFailed
+from common.errors import AccountNotAdmin, EmailTaken, InvalidCredentials, ValidationFailed
 
 log = logging.getLogger("common.users")
 
@@ -110,12 +110,14 @@ def authenticate(db: Database, email: str, password: str) -> dict[str, Any]:
     return user
 
 
-def ensure_admin(db: Database, *, email: str, password: str | None,
-                 name: str = "Admin") -> tuple[dict[str, Any], bool]:
+def ensure_admin(db: Database, *, email: str, password: str | None, name: str = "Admin",
+                 promote_existing: bool = False) -> tuple[dict[str, Any], bool]:
     """Make sure an admin account exists for `email` (idempotent).
 
-    Creates it when missing (which needs `password`) and returns `(user, True)`; an existing
-    account is promoted to admin, its password left as it is, and `(user, False)` returned.
+    Creates it when missing (which needs `password`) and returns `(user, True)`; an account
+    that is already an admin is returned as `(user, False)`. An existing customer account is
+    promoted (its password left as it is) only with `promote_existing`: whoever registered the
+    address first would otherwise become admin. Without it, AccountNotAdmin and no change.
     Safe to run from several processes at once.
     """
     existing = find_by_email(db, email)
@@ -130,6 +132,8 @@ def ensure_admin(db: Database, *, email: str, password: str | None,
             if existing is None:
                 raise
     if existing["role"] != Role.ADMIN:
+        if not promote_existing:
+            raise AccountNotAdmin(details={"user_id": existing["_id"]})
         db.users.update_one({"_id": existing["_id"]}, {"$set": {"role": str(Role.ADMIN)}})
         existing["role"] = str(Role.ADMIN)
         log.info("promoted an existing account to admin", extra={"user_id": existing["_id"]})

@@ -31,7 +31,8 @@ def bearer(token: str) -> dict[str, str]:
 def register_admin(client: Any, clients: Clients) -> dict[str, Any]:
     """A registered account promoted to admin; its access token works as an admin's at once."""
     session = register(client, email=unique_email("admin"))
-    users.ensure_admin(clients.db, email=session["user"]["email"], password=None)
+    users.ensure_admin(clients.db, email=session["user"]["email"], password=None,
+                       promote_existing=True)
     return session
 
 

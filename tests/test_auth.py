@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -297,6 +298,39 @@ def test_start_up_survives_mongodb_being_down(settings):
     assert error_code(response) == "service_unavailable"
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_start_up_never_promotes_a_customer_who_registered_the_admin_email(settings, clients):
+    email = unique_email("boss")
+    squatter = users.create_user(clients.db, email=email, password=PASSWORD, name="Squatter")
+    configured = settings.model_copy(update={"admin_email": email,
+                                             "admin_password": "admin-password-123"})
+    # On the logger itself: create_app replaces the root logger's handlers.
+    errors = _Records()
+    logging.getLogger("api.auth").addHandler(errors)
+    try:
+        app = create_app(configured, clients)
+    finally:
+        logging.getLogger("api.auth").removeHandler(errors)
+    assert clients.db.users.find_one({"_id": squatter["_id"]})["role"] == "customer"
+    refused = [r.getMessage() for r in errors.records if "ADMIN_EMAIL" in r.getMessage()]
+    assert refused and "not promoted" in refused[0]
+    # The API is up anyway, and neither password makes anyone an admin.
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    login = client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200 and login.get_json()["user"]["role"] == "customer"
+    assert client.post("/api/auth/login", json={"email": email, "password": "admin-password-123"}
+                       ).status_code == 401
+
+
 def test_create_admin_command_creates_then_promotes(servers, settings, clients):
     env = clean_environ() | {
         "MONGODB_URI": settings.mongodb_uri or "", "REDIS_URL": settings.redis_url or "",
@@ -317,9 +351,19 @@ def test_create_admin_command_creates_then_promotes(servers, settings, clients):
     assert again.returncode == 0, again.stderr
     assert clients.db.users.count_documents({"email": email}) == 1
 
+    assert "already an admin" in again.stdout
+
+    # An existing customer account is not promoted without --promote-existing.
     customer = users.create_user(clients.db, email=unique_email(), password=PASSWORD, name="C")
-    promoted = run("--email", customer["email"], "--password", "whatever-long-pw", "--name", "C")
+    refused = run("--email", customer["email"], "--password", "whatever-long-pw", "--name", "C")
+    assert refused.returncode != 0
+    assert "--promote-existing" in refused.stderr and "Traceback" not in refused.stderr
+    assert clients.db.users.find_one({"_id": customer["_id"]})["role"] == "customer"
+
+    promoted = run("--email", customer["email"], "--password", "whatever-long-pw", "--name", "C",
+                   "--promote-existing")
     assert promoted.returncode == 0, promoted.stderr
+    assert "promoted an existing customer account" in promoted.stdout
     assert clients.db.users.find_one({"_id": customer["_id"]})["role"] == "admin"
 
     too_short = run("--email", unique_email(), "--password", "short", "--name", "X")
