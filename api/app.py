@@ -14,6 +14,7 @@ from api.auth import bootstrap_accounts
 from api.body_limit import ChunkedBodyLimit
 from api.errors import register_error_handlers
 from api.extensions import api, jwt, limiter
+from api.security_headers import install_security_headers
 from api.task_queue import TaskQueue
 from common import metrics
 from common.clients import Clients
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     _register_blueprints(app)
     bootstrap_accounts(settings, clients)  # collections, indexes, first admin; never fatal
     _install_request_hooks(app)
+    install_security_headers(app, settings)  # CSP on HTML answers, Referrer-Policy, HSTS
     _serve_frontend(app, settings.frontend_dist)
     return app
 

@@ -33,6 +33,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
+from api import refresh_cookie
 from api.errors import error_body
 from api.extensions import client_address, clients, jwt, limiter, settings
 from api.request_schemas import RequestSchema
@@ -95,17 +96,19 @@ def current_user() -> dict[str, Any]:
 
 def issue_tokens(user: dict[str, Any], family: str | None = None) -> dict[str, str]:
     """A new access token and refresh token for `user` (a users document), in `family` or in
-    a new one (a new login)."""
+    a new one (a new login); the refresh token is also set as the browsers' HttpOnly cookie."""
     current = settings()
     family = family or tokens.new_family()
     refresh_jti = tokens.new_jti()
     tokens.record_refresh_token(clients().db, jti=refresh_jti, family=family,
                                 user_id=user["_id"], ttl_seconds=current.jwt_refresh_ttl_seconds)
+    refresh_token = create_refresh_token(
+        identity=user["_id"], additional_claims={"fam": family, "jti": refresh_jti})
+    refresh_cookie.attach(refresh_token)
     return {
         "access_token": create_access_token(
             identity=user["_id"], additional_claims={"role": user["role"], "fam": family}),
-        "refresh_token": create_refresh_token(
-            identity=user["_id"], additional_claims={"fam": family, "jti": refresh_jti}),
+        "refresh_token": refresh_token,
     }
 
 
@@ -324,7 +327,10 @@ def login(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/refresh", methods=["POST"])
-@blp.doc(security=BEARER, description="Send the refresh token as the bearer token.")
+@blp.doc(security=BEARER, description=(
+    "Send the refresh token as the bearer token, or (browsers) send no Authorization header: "
+    "the `refresh_token` cookie is used then, with an `X-Requested-With` header against CSRF."))
+@refresh_cookie.accepted_as_bearer
 @jwt_required(refresh=True)
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="`token_revoked` (also when a spent token is reused)")
@@ -346,8 +352,9 @@ def refresh() -> dict[str, Any]:
 @login_required
 @blp.response(204)
 def logout() -> None:
-    """Revoke this access token and every refresh token of its login."""
+    """Revoke this access token and every refresh token of its login; clear the cookie."""
     claims = get_jwt()
+    refresh_cookie.clear()
     redis_client = clients().redis
     denylist = clients().denylist
     tokens.revoke_access_token(redis_client, claims["jti"], int(claims["exp"]), denylist)

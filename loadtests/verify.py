@@ -1,10 +1,12 @@
-"""The sale's invariants, checked from Redis and MongoDB alone (no HTTP, no Stripe).
+"""`flashsale verify`: the sale's invariants, from Redis and MongoDB (and Stripe when given).
 
-`verify_sale(redis, db, sale_id)` walks the sale's stream to enumerate every ticket ever
-issued, reads each ticket's hash, the sale's counters and its orders, and returns one `Check`
-per invariant. It is meant for a sale that has settled (no payment half-way through its two
-steps); on a live sale "orders = sold" may fail for the instant between them.
-`flashsale verify --sale <id>` prints the checks and exits non-zero when one fails.
+`verify_sale(redis, db, sale_id)` reads the sale with common.audit (the one auditor, shared
+with reconcile and the fault tests: it walks the sale's stream to enumerate every ticket ever
+issued, reads each ticket's hash, the sale's counters and its orders) and returns one `Check`
+per invariant, each made of the auditor's violations. It is meant for a sale that has settled
+(no payment half-way through its two steps); on a live sale "orders = sold" may fail for the
+instant between them. `flashsale verify --sale <id>` prints the checks and exits non-zero when
+one fails.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import stripe
 from pymongo.database import Database
 
-from common import sale_keys
-from common.sales import SaleCounters, read_counters
+from common import audit as auditor
+from common.audit import Invariant, Violation
+from common.sales import SaleCounters
 from common.tickets import HOLDING, TicketStatus
 
-TICKET_FIELDS = ("id", "status", "quantity", "user_id", "payment_intent_id", "order_id",
-                 "expires_at_ms", "created_at_ms", "updated_at_ms")
-PAGE = 1000
-SOLD = frozenset({TicketStatus.SETTLING, TicketStatus.PAID})
+PAGE = auditor.PAGE
+SOLD = auditor.SELLING
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Ticket:
 
 @dataclass
 class SaleAudit:
-    """What Redis and MongoDB hold about one sale, gathered in one pass."""
+    """What Redis and MongoDB hold about one sale, gathered in one pass (`snapshot` is what
+    the auditor read; the other fields are the load test's view of it)."""
 
     sale_id: str
     counters: SaleCounters | None
@@ -69,6 +72,7 @@ class SaleAudit:
     held_by_user: dict[str, int] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)
     product_stock: int | None = None
+    snapshot: auditor.SaleSnapshot | None = None
 
     def by_status(self) -> Counter[str]:
         return Counter(t.status for t in self.tickets)
@@ -96,95 +100,75 @@ class VerifyReport:
 
 def stream_ticket_ids(redis_client: redis.Redis, sale_id: str, page: int = PAGE) -> Iterator[str]:
     """Every ticket id in the sale's stream, in arrival order (XRANGE, one page at a time)."""
-    stream = sale_keys.stream_key(sale_id)
-    start = "-"
-    while True:
-        entries = redis_client.xrange(stream, min=start, max="+", count=page)
-        for _entry_id, data in entries:
-            yield str(data.get("ticket_id", ""))
-        if len(entries) < page:
-            return
-        start = "(" + str(entries[-1][0])
+    yield from auditor.stream_ticket_ids(redis_client, sale_id, page)
 
 
-def _int(value: Any) -> int:
-    return int(value) if value not in (None, "") else 0
+def _ticket(record: auditor.TicketRecord, ttl_ms: int) -> Ticket:
+    if record.expires_at_ms:
+        # reserve_batch sets expires_at = decision time + the sale's reservation TTL.
+        decided = record.expires_at_ms - ttl_ms
+    elif record.status == TicketStatus.SOLD_OUT:
+        decided = record.updated_at_ms
+    else:
+        decided = 0
+    return Ticket(id=record.id, status=record.status, quantity=record.quantity, user_id=record.user_id,
+                  payment_intent_id=record.payment_intent_id, order_id=record.order_id,
+                  created_at_ms=record.created_at_ms, decided_at_ms=decided)
 
 
-def _read_tickets(redis_client: redis.Redis, sale_id: str, ids: list[str],
-                  ttl_ms: int) -> tuple[list[Ticket], list[str]]:
-    pipe = redis_client.pipeline(transaction=False)
-    for ticket_id in ids:
-        pipe.hmget(sale_keys.ticket_key(sale_id, ticket_id), *TICKET_FIELDS)
-    tickets, missing = [], []
-    for ticket_id, values in zip(ids, pipe.execute() if ids else [], strict=True):
-        row = dict(zip(TICKET_FIELDS, values, strict=True))
-        if row["id"] is None:
-            missing.append(ticket_id)
-            continue
-        status = str(row["status"])
-        if row["expires_at_ms"]:
-            # reserve_batch sets expires_at = decision time + the sale's reservation TTL.
-            decided = _int(row["expires_at_ms"]) - ttl_ms
-        elif status == TicketStatus.SOLD_OUT:
-            decided = _int(row["updated_at_ms"])
-        else:
-            decided = 0
-        tickets.append(Ticket(
-            id=ticket_id, status=status, quantity=_int(row["quantity"]),
-            user_id=str(row["user_id"] or ""), payment_intent_id=str(row["payment_intent_id"] or ""),
-            order_id=str(row["order_id"] or ""), created_at_ms=_int(row["created_at_ms"]),
-            decided_at_ms=decided))
-    return tickets, missing
-
-
-def audit_sale(redis_client: redis.Redis, db: Database, sale_id: str) -> SaleAudit:
-    """Gather the sale's counters, every ticket in its stream, its orders and its product."""
-    audit = SaleAudit(sale_id=sale_id, counters=read_counters(redis_client, sale_id))
-    config = redis_client.hgetall(sale_keys.config_key(sale_id))
-    audit.per_user_limit = _int(config.get("per_user_limit")) or 1
-    audit.ttl_ms = _int(config.get("ttl_s")) * 1000
-    audit.starts_at_ms = _int(config.get("starts_at_ms"))
-    audit.product_id = str(config.get("product_id") or "")
-
+def audit_from_snapshot(snapshot: auditor.SaleSnapshot) -> SaleAudit:
+    config = snapshot.config or auditor.SaleConfig(stock_total=0)
     seen: set[str] = set()
-    batch: list[str] = []
-    for ticket_id in stream_ticket_ids(redis_client, sale_id):
-        audit.stream_entries += 1
+    duplicates = []
+    for ticket_id in snapshot.stream_ids:
         if ticket_id in seen:
-            audit.duplicate_entries.append(ticket_id)
-            continue
+            duplicates.append(ticket_id)
         seen.add(ticket_id)
-        batch.append(ticket_id)
-        if len(batch) >= PAGE:
-            tickets, missing = _read_tickets(redis_client, sale_id, batch, audit.ttl_ms)
-            audit.tickets += tickets
-            audit.missing += missing
-            batch = []
-    tickets, missing = _read_tickets(redis_client, sale_id, batch, audit.ttl_ms)
-    audit.tickets += tickets
-    audit.missing += missing
+    return SaleAudit(
+        sale_id=snapshot.sale_id, counters=snapshot.counters, per_user_limit=config.per_user_limit,
+        ttl_ms=config.ttl_ms, starts_at_ms=config.starts_at_ms, product_id=config.product_id,
+        stream_entries=len(snapshot.stream_ids), duplicate_entries=duplicates, missing=snapshot.missing,
+        tickets=[_ticket(snapshot.tickets[t], config.ttl_ms)
+                 for t in dict.fromkeys(snapshot.stream_ids) if t in snapshot.tickets],
+        held_by_user=dict(snapshot.held_by_user), orders=[dict(o.document) for o in snapshot.orders],
+        product_stock=snapshot.product_stock, snapshot=snapshot)
 
-    audit.held_by_user = {str(user): _int(units) for user, units in
-                          redis_client.hgetall(sale_keys.held_units_key(sale_id)).items()}
-    audit.orders = list(db.orders.find(
-        {"sale_id": sale_id},
-        {"_id": 1, "ticket_id": 1, "payment_intent_id": 1, "status": 1, "items": 1}))
-    if audit.product_id:
-        product = db.products.find_one({"_id": audit.product_id}, {"stock": 1})
-        audit.product_stock = int(product["stock"]) if product else None
-    return audit
+
+def audit_sale(redis_client: redis.Redis, db: Database, sale_id: str, *,
+               stripe_client: stripe.StripeClient | None = None) -> SaleAudit:
+    """Gather the sale's counters, every ticket in its stream, its orders and its product
+    (and its PaymentIntents when a Stripe client is given)."""
+    return audit_from_snapshot(auditor.read_sale_snapshot(
+        redis_client, db, sale_id, stripe_client=stripe_client, with_product=True))
 
 
 # ------------------------------------------------------------------ checking
 
 
-def _duplicates(values: list[str]) -> list[str]:
-    return sorted(value for value, count in Counter(v for v in values if v).items() if count > 1)
-
-
 def _sample(items: list[str], limit: int = 3) -> str:
     return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
+
+
+# The check each violation counts against, by the auditor's code or invariant.
+CHECK_OF_CODE = {
+    "oversold": "successful reservations <= stock",
+    "negative_counter": "stock never negative",
+    "orders_mismatch": "orders = sold",
+    "sold_mismatch": "orders = sold",
+    "stock_equation": "available + reserved + sold == stock_total",
+    "reserved_mismatch": "every issued ticket in exactly one status",
+}
+CHECK_OF_INVARIANT = {
+    Invariant.ONE_PER_TICKET: "one reservation and PaymentIntent per ticket, one order per payment",
+    Invariant.OUTCOMES: "every issued ticket in exactly one status",
+    Invariant.PER_USER_LIMIT: "per-user limit respected",
+    Invariant.FINAL_STAYS_FINAL: "final stays final",
+    Invariant.MONEY: "every payment has an order or a refund; no cancelled ticket charged",
+}
+
+
+def _check_name(violation: Violation) -> str:
+    return CHECK_OF_CODE.get(violation.code) or CHECK_OF_INVARIANT[violation.invariant]
 
 
 def check_sale(audit: SaleAudit, *, expect_sold_out: bool = False,
@@ -192,104 +176,51 @@ def check_sale(audit: SaleAudit, *, expect_sold_out: bool = False,
     """One Check per invariant. `expect_sold_out`: every unit was paid for (a paid run with at
     least as many shoppers as units), so orders = stock and the product's stock is 0."""
     counters = audit.counters
-    if counters is None:
+    snapshot = audit.snapshot
+    if counters is None or snapshot is None:
         return [Check("sale loaded in Redis", False, f"no counters for {audit.sale_id}")]
-    checks: list[Check] = []
+    failed: dict[str, list[str]] = {}
+    for violation in auditor.audit_sale(snapshot, settled=False, orders_complete=True):
+        failed.setdefault(_check_name(violation), []).append(violation.message)
+
     statuses = audit.by_status()
     holding_units = audit.units(HOLDING)
     sold_units = audit.units(SOLD)
     paid_orders = [o for o in audit.orders if o.get("status") == "paid"]
     order_units = sum(int(item["quantity"]) for o in paid_orders for item in o.get("items", []))
-
-    checks.append(Check(
-        "successful reservations <= stock",
-        holding_units + sold_units <= counters.stock_total,
-        f"{holding_units} units held + {sold_units} sold <= stock {counters.stock_total}"))
-
-    # One reservation, one PaymentIntent, at most one order per ticket.
-    intents = [t.payment_intent_id for t in audit.tickets]
-    shared_intents = _duplicates(intents)
-    intent_without_reservation = [t.id for t in audit.tickets
-                                  if t.payment_intent_id and not t.decided_at_ms]
-    order_tickets = _duplicates([str(o.get("ticket_id") or "") for o in audit.orders])
-    order_intents = _duplicates([str(o.get("payment_intent_id") or "") for o in audit.orders])
-    intent_of = {t.id: t.payment_intent_id for t in audit.tickets}
-    foreign = [str(o["_id"]) for o in audit.orders
-               if intent_of.get(str(o.get("ticket_id"))) != o.get("payment_intent_id")]
-    problems = []
-    if shared_intents:
-        problems.append(f"tickets sharing a PaymentIntent: {_sample(shared_intents)}")
-    if intent_without_reservation:
-        problems.append(f"PaymentIntent without a reservation: {_sample(intent_without_reservation)}")
-    if order_tickets:
-        problems.append(f"orders sharing a ticket: {_sample(order_tickets)}")
-    if order_intents:
-        problems.append(f"orders sharing a PaymentIntent: {_sample(order_intents)}")
-    if foreign:
-        problems.append(f"orders whose PaymentIntent is not their ticket's: {_sample(foreign)}")
-    checks.append(Check(
-        "one reservation and PaymentIntent per ticket, one order per payment", not problems,
-        "; ".join(problems) or f"{sum(1 for i in intents if i)} PaymentIntents on "
-        f"{len(audit.tickets)} tickets, {len(audit.orders)} orders, no ticket or intent twice"))
-
-    negative = {name: value for name, value in
-                (("available", counters.available), ("reserved", counters.reserved),
-                 ("sold", counters.sold)) if value < 0}
-    if lowest_available_seen is not None and lowest_available_seen < 0:
-        negative["available (lowest seen during the run)"] = lowest_available_seen
-    seen = "" if lowest_available_seen is None else f", lowest available seen {lowest_available_seen}"
-    checks.append(Check(
-        "stock never negative", not negative,
-        ", ".join(f"{k} = {v}" for k, v in negative.items()) or
-        f"available {counters.available}, reserved {counters.reserved}, sold {counters.sold}{seen}"))
-
-    checks.append(Check(
-        "orders = sold", order_units == counters.sold == sold_units,
-        f"{len(paid_orders)} paid orders for {order_units} units, sold counter {counters.sold}, "
-        f"{sold_units} units in paid tickets"))
-
-    total = counters.available + counters.reserved + counters.sold
-    checks.append(Check(
-        "available + reserved + sold == stock_total", total == counters.stock_total,
-        f"{counters.available} + {counters.reserved} + {counters.sold} = {total}, "
-        f"stock_total {counters.stock_total}"))
-
-    # Every issued ticket is in the stream once, has a hash and one known status, and the
-    # counters agree with the tickets' statuses.
-    known = {s.value for s in TicketStatus}
-    unknown = sorted({t.status for t in audit.tickets} - known)
-    expected = {
-        "queued": (counters.queued, statuses[TicketStatus.QUEUED]),
-        "sold_out": (counters.sold_out, statuses[TicketStatus.SOLD_OUT]),
-        "expired": (counters.expired, statuses[TicketStatus.EXPIRED]),
-        "cancelled": (counters.cancelled, statuses[TicketStatus.CANCELLED]),
-        "payment_failed": (counters.payment_failed, statuses[TicketStatus.PAYMENT_FAILED]),
-        "paid": (counters.paid, statuses[TicketStatus.PAID]),
-        "reserved units": (counters.reserved, holding_units),
-    }
-    mismatched = [f"{name} counter {want} vs {got} tickets" for name, (want, got) in expected.items()
-                  if want != got]
-    problems = []
-    if audit.stream_entries != counters.issued or len(audit.tickets) + len(audit.missing) != counters.issued:
-        problems.append(f"{audit.stream_entries} stream entries for {counters.issued} issued")
-    if audit.duplicate_entries:
-        problems.append(f"in the stream twice: {_sample(audit.duplicate_entries)}")
-    if audit.missing:
-        problems.append(f"{len(audit.missing)} tickets without a hash: {_sample(audit.missing)}")
-    if unknown:
-        problems.append(f"unknown statuses {unknown}")
-    problems += mismatched
+    negative = "" if lowest_available_seen is None or lowest_available_seen >= 0 else \
+        f"available (lowest seen during the run) = {lowest_available_seen}"
+    if negative:
+        failed.setdefault("stock never negative", []).append(negative)
+    units = auditor.units_by_user(snapshot)
     summary = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
-    checks.append(Check(
-        "every issued ticket in exactly one status", not problems,
-        "; ".join(problems) or f"{len(audit.tickets)} tickets: {summary or 'none'}"))
-
-    over = sorted(user for user, units in audit.held_by_user.items() if units > audit.per_user_limit)
-    held = sum(audit.held_by_user.values())
-    checks.append(Check(
-        "per-user limit respected", not over and held == holding_units + sold_units,
-        f"users over {audit.per_user_limit}: {_sample(over)}" if over else
-        f"{held} units held by users, {holding_units + sold_units} in tickets"))
+    seen = "" if lowest_available_seen is None else f", lowest available seen {lowest_available_seen}"
+    passing = {
+        "successful reservations <= stock":
+            f"{holding_units} units held + {sold_units} sold <= stock {counters.stock_total}",
+        "one reservation and PaymentIntent per ticket, one order per payment":
+            f"{sum(1 for t in audit.tickets if t.payment_intent_id)} PaymentIntents on "
+            f"{len(audit.tickets)} tickets, {len(audit.orders)} orders, no ticket or intent twice",
+        "stock never negative":
+            f"available {counters.available}, reserved {counters.reserved}, sold {counters.sold}{seen}",
+        "orders = sold":
+            f"{len(paid_orders)} paid orders for {order_units} units, sold counter {counters.sold}, "
+            f"{sold_units} units in paid tickets",
+        "available + reserved + sold == stock_total":
+            f"{counters.available} + {counters.reserved} + {counters.sold} = "
+            f"{counters.available + counters.reserved + counters.sold}, stock_total {counters.stock_total}",
+        "every issued ticket in exactly one status": f"{len(audit.tickets)} tickets: {summary or 'none'}",
+        "per-user limit respected":
+            f"{len(units)} users, at most {max(units.values(), default=0)} units each "
+            f"(limit {audit.per_user_limit})",
+        "final stays final": "no ticket left a final status (a late payment honours only an expired one)",
+    }
+    if snapshot.intents is not None:
+        passing[CHECK_OF_INVARIANT[Invariant.MONEY]] = f"{len(snapshot.intents)} PaymentIntents agree"
+    checks = [Check(name, name not in failed, "; ".join(failed.get(name, [])) or detail)
+              for name, detail in passing.items()]
+    checks += [Check(name, False, "; ".join(messages)) for name, messages in failed.items()
+               if name not in passing]
 
     if expect_sold_out:
         product_ok = audit.product_stock == 0
@@ -302,9 +233,10 @@ def check_sale(audit: SaleAudit, *, expect_sold_out: bool = False,
 
 
 def verify_sale(redis_client: redis.Redis, db: Database, sale_id: str, *,
-                expect_sold_out: bool = False, lowest_available_seen: int | None = None) -> VerifyReport:
-    """Audit a sale and check every invariant (reads only)."""
-    audit = audit_sale(redis_client, db, sale_id)
+                expect_sold_out: bool = False, lowest_available_seen: int | None = None,
+                stripe_client: stripe.StripeClient | None = None) -> VerifyReport:
+    """Audit a sale and check every invariant (reads only; Stripe's side when a client is given)."""
+    audit = audit_sale(redis_client, db, sale_id, stripe_client=stripe_client)
     return VerifyReport(sale_id, check_sale(audit, expect_sold_out=expect_sold_out,
                                             lowest_available_seen=lowest_available_seen), audit)
 

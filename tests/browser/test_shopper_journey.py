@@ -1,7 +1,9 @@
 """The shopper's journey in headless Chromium against `flashsale run`: sign up, wait for the
 sale to open, press Buy, wait in line, pay with the Stripe emulator's card element (and with a
 3-D Secure card), see the paid order; a second shopper behind in line ends sold out. Outcomes
-are checked through the API too. Screenshots go to tests/artifacts/."""
+are checked through the API too. No token is readable by a script, a reload keeps the shopper
+signed in, and nothing breaks the Content-Security-Policy. Screenshots go to
+tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -97,6 +99,21 @@ class BrowserShopper:
         card.locator("input[placeholder=cvc]").fill("123")
         card.locator("input[placeholder=postal_code]").fill("10001")
         self.page.locator("[data-testid=pay-button]:enabled").click()
+
+    def assert_no_readable_tokens(self) -> None:
+        """Neither token is where a script could read it; the refresh token is an HttpOnly
+        cookie (JWTs start with "eyJ", the base64 of '{"')."""
+        readable = self.page.evaluate(
+            "() => JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})"
+            " + document.cookie")
+        assert "eyJ" not in readable, readable
+        cookies = {cookie["name"]: cookie for cookie in self.context.cookies()}
+        assert cookies["refresh_token"]["value"].startswith("eyJ")
+        assert cookies["refresh_token"]["httpOnly"] and cookies["refresh_token"]["sameSite"] == "Strict"
+        assert cookies["refresh_token"]["path"] == "/api/auth"
+
+    def csp_violations(self) -> list[str]:
+        return [problem for problem in self.problems if "Content Security Policy" in problem]
 
     def ticket_status(self) -> str:
         status = self.testid("ticket-status")
@@ -227,6 +244,7 @@ def test_shopper_queues_pays_and_the_next_one_sees_sold_out(
     assert stats["sold_out"] == 1 and stats["consistent"], stats
     late = Shopper(shop.url).register().join(sale_id)
     assert late.status_code == 410, late.text
+    assert not first.csp_violations() and not second.csp_violations()
 
 
 def test_three_d_secure_card_is_confirmed_in_the_emulator_dialog(
@@ -235,6 +253,12 @@ def test_three_d_secure_card_is_confirmed_in_the_emulator_dialog(
     sale = create_sale(operator, stock=1, product_stock=1, price_cents=2500)
     shopper.register(f"/sales/{sale['id']}")
     shopper.page.wait_for_url(re.compile(r"/sales/"))
+    shopper.assert_no_readable_tokens()
+    # The access token was in memory only: a reload renews it through the refresh cookie.
+    page = shopper.page.reload()
+    assert page is not None and "script-src 'self' http" in page.headers["content-security-policy"]
+    shopper.testid("current-user").wait_for()
+    shopper.assert_no_readable_tokens()
     ticket_id = shopper.press_buy()
     shopper.testid("payment-view").wait_for()
     shopper.testid("card-element").locator("input").first.wait_for()
@@ -251,3 +275,4 @@ def test_three_d_secure_card_is_confirmed_in_the_emulator_dialog(
     assert ticket and ticket["order_id"], ticket
     order = api.call("GET", f"/api/orders/{ticket['order_id']}").json()
     assert order["status"] == "paid" and order["amount_cents"] == 2500, order
+    assert not shopper.csp_violations(), shopper.problems

@@ -1,5 +1,6 @@
-// The one door to the HTTP API: relative URLs, JSON bodies, bearer tokens from localStorage,
-// one refresh-and-retry on 401, and the contract's error body turned into an ApiError.
+// The one door to the HTTP API: relative URLs, JSON bodies, the access token from memory,
+// one refresh-and-retry on 401 (through the HttpOnly refresh cookie), and the contract's error
+// body turned into an ApiError.
 import { observeServerDate } from '../lib/clock';
 import type { TokenPair } from './types';
 
@@ -51,27 +52,38 @@ export function errorMessage(error: unknown): string {
   return 'Something went wrong. Please try again.';
 }
 
-const ACCESS_KEY = 'flashsale.access_token';
-const REFRESH_KEY = 'flashsale.refresh_token';
+// No token is ever where a script could read it later: the access token lives in this module's
+// memory only, and the refresh token in the `refresh_token` cookie (HttpOnly, Path=/api/auth) that
+// login, register and refresh set. A reload renews the access token through that cookie. All
+// that storage keeps is whether this browser is signed in (no secret), so an anonymous visitor
+// costs no refresh call and other tabs hear of a login or logout.
+let accessToken: string | null = null;
+const SIGNED_IN_KEY = 'flashsale.signed_in';
+// Earlier versions kept both tokens in localStorage: drop them, so none outlives the upgrade
+// there (such a browser signs in once more, which sets the cookie).
+const LEGACY_KEYS = ['flashsale.access_token', 'flashsale.refresh_token'];
+if (typeof localStorage !== 'undefined') LEGACY_KEYS.forEach((key) => localStorage.removeItem(key));
 
 export const tokens = {
   get access(): string | null {
-    return localStorage.getItem(ACCESS_KEY);
+    return accessToken;
   },
-  get refresh(): string | null {
-    return localStorage.getItem(REFRESH_KEY);
-  },
-  set(pair: TokenPair): void {
-    localStorage.setItem(ACCESS_KEY, pair.access_token);
-    localStorage.setItem(REFRESH_KEY, pair.refresh_token);
+  /** Keep a new access token; the refresh token in the body is ignored (the cookie holds it). */
+  set(pair: Pick<TokenPair, 'access_token'>): void {
+    accessToken = pair.access_token;
+    localStorage.setItem(SIGNED_IN_KEY, '1');
   },
   clear(): void {
-    localStorage.removeItem(ACCESS_KEY);
-    localStorage.removeItem(REFRESH_KEY);
+    accessToken = null;
+    localStorage.removeItem(SIGNED_IN_KEY);
   },
-  /** True when a storage event is about the tokens (another tab logged in or out). */
-  isTokenKey(key: string | null): boolean {
-    return key === null || key === ACCESS_KEY || key === REFRESH_KEY;
+  /** Whether this browser signed in, so the refresh cookie may renew the session. */
+  get mayResume(): boolean {
+    return localStorage.getItem(SIGNED_IN_KEY) === '1';
+  },
+  /** True when a storage event is about the session (another tab logged in or out). */
+  isSessionKey(key: string | null): boolean {
+    return key === null || key === SIGNED_IN_KEY;
   },
 };
 
@@ -139,6 +151,8 @@ async function send(method: string, path: string, options: RequestOptions, acces
     response = await fetch(path, {
       method,
       headers,
+      // Login, register and logout set or clear the refresh cookie (same origin only).
+      credentials: 'same-origin',
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
       signal: options.signal,
     });
@@ -153,24 +167,25 @@ async function send(method: string, path: string, options: RequestOptions, acces
 type RefreshOutcome = 'renewed' | 'refused' | 'unavailable';
 let refreshInFlight: Promise<RefreshOutcome> | null = null;
 
-async function refreshOnce(failedAccess: string): Promise<RefreshOutcome> {
-  // Another call (or tab) already rotated the pair: use the new access token.
+async function refreshOnce(failedAccess: string | null): Promise<RefreshOutcome> {
+  // Another call already renewed the access token: use it.
   const current = tokens.access;
   if (current && current !== failedAccess) return 'renewed';
-  const refresh = tokens.refresh;
-  if (!refresh) return 'refused';
   let response: Response;
   try {
+    // No Authorization header: the server takes the HttpOnly cookie, and asks for the
+    // X-Requested-With header, which a form on another site cannot send (CSRF).
     response = await fetch('/api/auth/refresh', {
       method: 'POST',
-      headers: { Accept: 'application/json', Authorization: `Bearer ${refresh}` },
+      credentials: 'same-origin',
+      headers: { Accept: 'application/json', 'X-Requested-With': 'fetch' },
     });
   } catch {
     return 'unavailable';
   }
   if (response.ok) {
     const pair = (await readBody(response)) as TokenPair | null;
-    if (pair?.access_token && pair.refresh_token) {
+    if (pair?.access_token) {
       tokens.set(pair);
       return 'renewed';
     }
@@ -180,11 +195,12 @@ async function refreshOnce(failedAccess: string): Promise<RefreshOutcome> {
 }
 
 /**
- * Renew the token pair at most once at a time. The old refresh token is spent by the call and
- * reusing it revokes the whole family, so concurrent 401s share one refresh (and tabs share
- * one through the Web Locks API where the browser has it).
+ * Renew the access token at most once at a time. The refresh cookie is spent by the call and
+ * reusing it revokes the whole family, so concurrent 401s share one refresh (and tabs take
+ * turns through the Web Locks API where the browser has it: each then sends the cookie the
+ * previous one received). `failedAccess` is null when there is no access token yet (a reload).
  */
-export function renewSession(failedAccess: string): Promise<RefreshOutcome> {
+export function renewSession(failedAccess: string | null): Promise<RefreshOutcome> {
   if (!refreshInFlight) {
     const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
     const run = () => refreshOnce(failedAccess);
@@ -205,16 +221,25 @@ function sessionLost(options: RequestOptions): ApiError {
   return new ApiError(401, 'session_expired', 'Your session has ended. Please log in again.');
 }
 
+function refreshUnavailable(): ApiError {
+  return new ApiError(503, 'refresh_unavailable', 'Could not renew your session right now. Please try again.');
+}
+
 export async function request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-  const access = options.auth === false ? null : tokens.access;
+  let access = options.auth === false ? null : tokens.access;
+  if (options.auth !== false && !access && tokens.mayResume) {
+    // A reload or a new tab: the access token was in memory only; the cookie renews it.
+    const outcome = await renewSession(null);
+    if (outcome === 'unavailable') throw refreshUnavailable();
+    if (outcome === 'refused') tokens.clear();
+    access = tokens.access;
+  }
   let response = await send(method, path, options, access);
 
   if (response.status === 401 && access) {
     const outcome = await renewSession(access);
     if (outcome === 'refused') throw sessionLost(options);
-    if (outcome === 'unavailable') {
-      throw new ApiError(503, 'refresh_unavailable', 'Could not renew your session right now. Please try again.');
-    }
+    if (outcome === 'unavailable') throw refreshUnavailable();
     response = await send(method, path, options, tokens.access);
     if (response.status === 401) throw sessionLost(options);
   }

@@ -16,17 +16,22 @@ interface AuthState {
 const AuthContext = createContext<AuthState | null>(null);
 
 export function AuthProvider({ children }: { children: ReactNode }) {
-  const [user, setUser] = useState<User | null | undefined>(() => (tokens.access ? undefined : null));
+  // Checking while a session may be resumed: the access token is in memory only, so after a
+  // reload the client renews it through the refresh cookie on the first call (auth.me).
+  const [user, setUser] = useState<User | null | undefined>(() =>
+    tokens.access || tokens.mayResume ? undefined : null,
+  );
 
   const loadMe = useCallback(async () => {
-    if (!tokens.access) {
+    if (!tokens.mayResume) {
+      tokens.clear();
       setUser(null);
       return;
     }
     try {
       setUser(await auth.me());
     } catch (error) {
-      // A lost session means signed out; a flaky network keeps the tokens for the next try.
+      // A lost session means signed out; a flaky network keeps the session for the next try.
       if (error instanceof ApiError && error.status === 401) tokens.clear();
       setUser(null);
     }
@@ -36,7 +41,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     void loadMe();
     // Another tab logged in or out: follow it.
     const onStorage = (event: StorageEvent) => {
-      if (tokens.isTokenKey(event.key)) void loadMe();
+      if (tokens.isSessionKey(event.key)) void loadMe();
     };
     window.addEventListener('storage', onStorage);
     return () => window.removeEventListener('storage', onStorage);
@@ -55,7 +60,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
       register: async (name, email, password) => start(await auth.register({ name, email, password })),
       logout: async () => {
         try {
-          if (tokens.access) await auth.logout();
+          if (tokens.access || tokens.mayResume) await auth.logout();
         } catch {
           // The tokens are forgotten either way; the server refuses them once they expire.
         } finally {

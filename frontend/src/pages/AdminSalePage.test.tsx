@@ -25,7 +25,7 @@ const stats = (over: Partial<SaleStats> = {}): SaleStats => ({
 describe('operator sale view', () => {
   beforeEach(() => {
     vi.useFakeTimers();
-    tokens.set({ access_token: 'a', refresh_token: 'r' });
+    tokens.set({ access_token: 'a' });
   });
 
   it('polls the stats every second and charts admissions per second', async () => {

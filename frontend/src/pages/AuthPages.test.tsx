@@ -4,6 +4,7 @@ import { tokens } from '../api/client';
 import { customer } from '../test/fixtures';
 import { apiError, installFetch, json } from '../test/http';
 import { renderRoute } from '../test/render';
+import { RequireAuth } from '../App';
 import { LoginPage, RegisterPage } from './AuthPages';
 
 function fill(label: string, value: string) {
@@ -55,7 +56,34 @@ describe('sign up and log in', () => {
     fireEvent.click(screen.getByTestId('login-submit'));
     await waitFor(() => expect(screen.getByTestId('location').textContent).toBe('/sales/s1'));
     expect(http.calls[0].body).toEqual({ email: 'ada@example.com', password: 'correct horse' });
+    // The access token in memory only; the refresh token stays in its HttpOnly cookie.
     expect(tokens.access).toBe('acc');
-    expect(tokens.refresh).toBe('ref');
+    expect(JSON.stringify({ ...localStorage })).not.toMatch(/acc|ref/);
+  });
+});
+
+describe('the session after a reload', () => {
+  it('is renewed through the refresh cookie and shows the shopper signed in', async () => {
+    localStorage.setItem('flashsale.signed_in', '1');
+    const http = installFetch({
+      'POST /api/auth/refresh': () => json(200, { access_token: 'renewed', refresh_token: 'r2' }),
+      'GET /api/auth/me': ({ headers }) =>
+        headers.Authorization === 'Bearer renewed' ? json(200, customer) : apiError(401, 'authorization_required', 'no'),
+    });
+    renderRoute(<RequireAuth><p>orders</p></RequireAuth>, { path: '/orders', pattern: '/orders' });
+    await waitFor(() => expect(screen.getByText('orders')).toBeTruthy());
+    expect(http.callsTo('POST', '/api/auth/refresh')).toHaveLength(1);
+    expect(tokens.access).toBe('renewed');
+  });
+
+  it('goes to the login page when the cookie is refused', async () => {
+    localStorage.setItem('flashsale.signed_in', '1');
+    installFetch({
+      'POST /api/auth/refresh': () => apiError(401, 'token_revoked', 'revoked'),
+      'GET /api/auth/me': () => apiError(401, 'authorization_required', 'no'),
+    });
+    renderRoute(<RequireAuth><p>orders</p></RequireAuth>, { path: '/orders', pattern: '/orders' });
+    await waitFor(() => expect(screen.getByTestId('location').textContent).toMatch(/^\/login/));
+    expect(tokens.mayResume).toBe(false);
   });
 });

@@ -22,7 +22,7 @@ describe('sale page', () => {
   beforeEach(() => {
     vi.useFakeTimers();
     vi.setSystemTime(new Date('2030-01-01T11:59:57Z'));
-    tokens.set({ access_token: 'a', refresh_token: 'r' });
+    tokens.set({ access_token: 'a' });
   });
 
   it('counts down to the start, then the Buy button joins the line and opens the queue page', async () => {

@@ -23,7 +23,7 @@ describe('queue page', () => {
   beforeEach(() => {
     vi.useFakeTimers();
     vi.setSystemTime(new Date('2030-01-01T12:00:02Z'));
-    tokens.set({ access_token: 'a', refresh_token: 'r' });
+    tokens.set({ access_token: 'a' });
   });
 
   it("shows position, wait and stock, and polls at the ticket's poll_after_ms, never faster", async () => {

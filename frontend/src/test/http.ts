@@ -6,6 +6,7 @@ export interface Call {
   path: string;
   headers: Record<string, string>;
   body: unknown;
+  credentials: RequestCredentials | undefined;
 }
 
 export type Answer = Response | Promise<Response>;
@@ -34,7 +35,7 @@ export function installFetch(routes: Record<string, Route | Array<() => Answer>>
     const method = (init.method ?? 'GET').toUpperCase();
     const headers = Object.fromEntries(Object.entries((init.headers as Record<string, string>) ?? {}));
     const body = typeof init.body === 'string' ? JSON.parse(init.body) : undefined;
-    const call = { method, path: url.pathname + url.search, headers, body };
+    const call = { method, path: url.pathname + url.search, headers, body, credentials: init.credentials };
     calls.push(call);
     const key = `${method} ${url.pathname}`;
     const route = routes[key];
