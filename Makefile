@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test lint venv frontend clean bench browser-deps
+.PHONY: run test lint venv frontend clean bench bench-register browser-deps
 
 venv: $(STAMP)
 
@@ -45,6 +45,10 @@ test: venv frontend lint browser-deps
 
 bench: venv
 	$(BIN)/python -m loadtests.bench_admission
+
+# Admission latency alone and during a flood of sign-ups (argon2 hashes); prints figures.
+bench-register: venv
+	$(BIN)/python -m loadtests.bench_register_flood
 
 clean:
 	rm -rf var/run var/redis var/mongodb .pytest_cache

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
+import limits
 import marshmallow as ma
 from flask import Response, g, jsonify, request
 from flask_jwt_extended import (
@@ -31,6 +32,7 @@ from flask_jwt_extended.config import config as jwt_config
 from flask_jwt_extended.exceptions import JWTDecodeError
 from flask_limiter.errors import RateLimitExceeded
 from flask_smorest import Blueprint
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from api import refresh_cookie
@@ -229,6 +231,26 @@ def _login_rate_limit() -> str:
     return settings().login_rate_limit
 
 
+def _register_rate_limit() -> str:
+    return settings().register_rate_limit
+
+
+def _take_a_register_slot() -> None:
+    """REGISTER_TOTAL_RATE_LIMIT, counted only for sign-ups the per-address limit let through
+    (flask-limiter would check the per-second total first, so one address's refused flood
+    would use up everyone's sign-ups)."""
+    item = limits.parse(settings().register_total_rate_limit)
+    try:
+        if limiter.limiter.hit(item, "register-total"):
+            return
+        reset_at = limiter.limiter.get_window_stats(item, "register-total").reset_time
+    except RedisError as exc:  # like RATELIMIT_SWALLOW_ERRORS: Redis down does not refuse
+        log.warning("register total limit not checked: %s", type(exc).__name__)
+        return
+    raise RateLimited(details={"limit": str(item)},
+                      headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))})
+
+
 def _login_email_key() -> str:
     """Throttle by the account being tried too, so rotating addresses does not help."""
     try:
@@ -303,11 +325,14 @@ class SessionSchema(TokenPairSchema):
 
 
 @blp.route("/register", methods=["POST"])
+@limiter.limit(_register_rate_limit, key_func=client_address, scope="register-address")
 @blp.arguments(RegisterSchema)
 @blp.response(201, SessionSchema)
 @blp.alt_response(409, description="`email_taken`")
+@blp.alt_response(429, description="`rate_limited`, with Retry-After")
 def register(body: dict[str, Any]) -> dict[str, Any]:
-    """Create a customer account and sign it in."""
+    """Create a customer account and sign it in; throttled per client address and in total."""
+    _take_a_register_slot()
     user = users.create_user(clients().db, email=body["email"], password=body["password"],
                              name=body["name"])
     return {"user": users.user_to_public(user), **issue_tokens(user)}

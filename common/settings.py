@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     admin_email: str | None = None
     admin_password: str | None = None
     login_rate_limit: str = "10 per minute"
+    # Each sign-up costs an argon2 hash (~0.2 s of a core): limited per client address, and in
+    # total so that a flood from many addresses cannot take the CPU the admissions need.
+    register_rate_limit: str = "5 per minute"
+    register_total_rate_limit: str = "5 per second"
     admission_rate_limit: str = "20 per second"
     # Per signed-in shopper, shared by the pay endpoints and checkout: each attempt costs Stripe
     # calls on the shop's one account, whose rate limit every shopper shares.
@@ -108,7 +112,8 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("login_rate_limit", "admission_rate_limit", "payment_rate_limit")
+    @field_validator("login_rate_limit", "admission_rate_limit", "register_rate_limit",
+                     "register_total_rate_limit", "payment_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:

@@ -48,7 +48,8 @@ def running_system(root: Path, extra_env: dict[str, str] | None = None,
     env.update({"PORT": str(free_port()), "VAR_DIR": str(var_dir), "LOG_FORMAT": "json",
                 "ADMIN_EMAIL": ADMIN_EMAIL, "ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "ADMISSION_RATE_LIMIT": "100000 per second",
-                "LOGIN_RATE_LIMIT": "100000 per minute", "LOG_LEVEL": "WARNING"})
+                "LOGIN_RATE_LIMIT": "100000 per minute", "REGISTER_RATE_LIMIT": "100000 per minute",
+                "REGISTER_TOTAL_RATE_LIMIT": "100000 per second", "LOG_LEVEL": "WARNING"})
     env.update(extra_env or {})
     log = (root / "system.log").open("wb")
     process = subprocess.Popen([str(Path(sys.executable).parent / "flashsale"), "run"],

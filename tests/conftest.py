@@ -119,6 +119,8 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
         var_dir=tmp_path / "var",
         log_format="text",
         login_rate_limit="1000 per minute",
+        register_rate_limit="1000 per minute",
+        register_total_rate_limit="1000 per second",
         admission_rate_limit="1000 per second",
         payment_rate_limit="1000 per minute",
     )
@@ -187,6 +189,8 @@ def start_system(root: Path, extra_env: dict[str, str] | None = None,
     env.update({"PORT": str(port), "VAR_DIR": str(var_dir), "LOG_FORMAT": "json",
                 "EXPIRY_INTERVAL_SECONDS": "1", "CLAIM_IDLE_MS": "3000",
                 "ADMISSION_RATE_LIMIT": "100000 per second", "LOGIN_RATE_LIMIT": "100000 per minute",
+                "REGISTER_RATE_LIMIT": "100000 per minute",
+                "REGISTER_TOTAL_RATE_LIMIT": "100000 per second",
                 "PAYMENT_RATE_LIMIT": "100000 per minute",
                 "ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password-123"})
     env.update(extra_env or {})

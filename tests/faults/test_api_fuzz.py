@@ -81,6 +81,7 @@ def shop(servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         stripe_webhook_secret=servers.webhook_secret, stripe_api_base=servers.stripe.url,
         stripe_emulator=True, mongodb_serialize_transactions=True, jwt_secret_key="fuzz-secret-" + "y" * 32,
         var_dir=root / "var", log_format="text", login_rate_limit="100000 per minute",
+        register_rate_limit="100000 per minute", register_total_rate_limit="100000 per second",
         admission_rate_limit="100000 per second")
     clients = Clients(settings_)
     app = create_app(settings_, clients)
