@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, Response, g, request, send_from_directory
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.admission_fast_path import AdmissionFastPath
 from api.auth import bootstrap_accounts
@@ -64,6 +65,12 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app.wsgi_app = AdmissionFastPath(  # type: ignore[method-assign]
         ChunkedBodyLimit(app.wsgi_app, settings.max_content_length),
         settings, clients, app.extensions["flashsale.tasks"])
+    if settings.trusted_proxy_count:
+        # Outermost, so that rate limits and logs see the client, not the proxy: the address
+        # that many hops back in X-Forwarded-For. Without proxies the header is not read.
+        n = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
     api.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)

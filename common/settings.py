@@ -82,6 +82,10 @@ class Settings(BaseSettings):
 
     # HTTP edge.
     max_content_length: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Proxies in front of the API that append to X-Forwarded-For (a TLS terminator, a load
+    # balancer): the client address (rate limits, logs) is read that many hops back. 0 trusts
+    # no header: anyone could write one.
+    trusted_proxy_count: int = Field(0, ge=0, le=10)
     cors_origins: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -1,5 +1,8 @@
-"""Sign-up throttling through the HTTP contract: each sign-up costs an argon2 hash, so register
-is limited per client address and in total."""
+"""Sign-up throttling and the client address behind proxies, through the HTTP contract.
+
+Each sign-up costs an argon2 hash, so register is limited per client address and in total;
+both limits key on the client address, which is read from X-Forwarded-For only as many hops
+back as TRUSTED_PROXY_COUNT says."""
 
 from __future__ import annotations
 
@@ -54,3 +57,28 @@ def test_register_is_throttled_in_total_and_a_refused_address_uses_none_of_it(se
     assert blocked.status_code == 429
     assert error_code(blocked) == "rate_limited"
     assert 0 < int(blocked.headers["Retry-After"]) <= 61 * 60
+
+
+def test_forwarded_for_is_ignored_without_trusted_proxies(settings):
+    limited = settings.model_copy(update={"register_rate_limit": "2 per minute"})
+    client = create_app(limited, Clients(limited)).test_client()
+    peer = random_address()
+    # Anyone can write the header: a fresh value per request must not buy a fresh bucket.
+    for _ in range(2):
+        assert sign_up(client, peer, {"X-Forwarded-For": random_address()}).status_code == 201
+    assert sign_up(client, peer, {"X-Forwarded-For": random_address()}).status_code == 429
+
+
+def test_forwarded_for_names_the_client_behind_one_trusted_proxy(settings):
+    limited = settings.model_copy(update={"register_rate_limit": "2 per minute",
+                                          "trusted_proxy_count": 1})
+    client = create_app(limited, Clients(limited)).test_client()
+    proxy, shopper = random_address(), random_address()
+    # Every request arrives from the proxy; each client has a bucket of its own.
+    for _ in range(2):
+        assert sign_up(client, proxy, {"X-Forwarded-For": shopper}).status_code == 201
+    assert sign_up(client, proxy, {"X-Forwarded-For": shopper}).status_code == 429
+    assert sign_up(client, proxy, {"X-Forwarded-For": random_address()}).status_code == 201
+    # A client's own spoofed entry comes before the proxy's, and only the proxy's is believed.
+    spoofed = f"{random_address()}, {shopper}"
+    assert sign_up(client, proxy, {"X-Forwarded-For": spoofed}).status_code == 429
