@@ -65,15 +65,29 @@ def services_file(var_dir: Path) -> Path:
     return var_dir / "run" / "services.json"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a file only its owner can read (it holds a secret).
+
+    The mode is given to open(): a file created world-readable and chmod-ed after could be
+    opened by another user in between, and would keep being readable through that handle.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # O_EXCL below: never write through a file or link left there
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
 @main.command()
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for /readyz.")
 @click.option("--demo", is_flag=True, help="Create a demo sale (opening in a minute) if none exists.")
 def run(ready_timeout: float, demo: bool) -> None:
-    """Start the whole system in the foreground; Ctrl-C stops every process."""
-    from honcho.manager import Manager
-
+    """Start the whole system in the foreground; a process that dies is restarted; Ctrl-C
+    stops every process."""
     from common.demo import DEV_ADMIN_EMAIL, dev_admin_password, seed_demo_sale
     from common.embedded import plan_services
+    from common.supervisor import ProcfileSupervisor
 
     settings = settings_or_exit()
     plan = plan_services(dict(os.environ), host=settings.host)
@@ -88,11 +102,11 @@ def run(ready_timeout: float, demo: bool) -> None:
     env.setdefault("PUBLIC_URL", api_url)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
 
-    manager = Manager()
+    supervisor = ProcfileSupervisor()
     for name, command in read_procfile().items():
         if name in EMBEDDED_NAMES and name not in plan.embedded:
             continue
-        manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
+        supervisor.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
 
     services_path = services_file(settings.var_dir)
     stop = threading.Event()
@@ -117,9 +131,7 @@ def run(ready_timeout: float, demo: bool) -> None:
             "embedded": plan.embedded,
             "pid": os.getpid(),
         }
-        tmp = services_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(services, indent=2))
-        tmp.replace(services_path)
+        write_private(services_path, json.dumps(services, indent=2))
         click.echo(f"flashsale: ready at {api_url}  (services in {services_path})", err=True)
         if env.get("ADMIN_EMAIL") == DEV_ADMIN_EMAIL:
             click.echo(f"flashsale: operator login {DEV_ADMIN_EMAIL} / {env['ADMIN_PASSWORD']}", err=True)
@@ -138,11 +150,11 @@ def run(ready_timeout: float, demo: bool) -> None:
                err=True)
     watcher.start()
     try:
-        manager.loop()
+        code = supervisor.loop()
     finally:
         stop.set()
         services_path.unlink(missing_ok=True)
-    sys.exit(manager.returncode or 0)
+    sys.exit(code)
 
 
 # --------------------------------------------------------------------------- serve
@@ -161,6 +173,7 @@ def _supervise(name: str, argv: list[str], port: int,
     reports 503 meanwhile; Ctrl-C or SIGTERM stops the child and this wrapper for good.
     """
     from common.ports import wait_for_port
+    from common.supervisor import describe_exit, restart_delay
 
     stopping = threading.Event()
     child: subprocess.Popen | None = None
@@ -172,7 +185,7 @@ def _supervise(name: str, argv: list[str], port: int,
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    backoff = 0.5
+    backoff = 0.5  # so a first quick death waits 1 s
     while not stopping.is_set():
         # quiet: the server logs every command to its own log file already.
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL if quiet else None,
@@ -183,8 +196,8 @@ def _supervise(name: str, argv: list[str], port: int,
         code = child.wait()
         if stopping.is_set():
             sys.exit(0)
-        backoff = 0.5 if time.monotonic() - started > 10 else min(backoff * 2, 10)
-        click.echo(f"{name}: exited with {code}; restarting in {backoff:.1f}s", err=True)
+        backoff = restart_delay(backoff, time.monotonic() - started)
+        click.echo(f"{name}: exited with {describe_exit(code)}; restarting in {backoff:.1f}s", err=True)
         stopping.wait(backoff)
     sys.exit(0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import time
 
 import psutil
@@ -33,7 +34,9 @@ def test_run_is_ready_writes_services_and_leaves_no_process_behind(tmp_path):
     system = start_system(tmp_path)
     root = psutil.Process(system.process.pid)
     try:
-        services = json.loads((system.var_dir / "run" / "services.json").read_text())
+        services_path = system.var_dir / "run" / "services.json"
+        assert stat.S_IMODE(services_path.stat().st_mode) == 0o600  # it holds the Stripe secret
+        services = json.loads(services_path.read_text())
         for key in ("api", "redis", "mongodb", "stripe_api_base", "stripe_secret_key",
                     "stripe_publishable_key"):
             assert services[key], key
