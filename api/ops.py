@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import marshmallow as ma
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
@@ -14,6 +17,7 @@ from api.extensions import clients, settings
 from common import metrics
 
 blp = Blueprint("ops", __name__, description="Health, readiness and metrics")
+log = logging.getLogger("api.ops")
 
 
 # Documented so that the published contract describes what these endpoints answer.
@@ -31,21 +35,55 @@ class ReadinessSchema(ma.Schema):
     down = ma.fields.List(ma.fields.String(), required=True)
     checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(CheckSchema), required=True)
 
-_stripe_check: dict[str, Any] = {"at": 0.0, "ok": False, "error": ""}
-STRIPE_CHECK_CACHE_SECONDS = 10.0
+# A failed probe's answer is reused for this long: probes come from every load balancer and
+# dashboard at once, and a service that is down (slow to fail, or Stripe: rate-limited and
+# retried twice per call) must not get a burst of them; recovery still shows within 2 s.
+READINESS_CACHE_SECONDS = 2.0
+# A reachable Stripe is asked even less often: every call counts against its rate limit.
+# Redis and MongoDB answering are asked every time: a ping is cheap, and an outage of a
+# second (an embedded server restarting) must show.
+STRIPE_READY_CACHE_SECONDS = 10.0
 
 
-def _check_stripe() -> tuple[bool, str]:
-    # Cached: readiness probes run often and Stripe is rate-limited.
-    now = time.monotonic()
-    if now - _stripe_check["at"] < STRIPE_CHECK_CACHE_SECONDS and _stripe_check["ok"]:
-        return True, ""
-    try:
-        clients().stripe.v1.payment_intents.list(params={"limit": 1})
-        _stripe_check.update(at=now, ok=True, error="")
-    except Exception as exc:  # any failure means "not ready", with the reason shown
-        _stripe_check.update(at=now, ok=False, error=type(exc).__name__)
-    return _stripe_check["ok"], _stripe_check["error"]
+class CachedProbe:
+    """One service's readiness, `(ok, error)`: after a failure the service is asked again only
+    once READINESS_CACHE_SECONDS have passed, after a success once `ok_seconds` have; requests
+    arriving while a probe is in flight wait for it and share its answer."""
+
+    def __init__(self, name: str, check: Callable[[], object], ok_seconds: float = 0.0) -> None:
+        self.name, self._check, self._ok_seconds = name, check, ok_seconds
+        self._lock = threading.Lock()  # gevent's under gunicorn (monkey-patched before import)
+        self._answer: tuple[bool, str] = (False, "")
+        self._at: float | None = None
+
+    def __call__(self) -> tuple[bool, str]:
+        with self._lock:
+            keep = self._ok_seconds if self._answer[0] else READINESS_CACHE_SECONDS
+            if self._at is None or time.monotonic() - self._at >= keep:
+                try:
+                    self._check()
+                    self._answer = (True, "")
+                except Exception as exc:  # any failure means "not ready", with the reason shown
+                    log.warning("readiness: %s is down: %s: %s", self.name, type(exc).__name__, exc)
+                    self._answer = (False, type(exc).__name__)
+                self._at = time.monotonic()
+            return self._answer
+
+
+def _probes() -> dict[str, CachedProbe]:
+    """This app's probes (one set per app: tests build many apps in one process)."""
+    probes = current_app.extensions.get("flashsale.readiness")
+    if probes is None:
+        made = clients()
+        probes = current_app.extensions["flashsale.readiness"] = {
+            probe.name: probe for probe in (
+                CachedProbe("redis", made.redis.ping),
+                CachedProbe("mongodb", lambda: made.mongo.admin.command("ping")),
+                CachedProbe("stripe", lambda: made.stripe.v1.payment_intents.list(params={"limit": 1}),
+                            ok_seconds=STRIPE_READY_CACHE_SECONDS),
+            )
+        }
+    return probes  # type: ignore[no-any-return]
 
 
 @blp.route("/healthz")
@@ -61,18 +99,9 @@ def healthz():
 @blp.alt_response(503, schema=ReadinessSchema, description="`down` names what is not")
 def readyz():
     checks: dict[str, dict[str, Any]] = {}
-    try:
-        clients().redis.ping()
-        checks["redis"] = {"ok": True}
-    except Exception as exc:
-        checks["redis"] = {"ok": False, "error": type(exc).__name__}
-    try:
-        clients().mongo.admin.command("ping")
-        checks["mongodb"] = {"ok": True}
-    except Exception as exc:
-        checks["mongodb"] = {"ok": False, "error": type(exc).__name__}
-    ok, error = _check_stripe()
-    checks["stripe"] = {"ok": True} if ok else {"ok": False, "error": error}
+    for name, probe in _probes().items():
+        ok, error = probe()
+        checks[name] = {"ok": True} if ok else {"ok": False, "error": error}
     down = [name for name, check in checks.items() if not check["ok"]]
     body = {"status": "ready" if not down else "unavailable", "down": down, "checks": checks}
     return jsonify(body), (200 if not down else 503)
