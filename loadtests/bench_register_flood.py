@@ -7,7 +7,8 @@ them does to the shoppers joining a sale on the same API (gunicorn + gevent work
 1. Admissions alone: distinct signed-in shoppers (tokens minted with the system's key) join
    one sale at a steady rate (open loop, `--rate` per second for `--seconds`); p50/p95/p99.
 2. The same admissions while `--flooders` loops register accounts back to back, with the
-   register limits raised so that every hash really happens: admission p95 against step 1.
+   register limits raised so that every hash really happens; then admissions alone again, so
+   that a change in the machine's load shows. The ratio compares step 2 with both quiet runs.
 3. The same flood against a second API process with the default register limits: how many
    sign-ups those limits refuse (all the flood comes from one address here).
 
@@ -190,29 +191,34 @@ def main() -> None:
             base = services["api"]
             operator = Operator(base, ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
             needed = int(args.rate * args.seconds)
-            sale_id = operator.create_sale(stock=2 * needed + 1000)["id"]
+            sale_id = operator.create_sale(stock=3 * needed + 1000)["id"]
             tokens = iter([mint_access_token(jwt_secret, f"usr_flood_bench_{i}", ttl=3600)
-                           for i in range(2 * needed + 500)])
+                           for i in range(3 * needed + 500)])
             api = JsonClient(base, 256)
             with celery_held(services["system_pid"]):
                 paced_admissions(api, sale_id, tokens, args.rate, min(3.0, args.seconds), "warm-up")
                 with register_flood(base, 2, "warm-up"):
                     gevent.sleep(2)
-                alone = paced_admissions(api, sale_id, tokens, args.rate, args.seconds,
-                                         "admissions alone")
+                before = paced_admissions(api, sale_id, tokens, args.rate, args.seconds,
+                                          "admissions alone (before)")
                 with register_flood(base, args.flooders,
                                     f"sign-ups ({args.flooders} loops, limits raised)") as flood:
                     flooded = paced_admissions(api, sale_id, tokens, args.rate, args.seconds,
                                                f"admissions with {args.flooders} sign-up loops")
+                gevent.sleep(2)  # let the flood's last sign-ups finish
+                after = paced_admissions(api, sale_id, tokens, args.rate, args.seconds,
+                                         "admissions alone (after)")
+            alone = Timings("admissions alone (both)")
+            alone.ms, alone.seconds = before.ms + after.ms, before.seconds + after.seconds
             api.close()
             print(f"admission, {args.rate:.0f} new shoppers/s for {args.seconds:.0f} s, "
                   f"{args.web_concurrency} gunicorn gevent workers:")
-            print(f"  {alone.line()}")
-            print(f"  {flooded.line()}")
+            for timings in (before, flooded, after):
+                print(f"  {timings.line()}")
             print(f"  {flood.line()}")
             print(f"  ratio: admission p95 with the flood is {flooded.p(0.95) / alone.p(0.95):.2f}x "
-                  f"the p95 alone (p50 {flooded.p(0.5) / alone.p(0.5):.2f}x, "
-                  f"p99 {flooded.p(0.99) / alone.p(0.99):.2f}x); "
+                  f"the p95 of both quiet runs, {alone.p(0.95):.1f} ms (p50 "
+                  f"{flooded.p(0.5) / alone.p(0.5):.2f}x, p99 {flooded.p(0.99) / alone.p(0.99):.2f}x); "
                   f"{len(flood.ms) / flood.seconds:.1f} accounts created per second meanwhile")
             print("the same flood with the default register limits (one address):")
             with second_api(services, root, jwt_secret, args.web_concurrency) as defaults_base, \
