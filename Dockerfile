@@ -23,7 +23,6 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY common ./common
 COPY api ./api
 COPY worker ./worker
-COPY loadtests ./loadtests
 RUN pip install . && rm -rf /src
 
 WORKDIR /app

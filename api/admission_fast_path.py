@@ -32,11 +32,13 @@ from api.auth import REQUIRED_CLAIMS
 from api.errors import error_body, unavailable_body
 from api.schemas import AdmissionSchema, TicketSchema
 from api.task_queue import TaskQueue
-from common import metrics, tokens, waiting_room
-from common.clients import Clients
-from common.errors import DomainError
-from common.logs import request_id_from, request_id_var
-from common.settings import Settings
+from common.accounts import tokens
+from common.flash_sale import waiting_room
+from common.platform import metrics
+from common.platform.clients import Clients
+from common.platform.errors import DomainError
+from common.platform.logs import request_id_from, request_id_var
+from common.platform.settings import Settings
 
 log = logging.getLogger("api.admission")
 

@@ -17,10 +17,10 @@ from api.errors import register_error_handlers
 from api.extensions import api, jwt, limiter
 from api.security_headers import install_security_headers
 from api.task_queue import TaskQueue
-from common import metrics
-from common.clients import Clients
-from common.logs import configure_logging, request_id_from, request_id_var
-from common.settings import Settings, settings_or_exit
+from common.platform import metrics
+from common.platform.clients import Clients
+from common.platform.logs import configure_logging, request_id_from, request_id_var
+from common.platform.settings import Settings, settings_or_exit
 
 log = logging.getLogger("api")
 
@@ -37,7 +37,6 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app.extensions["flashsale.tasks"] = TaskQueue(settings.broker_url)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
-        JSON_SORT_KEYS=False,
         API_TITLE="Flash-sale waiting room",
         API_VERSION="1",
         OPENAPI_VERSION="3.0.3",
@@ -127,7 +126,7 @@ def _serve_frontend(app: Flask, dist: Path) -> None:
     @app.route("/", defaults={"path": ""})
     @app.route("/<path:path>")
     def frontend(path: str):
-        from common.errors import NotFound
+        from common.platform.errors import NotFound
 
         if path.startswith("api/") or not (dist / "index.html").exists():
             raise NotFound("No such endpoint.")

@@ -3,7 +3,7 @@ require a signed-in user (`login_required`, `admin_required`, `current_user_id`,
 `current_user`).
 
 Access tokens carry `role` and `fam` (the refresh family of the login); refresh tokens are
-rotated on every use (common/tokens.py). Every JWT problem answers 401 with the contract's
+rotated on every use (common/accounts/tokens.py). Every JWT problem answers 401 with the contract's
 error body.
 """
 
@@ -39,11 +39,11 @@ from api import refresh_cookie
 from api.errors import error_body
 from api.extensions import client_address, clients, jwt, limiter, settings
 from api.request_schemas import RequestSchema
-from common import tokens, users
-from common.clients import Clients
-from common.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized
-from common.schema import ensure_schema
-from common.settings import Settings
+from common.accounts import tokens, users
+from common.platform.clients import Clients
+from common.platform.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized
+from common.platform.schema import ensure_schema
+from common.platform.settings import Settings
 
 log = logging.getLogger("api.auth")
 

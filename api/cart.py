@@ -11,8 +11,8 @@ from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.request_schemas import RequestSchema
-from common import carts, orders
-from common.stripe_gateway import StripeGateway
+from common.billing.stripe_gateway import StripeGateway
+from common.shop import carts, orders
 
 blp = Blueprint("cart", __name__, url_prefix="/api/cart", description="Cart and checkout")
 

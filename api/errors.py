@@ -13,7 +13,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from common.errors import DomainError
+from common.platform.errors import DomainError
 
 log = logging.getLogger("api.errors")
 

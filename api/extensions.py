@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from api.errors import ContractApi
-from common.clients import Clients
-from common.settings import Settings
+from common.platform.clients import Clients
+from common.platform.settings import Settings
 
 api = ContractApi()
 jwt = JWTManager()
@@ -29,6 +29,3 @@ def clients() -> Clients:
 def settings() -> Settings:
     return current_app.extensions["flashsale.settings"]  # type: ignore[no-any-return]
 
-
-def json_body_size() -> int:
-    return request.content_length or 0

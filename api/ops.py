@@ -14,7 +14,7 @@ from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from api.extensions import clients, settings
-from common import metrics
+from common.platform import metrics
 
 blp = Blueprint("ops", __name__, description="Health, readiness and metrics")
 log = logging.getLogger("api.ops")

@@ -12,8 +12,8 @@ from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.request_schemas import PageQuerySchema, RequestSchema
-from common import orders
-from common.stripe_gateway import StripeGateway
+from common.billing.stripe_gateway import StripeGateway
+from common.shop import orders
 
 blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders")
 

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from api.auth import BEARER, admin_required
 from api.extensions import clients
 from api.request_schemas import PageQuerySchema, RequestSchema
-from common import products
+from common.shop import products
 
 blp = Blueprint("products", __name__, url_prefix="/api/products", description="Catalogue")
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 from flask import Response, after_this_request, request
 
 from api.extensions import settings
-from common.errors import Forbidden
+from common.platform.errors import Forbidden
 
 COOKIE_NAME = "refresh_token"
 COOKIE_PATH = "/api/auth"

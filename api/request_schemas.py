@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from common.pagination import MAX_PAGE_SIZE
+from common.platform.pagination import MAX_PAGE_SIZE
 
 
 class RequestSchema(ma.Schema):

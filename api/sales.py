@@ -18,8 +18,9 @@ from api.schemas import (
     TicketSchema,
 )
 from api.task_queue import send_task
-from common import metrics, sales, waiting_room
-from common.errors import DomainError
+from common.flash_sale import sales, waiting_room
+from common.platform import metrics
+from common.platform.errors import DomainError
 
 blp = Blueprint("sales", __name__, url_prefix="/api", description="Flash sales and the waiting room")
 SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response
 
-from common.settings import Settings
+from common.platform.settings import Settings
 
 # What real Stripe.js needs beyond its own origin (Stripe's CSP guide): its API for tokens and
 # confirmations, and hooks.stripe.com for the 3-D Secure frame.

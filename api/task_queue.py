@@ -11,9 +11,9 @@ from flask import current_app
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
-from common.errors import ServiceUnavailable
-from common.logs import request_id_var
-from common.task_routes import TASK_ROUTES
+from common.platform.errors import ServiceUnavailable
+from common.platform.logs import request_id_var
+from common.platform.task_routes import TASK_ROUTES
 
 log = logging.getLogger("api.tasks")
 

@@ -8,8 +8,9 @@ from api.auth import current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.schemas import PaymentResultSchema, PaySchema, TicketSchema
-from common import card_payments, payments, waiting_room
-from common.stripe_gateway import REQUIRES_ACTION, StripeGateway
+from common.billing import card_payments, payments
+from common.billing.stripe_gateway import REQUIRES_ACTION, StripeGateway
+from common.flash_sale import waiting_room
 
 blp = Blueprint("tickets", __name__, url_prefix="/api/tickets", description="Waiting-room tickets")
 SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]

@@ -12,10 +12,10 @@ from flask_smorest import Blueprint
 from api.extensions import clients, settings
 from api.schemas import WebhookAckSchema
 from api.task_queue import send_task
-from common import metrics
-from common.errors import InvalidWebhook
-from common.payments import HANDLED_EVENTS, record_webhook_event
-from common.stripe_gateway import StripeGateway
+from common.billing.payments import HANDLED_EVENTS, record_webhook_event
+from common.billing.stripe_gateway import StripeGateway
+from common.platform import metrics
+from common.platform.errors import InvalidWebhook
 
 log = logging.getLogger("api.webhooks")
 blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks", description="Stripe webhooks")

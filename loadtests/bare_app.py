@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify
 
-from common.clients import make_redis
+from common.platform.clients import make_redis
 
 STREAM = "bench:bare:stream"
 

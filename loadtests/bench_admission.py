@@ -41,10 +41,10 @@ import gevent
 import redis
 from gevent.pool import Pool
 
-from common import reservations, sale_keys, sales, waiting_room
-from common.clients import make_redis
-from common.lua_scripts import scripts_for
-from common.stripe_gateway import Intent
+from common.billing.stripe_gateway import Intent
+from common.flash_sale import reservations, sale_keys, sales, waiting_room
+from common.platform.clients import make_redis
+from common.platform.lua_scripts import scripts_for
 from loadtests.charts import percentile
 from loadtests.gevent_http import Answer, JsonClient
 from loadtests.shop import AccountPool, Operator, mint_access_token

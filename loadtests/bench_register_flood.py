@@ -41,8 +41,8 @@ import requests
 from gevent.event import Event
 from gevent.pool import Pool
 
-from common.ports import free_port, wait_for_port
-from common.settings import PROJECT_ROOT, Settings
+from common.development.ports import free_port, wait_for_port
+from common.platform.settings import PROJECT_ROOT, Settings
 from loadtests.charts import percentile
 from loadtests.gevent_http import JsonClient
 from loadtests.shop import PASSWORD, Operator, mint_access_token

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common.settings import PROJECT_ROOT
+from common.platform.settings import PROJECT_ROOT
 from loadtests import charts
 from loadtests.monitor import MemoryGrowth, RssSampler, StatsSampler
 from loadtests.shop import AccountPool, Operator, pool_path, write_accounts
@@ -349,7 +349,7 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
 
     redis_client, mongo = clients_for(services)
     try:
-        from common.clients import mongo_database_name
+        from common.platform.clients import mongo_database_name
 
         db = mongo[mongo_database_name(services["mongodb"], "flashsale")]
         expect_sold_out = options.pay and not options.soak and options.users >= (options.stock or 0)

@@ -17,9 +17,9 @@ from typing import Any
 
 import psutil
 
-from common import embedded
-from common.ports import free_port, wait_for_port
-from common.settings import PROJECT_ROOT
+from common.development import embedded
+from common.development.ports import free_port, wait_for_port
+from common.platform.settings import PROJECT_ROOT
 
 # Service settings of the machine's environment that must not leak into the throw-away system.
 SERVICE_ENV = ("REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",

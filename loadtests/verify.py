@@ -1,6 +1,6 @@
 """`flashsale verify`: the sale's invariants, from Redis and MongoDB (and Stripe when given).
 
-`verify_sale(redis, db, sale_id)` reads the sale with common.audit (the one auditor, shared
+`verify_sale(redis, db, sale_id)` reads the sale with common.auditing.audit (the one auditor, shared
 with reconcile and the fault tests: it walks the sale's stream to enumerate every ticket ever
 issued, reads each ticket's hash, the sale's counters and its orders) and returns one `Check`
 per invariant, each made of the auditor's violations. It is meant for a sale that has settled
@@ -22,10 +22,10 @@ import redis
 import stripe
 from pymongo.database import Database
 
-from common import audit as auditor
-from common.audit import Invariant, Violation
-from common.sales import SaleCounters
-from common.tickets import HOLDING, TicketStatus
+from common.auditing import audit as auditor
+from common.auditing.audit import Invariant, Violation
+from common.flash_sale.sales import SaleCounters
+from common.flash_sale.tickets import HOLDING, TicketStatus
 
 PAGE = auditor.PAGE
 SOLD = auditor.SELLING
@@ -253,7 +253,7 @@ def load_services(path: Path) -> dict[str, Any]:
 
 def clients_for(services: dict[str, Any]) -> tuple[redis.Redis, Any]:
     """Redis and MongoDB clients for the system described by services.json."""
-    from common.clients import make_mongo, make_redis
+    from common.platform.clients import make_mongo, make_redis
 
     mongo = make_mongo(services["mongodb"])
     return make_redis(services["redis"], socket_timeout=30), mongo
@@ -261,7 +261,7 @@ def clients_for(services: dict[str, Any]) -> tuple[redis.Redis, Any]:
 
 def run_verify(sale_id: str, services_path: Path, expect_sold_out: bool = False) -> int:
     """`flashsale verify`: print PASS/FAIL per invariant; 0 when all pass, 1 otherwise."""
-    from common.clients import mongo_database_name
+    from common.platform.clients import mongo_database_name
 
     services = load_services(services_path)
     redis_client, mongo = clients_for(services)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from common import users
-from common.clients import Clients
+from common.accounts import users
+from common.platform.clients import Clients
 
 PASSWORD = "correct-horse-battery"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from common import embedded
-from common.clients import Clients
-from common.ports import free_port, wait_for_port
-from common.settings import PROJECT_ROOT, Settings, load_settings
+from common.development import embedded
+from common.development.ports import free_port, wait_for_port
+from common.platform.clients import Clients
+from common.platform.settings import PROJECT_ROOT, Settings, load_settings
 
 SERVICE_ENV = (
     "REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",

@@ -17,8 +17,9 @@ import pytest
 from werkzeug.test import Client
 
 from api.admission_fast_path import AdmissionFastPath
-from common import revocations, sale_keys, sales, tokens
-from common.waiting_room import AdmissionRate
+from common.accounts import revocations, tokens
+from common.flash_sale import sale_keys, sales
+from common.flash_sale.waiting_room import AdmissionRate
 from loadtests.shop import mint_access_token
 from tests.waiting_room_helpers import open_sale
 

@@ -4,9 +4,11 @@ final status, and a cancelled ticket was charged)."""
 
 from __future__ import annotations
 
-from common import audit, payments, sale_keys, waiting_room
-from common.audit import Invariant
-from common.payments import apply_intent
+from common.auditing import audit
+from common.auditing.audit import Invariant
+from common.billing import payments
+from common.billing.payments import apply_intent
+from common.flash_sale import sale_keys, waiting_room
 from tests.waiting_room_helpers import card_token, drain, open_sale, payment_context
 
 

@@ -16,9 +16,9 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from api.app import create_app
-from common import revocations, users
-from common.clients import Clients
-from common.ports import free_port
+from common.accounts import revocations, users
+from common.development.ports import free_port
+from common.platform.clients import Clients
 from tests.accounts import PASSWORD, bearer, register, unique_email
 from tests.conftest import clean_environ
 

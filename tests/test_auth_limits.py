@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from api.app import create_app
-from common.clients import Clients
+from common.platform.clients import Clients
 from tests.accounts import PASSWORD, unique_email
 
 

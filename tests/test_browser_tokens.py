@@ -10,8 +10,8 @@ import pytest
 
 from api.app import create_app
 from api.security_headers import content_security_policy
-from common import users
-from common.settings import Settings
+from common.accounts import users
+from common.platform.settings import Settings
 from tests.accounts import PASSWORD, bearer, unique_email
 
 CSRF = {"X-Requested-With": "fetch"}

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from api.app import create_app
-from common import carts, orders
-from common.clients import Clients
-from common.ports import free_port
+from common.development.ports import free_port
+from common.platform.clients import Clients
+from common.shop import carts, orders
 from tests.accounts import bearer, create_product, register, register_admin
 
 

@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from common.cli import read_procfile
-from common.settings import PROJECT_ROOT
+from common.development.cli import read_procfile
+from common.platform.settings import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SCHEMA_FILE = Path(__file__).parent / "data" / "compose_spec.json"

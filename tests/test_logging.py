@@ -1,7 +1,7 @@
 """Logs are JSON lines whose `request_id` follows a request into the tasks it causes.
 
 The lines are read as operators see them: formatted by the handler that
-`common.logs.configure_logging` installs, then parsed back from JSON.
+`common.platform.logs.configure_logging` installs, then parsed back from JSON.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from celery.contrib.testing.app import setup_default_app
 from celery.contrib.testing.worker import start_worker
 from flask import Flask, request
 
-from common.logs import configure_logging, request_id_var
-from common.settings import get_settings
+from common.platform.logs import configure_logging, request_id_var
+from common.platform.settings import get_settings
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 

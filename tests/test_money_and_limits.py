@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common import payments, reservations, sale_keys, sales, waiting_room
-from common.errors import InsufficientStock, PaymentInProgress, PaymentProviderError
-from common.payments import apply_intent
-from common.stripe_gateway import StripeGateway
+from common.billing import payments
+from common.billing.payments import apply_intent
+from common.billing.stripe_gateway import StripeGateway
+from common.flash_sale import reservations, sale_keys, sales, waiting_room
+from common.platform.errors import InsufficientStock, PaymentInProgress, PaymentProviderError
 from tests.faults.flows import pay_at_stripe, reserve, stripe_state
 from tests.faults.invariants import assert_invariants
 from tests.waiting_room_helpers import drain, gateway_for, make_product, open_sale, payment_context
@@ -144,7 +145,7 @@ def test_money_reaching_a_cancelled_or_declined_ticket_is_refunded_never_honoure
     sale_id = open_sale(clients, stock=2)
     ticket_id, intent_id = reserve(clients, sale_id, "ended")
     # The ticket ends in Redis while its intent is still confirmable at Stripe.
-    from common.tickets import TicketStatus
+    from common.flash_sale.tickets import TicketStatus
     released, _ = waiting_room.release_ticket(
         clients.redis, ticket_id, TicketStatus(ended_as),
         (TicketStatus.RESERVING, TicketStatus.RESERVED))
@@ -162,7 +163,7 @@ def test_money_reaching_a_cancelled_or_declined_ticket_is_refunded_never_honoure
 def test_a_paid_intent_that_lost_the_race_for_its_ticket_is_refunded(clients):
     """The emulator ignores idempotency keys: a second intent for one ticket can exist."""
     sale_id = open_sale(clients, stock=1)
-    ticket_id, intent_id = reserve(clients, sale_id, "racer")
+    ticket_id, _intent_id = reserve(clients, sale_id, "racer")
     gateway = gateway_for(clients)
     loser = gateway.create_intent(amount_cents=1999, currency="usd", idempotency_key="other",
                                   metadata={"kind": "sale", "sale_id": sale_id, "ticket_id": ticket_id,
@@ -268,7 +269,7 @@ def test_cart_and_sale_together_never_sell_more_than_exists(client, clients):
     put = client.put(f"/api/cart/items/{product_id}", json={"quantity": 1}, headers=headers)
     assert put.status_code == 409 and put.get_json()["error"]["code"] == "insufficient_stock"
     # The sale sells its one unit; the product's stock stays at 0, never below.
-    ticket_id, intent_id = reserve(clients, sale_id, "sale-buyer")
+    _ticket_id, intent_id = reserve(clients, sale_id, "sale-buyer")
     assert pay_at_stripe(clients, intent_id) == "succeeded"
     assert apply_intent(payment_context(clients), intent_id) == "paid"
     assert _product_stock(clients, product_id) == 0
@@ -277,7 +278,7 @@ def test_cart_and_sale_together_never_sell_more_than_exists(client, clients):
 def test_units_of_an_ended_sale_go_back_to_the_catalogue_once(clients):
     product_id = make_product(clients, stock=5)
     sale_id = str(_new_sale(clients, product_id, 5, ends_in=2)["_id"])
-    ticket_id, intent_id = reserve(clients, sale_id, "buyer")
+    _ticket_id, intent_id = reserve(clients, sale_id, "buyer")
     assert pay_at_stripe(clients, intent_id) == "succeeded"
     assert apply_intent(payment_context(clients), intent_id) == "paid"
     assert sales.return_unsold_units(clients.db, clients.redis, sale_id) == 0  # not ended yet

@@ -1,4 +1,4 @@
-"""Password hashing keeps the gevent event loop free (common/users.py).
+"""Password hashing keeps the gevent event loop free (common/accounts/users.py).
 
 Under gunicorn's gevent worker a hash on the loop (~0.2 s of a core) would stall every other
 request of the process. The check runs in a subprocess, since monkey-patching cannot be undone
@@ -11,8 +11,8 @@ import json
 import subprocess
 import sys
 
-from common import users
-from common.settings import PROJECT_ROOT
+from common.accounts import users
+from common.platform.settings import PROJECT_ROOT
 
 PROBE = r"""
 from gevent import monkey
@@ -20,7 +20,7 @@ monkey.patch_all()
 
 import json, time
 import gevent
-from common import users
+from common.accounts import users
 
 users._hasher.hash("warm-up-password")
 started = time.perf_counter()

@@ -15,9 +15,11 @@ import pytest
 import stripe
 
 from api.app import create_app
-from common import card_payments, reservations, sale_keys, users, waiting_room
-from common.clients import Clients
-from common.stripe_gateway import StripeGateway
+from common.accounts import users
+from common.billing import card_payments
+from common.billing.stripe_gateway import StripeGateway
+from common.flash_sale import reservations, sale_keys, waiting_room
+from common.platform.clients import Clients
 from tests.accounts import bearer, create_product, register, register_admin
 from tests.waiting_room_helpers import card_token, drain, open_sale
 
@@ -239,7 +241,7 @@ def test_a_webhook_task_outlasts_a_stripe_throttle_without_spending_its_retries(
                  "stripe_api_base", "jwt_secret_key"):
         monkeypatch.setenv(name.upper(), str(getattr(settings, name)))
     monkeypatch.setenv("APP_ENV", "test")
-    from common.errors import PaymentProviderBusy
+    from common.platform.errors import PaymentProviderBusy
     from worker import tasks
 
     throttled_calls = tasks.settings.task_max_retries + 3

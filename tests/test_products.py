@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common import products
+from common.shop import products
 from tests.accounts import bearer, create_product, register, register_admin
 
 

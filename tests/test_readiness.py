@@ -13,7 +13,7 @@ import stripe
 
 from api import ops
 from api.app import create_app
-from common.clients import Clients
+from common.platform.clients import Clients
 from tests.faults.proxy import FaultProxy, Mode
 from tests.faults.services import wait_until
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from common import revocations, tokens
-from common.clients import make_redis
-from common.revocations import DenylistCopy
+from common.accounts import revocations, tokens
+from common.accounts.revocations import DenylistCopy
+from common.platform.clients import make_redis
 
 
 def _eventually(check: Callable[[], object], timeout: float = 5.0) -> object:

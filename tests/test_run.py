@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common.cli import write_private
-from common.settings import PROJECT_ROOT
-from common.supervisor import FIRST_RESTART_DELAY, MAX_RESTART_DELAY, restart_delay
+from common.development.cli import write_private
+from common.development.supervisor import FIRST_RESTART_DELAY, MAX_RESTART_DELAY, restart_delay
+from common.platform.settings import PROJECT_ROOT
 
 
 def test_restart_delay_doubles_while_a_process_dies_young_and_resets_once_it_ran():
@@ -35,7 +35,7 @@ def _supervise(tmp_path: Path, processes: dict[str, str]) -> tuple[subprocess.Po
     log = tmp_path / "supervisor.log"
     script = textwrap.dedent(f"""
         import sys
-        from common.supervisor import ProcfileSupervisor
+        from common.development.supervisor import ProcfileSupervisor
         supervisor = ProcfileSupervisor(kill_wait=3)
         for name, command in {processes!r}.items():
             supervisor.add_process(name, command)
@@ -84,7 +84,7 @@ def test_a_killed_process_is_restarted_with_what_it_left_behind_stopped(tmp_path
 
 
 def test_a_process_stopped_by_a_bad_setting_stops_the_run(tmp_path):
-    # Exit status 78 is a bad setting (common.settings): restarting cannot mend it.
+    # Exit status 78 is a bad setting (common.platform.settings): restarting cannot mend it.
     process, log = _supervise(tmp_path, {"steady": "exec sleep 300", "bad": "sleep 0.5; exit 78"})
     try:
         steady = psutil.Process(int(_wait_log(log, r"steady started \(pid=(\d+)\)")[1]))

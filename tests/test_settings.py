@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from common.settings import EXIT_BAD_SETTINGS, SettingsError, load_settings
+from common.platform.settings import EXIT_BAD_SETTINGS, SettingsError, load_settings
 from tests.conftest import clean_environ
 
 

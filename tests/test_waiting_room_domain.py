@@ -7,11 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common import payments, reservations, sale_keys, sales, waiting_room
-from common.errors import PurchaseLimitReached, QuantityTooLarge, RateLimited, SaleNotOpen, SoldOut
-from common.payments import apply_intent
-from common.reconcile import reconcile_sale
-from common.tickets import TRANSITIONS, TicketStatus, poll_after_ms
+from common.auditing.reconcile import reconcile_sale
+from common.billing import payments
+from common.billing.payments import apply_intent
+from common.flash_sale import reservations, sale_keys, sales, waiting_room
+from common.flash_sale.tickets import TRANSITIONS, TicketStatus, poll_after_ms
+from common.platform.errors import PurchaseLimitReached, QuantityTooLarge, RateLimited, SaleNotOpen, SoldOut
 from tests.waiting_room_helpers import card_token, drain, gateway_for, open_sale, payment_context
 
 
@@ -187,7 +188,7 @@ def test_expiry_returns_stock_to_the_next_in_line(clients):
 
 
 def test_cancel_gives_stock_back_at_once_and_is_owner_only(clients):
-    from common.errors import NotFound, TicketNotActive
+    from common.platform.errors import NotFound, TicketNotActive
 
     sale_id = open_sale(clients, stock=1)
     ticket_id = waiting_room.admit(clients.redis, sale_id, "owner", 1).ticket["id"]
@@ -262,7 +263,7 @@ def test_payment_after_expiry_is_honoured_or_refunded(clients, stock_left):
 
 
 def test_declined_payment_releases_the_reservation(clients):
-    from common.errors import PaymentDeclined
+    from common.platform.errors import PaymentDeclined
 
     sale_id = open_sale(clients, stock=1)
     ticket_id = waiting_room.admit(clients.redis, sale_id, "declined", 1).ticket["id"]

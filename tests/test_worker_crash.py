@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from api.task_queue import TaskQueue
-from common import sale_keys, sales, waiting_room
+from common.flash_sale import sale_keys, sales, waiting_room
 from tests.conftest import settings_env
 from tests.faults.invariants import assert_invariants, stripe_view
 from tests.waiting_room_helpers import open_sale

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
-from common import reservations, sales
-from common.clients import Clients
-from common.payments import PaymentContext
-from common.stripe_gateway import StripeGateway
+from common.billing.payments import PaymentContext
+from common.billing.stripe_gateway import StripeGateway
+from common.flash_sale import reservations, sales
+from common.platform.clients import Clients
 
 
 def make_product(clients: Clients, stock: int = 1000, price_cents: int = 2500) -> str:

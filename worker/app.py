@@ -8,10 +8,9 @@ from celery import Celery, signals
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from common.clients import Clients
-from common.logs import configure_logging, request_id_var
-from common.settings import settings_or_exit
-from common.task_routes import TASK_ROUTES
+from common.platform.logs import configure_logging, request_id_var
+from common.platform.settings import settings_or_exit
+from common.platform.task_routes import TASK_ROUTES
 from worker.schedule import beat_schedule
 
 settings = settings_or_exit()
@@ -58,15 +57,6 @@ celery_app.conf.update(
 )
 app = celery_app
 
-_clients: Clients | None = None
-
-
-def clients() -> Clients:
-    """The worker process's clients, created on first use."""
-    global _clients
-    if _clients is None:
-        _clients = Clients(settings)
-    return _clients
 
 
 @signals.setup_logging.connect

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
 
-from common.clients import Clients
-from common.lua_scripts import scripts_for
-from common.payments import PaymentContext
-from common.schema import ensure_schema
-from common.stripe_gateway import StripeGateway
+from common.billing.payments import PaymentContext
+from common.billing.stripe_gateway import StripeGateway
+from common.platform.clients import Clients
+from common.platform.lua_scripts import scripts_for
+from common.platform.schema import ensure_schema
 from worker.app import settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.settings import Settings
+from common.platform.settings import Settings
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -10,9 +10,12 @@ from typing import Any
 
 from celery import Task
 
-from common import metrics, payments, reconcile, reservations, sales
-from common.errors import PaymentProviderBusy
-from common.payments import apply_intent, mark_event_processed
+from common.auditing import reconcile
+from common.billing import payments
+from common.billing.payments import apply_intent, mark_event_processed
+from common.flash_sale import reservations, sales
+from common.platform import metrics
+from common.platform.errors import PaymentProviderBusy
 from worker.app import celery_app, settings
 from worker.runtime import intent_pool, payment_context, runtime_clients, stripe_gateway, with_lock
 

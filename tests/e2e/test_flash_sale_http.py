@@ -13,7 +13,7 @@ import redis
 import requests
 import stripe
 
-from common import sale_keys
+from common.flash_sale import sale_keys
 from tests.e2e.shop import Shopper, admin, card_token, create_sale
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.clients import Clients
-from common.settings import Settings
+from common.platform.clients import Clients
+from common.platform.settings import Settings
 from tests.conftest import settings_env
 from tests.faults.services import Flashsale, RedisServer
 

@@ -1,5 +1,5 @@
 """Steps the fault tests share: a shopper's reservation, a payment at the Stripe emulator, a
-signed webhook delivery, and the worker's share of a delivery (common.payments)."""
+signed webhook delivery, and the worker's share of a delivery (common.billing.payments)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import redis
 import stripe
 
-from common import sale_keys, waiting_room
-from common.clients import Clients
-from common.payments import apply_intent, mark_event_processed
-from common.settings import Settings
+from common.billing.payments import apply_intent, mark_event_processed
+from common.flash_sale import sale_keys, waiting_room
+from common.platform.clients import Clients
+from common.platform.settings import Settings
 from loadtests.shop import mint_access_token
 from tests.faults.invariants import StripeView, stripe_view
 from tests.waiting_room_helpers import card_token, drain, payment_context

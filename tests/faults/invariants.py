@@ -1,6 +1,6 @@
 """The invariants every fault test ends with, read from Redis, MongoDB and Stripe.
 
-The checks themselves are common.audit's (the one auditor, shared with reconcile and
+The checks themselves are common.auditing.audit's (the one auditor, shared with reconcile and
 `flashsale verify`): I1 stock, I2 outcomes, I3 one reservation, live PaymentIntent and order
 per ticket, I4 money and goods (a `cancelled` ticket is never charged), the per-user limit,
 and final stays final. This module keeps the fault tests' own names for them.
@@ -20,8 +20,8 @@ import redis
 import stripe
 from pymongo.database import Database
 
-from common import audit as auditor
-from common import sale_keys
+from common.auditing import audit as auditor
+from common.flash_sale import sale_keys
 
 # A PaymentIntent as the checks see it: (id, status, amount, metadata, refunds).
 IntentView = auditor.IntentRecord

@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 import requests
 
-from common import embedded
-from common.ports import free_port, wait_for_port
+from common.development import embedded
+from common.development.ports import free_port, wait_for_port
 
 FLASHSALE = str(Path(sys.executable).parent / "flashsale")
 
@@ -95,7 +95,7 @@ class Process:
 
 
 class RedisServer(Process):
-    """A Redis of our own with AOF on, started the way `flashsale serve redis` starts one."""
+    """A Redis of our own with AOF on, started the way `flashsale embedded redis` starts one."""
 
     def __init__(self, root: Path) -> None:
         self.port = free_port()

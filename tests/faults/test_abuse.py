@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from common import sale_keys
-from common.ports import free_port
+from common.development.ports import free_port
+from common.flash_sale import sale_keys
 from tests.faults.flows import access_token, signature_header
 from tests.waiting_room_helpers import open_sale
 

@@ -26,9 +26,10 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from api.app import create_app
-from common import embedded, sale_keys
-from common.clients import Clients
-from common.settings import load_settings
+from common.development import embedded
+from common.flash_sale import sale_keys
+from common.platform.clients import Clients
+from common.platform.settings import load_settings
 from tests.accounts import bearer, create_product, register, register_admin
 from tests.faults.flows import access_token, event_payload, pay_at_stripe, work_delivery
 from tests.faults.invariants import assert_invariants

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from api.app import create_app
-from common import reservations, sale_keys, waiting_room
-from common.clients import Clients, make_redis
-from common.stripe_gateway import StripeGateway
+from common.billing.stripe_gateway import StripeGateway
+from common.flash_sale import reservations, sale_keys, waiting_room
+from common.platform.clients import Clients, make_redis
 from tests.faults.flows import (
     access_token,
     bearer,

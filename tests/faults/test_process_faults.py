@@ -21,9 +21,10 @@ from pymongo import MongoClient
 
 from api.app import create_app
 from api.task_queue import TaskQueue
-from common import payments, sale_keys, sales, waiting_room
-from common.clients import Clients
-from common.ports import free_port
+from common.billing import payments
+from common.development.ports import free_port
+from common.flash_sale import sale_keys, sales, waiting_room
+from common.platform.clients import Clients
 from tests.faults.flows import (
     access_token,
     deliver,

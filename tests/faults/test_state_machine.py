@@ -30,14 +30,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from common import audit, payments, reservations, sale_keys, waiting_room
-from common.clients import Clients
-from common.errors import DomainError
-from common.lua_scripts import scripts_for
-from common.payments import PaymentContext, _ticket_keys, apply_intent, new_order_id
-from common.reconcile import reconcile_sale
-from common.stripe_gateway import CANCELED, PROCESSING, SUCCEEDED, Intent
-from common.tickets import HOLDING, TicketStatus
+from common.auditing import audit
+from common.auditing.reconcile import reconcile_sale
+from common.billing import payments
+from common.billing.payments import PaymentContext, _ticket_keys, apply_intent, new_order_id
+from common.billing.stripe_gateway import CANCELED, PROCESSING, SUCCEEDED, Intent
+from common.flash_sale import reservations, sale_keys, waiting_room
+from common.flash_sale.tickets import HOLDING, TicketStatus
+from common.platform.clients import Clients
+from common.platform.errors import DomainError
+from common.platform.lua_scripts import scripts_for
 from tests.faults.invariants import IntentView, StripeView, check_invariants
 from tests.waiting_room_helpers import open_sale
 

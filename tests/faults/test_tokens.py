@@ -18,7 +18,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 
-from common import sale_keys
+from common.flash_sale import sale_keys
 from tests.accounts import bearer, register, register_admin
 from tests.faults.flows import access_token
 from tests.waiting_room_helpers import open_sale

@@ -1,7 +1,7 @@
 """Stripe deliveries as they really arrive: repeated, concurrent, out of order, late, forged.
 
 Deliveries go through the webhook endpoint (signed with the configured secret), then the
-worker's share runs through common.payments.apply_intent. Whatever the order, a ticket's
+worker's share runs through common.billing.payments.apply_intent. Whatever the order, a ticket's
 outcome follows the PaymentIntent's state at Stripe, and I1-I4 hold afterwards.
 """
 
@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common import payments, reservations, sale_keys, waiting_room
-from common.payments import apply_intent
-from common.reconcile import reconcile_sale
-from common.stripe_gateway import StripeGateway
+from common.auditing.reconcile import reconcile_sale
+from common.billing import payments
+from common.billing.payments import apply_intent
+from common.billing.stripe_gateway import StripeGateway
+from common.flash_sale import reservations, sale_keys, waiting_room
 from tests.faults.flows import (
     DECLINED_CARD,
     deliver,
@@ -201,8 +202,8 @@ def test_crash_between_settling_and_the_order_write_is_repaired(fault_clients):
     ctx = payment_context(clients)
     for ticket_id, intent_id in ((by_redelivery, intent_a), (by_reconcile, intent_b)):
         assert pay_at_stripe(clients, intent_id) == "succeeded"
-        from common.lua_scripts import scripts_for
-        from common.payments import _ticket_keys, new_order_id
+        from common.billing.payments import _ticket_keys, new_order_id
+        from common.platform.lua_scripts import scripts_for
 
         outcome = scripts_for(clients.redis).settle(keys=_ticket_keys(sale_id, ticket_id),
                                                     args=[intent_id, new_order_id()])
@@ -222,8 +223,8 @@ def test_crash_between_the_order_write_and_marking_paid_is_repaired_by_reconcile
     ticket_id, intent_id = reserve(clients, sale_id, "crash-c")
     assert pay_at_stripe(clients, intent_id) == "succeeded"
     ctx = payment_context(clients)
-    from common import payments
-    from common.lua_scripts import scripts_for
+    from common.billing import payments
+    from common.platform.lua_scripts import scripts_for
 
     keys = payments._ticket_keys(sale_id, ticket_id)
     _, order_id = scripts_for(clients.redis).settle(keys=keys, args=[intent_id, payments.new_order_id()])

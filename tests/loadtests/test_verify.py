@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from common import sale_keys, waiting_room
-from common.payments import apply_intent
+from common.billing.payments import apply_intent
+from common.flash_sale import sale_keys, waiting_room
 from loadtests.verify import verify_sale
 from tests.waiting_room_helpers import card_token, drain, open_sale, payment_context
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from common.audit import (
+from common.auditing.audit import (
     IntentRecord,
     Invariant,
     OrderRecord,
@@ -24,8 +24,8 @@ from common.audit import (
     check_stock,
     move_allowed,
 )
-from common.sales import SaleCounters
-from common.tickets import FINAL, TicketStatus
+from common.flash_sale.sales import SaleCounters
+from common.flash_sale.tickets import FINAL, TicketStatus
 
 SALE = "sal_00000000000000aa"
 

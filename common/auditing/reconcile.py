@@ -1,0 +1,121 @@
+"""Reconciliation: each sale's Redis counters against its tickets and MongoDB's orders.
+
+It repairs only what it can prove: a ticket whose payment settled in Redis but whose order
+never reached MongoDB gets that order written. Then it audits the sale with common.auditing.audit (the
+auditor `flashsale verify` and the fault tests use too) on Redis and MongoDB, a live sale, so
+without the checks that need every ticket final or Stripe read (statuses and indexes are
+`flashsale verify`'s and the fault tests' job), and reports each violation in logs and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from common.auditing import audit
+from common.billing.payments import PaymentContext, settle_ticket_payment
+from common.flash_sale import sale_keys
+from common.flash_sale.sales import all_sale_ids, read_counters
+from common.flash_sale.tickets import HOLDING, TicketStatus
+from common.platform import metrics
+from common.platform.lua_scripts import scripts_for
+
+log = logging.getLogger("common.auditing.reconcile")
+
+
+@dataclass
+class ReconcileReport:
+    sale_id: str
+    stock_total: int = 0
+    available: int = 0
+    reserved: int = 0
+    sold: int = 0
+    reserved_in_tickets: int = 0
+    order_units: int = 0
+    orders_missing: list[str] = field(default_factory=list)
+    orders_repaired: list[str] = field(default_factory=list)
+    tickets_marked_paid: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"consistent": self.consistent}
+
+
+def reconcile_sale(ctx: PaymentContext, sale_id: str, repair: bool = True) -> ReconcileReport:
+    """Repair what is provable, then audit the sale: stock (I1, with every settled ticket's order
+    written), one order per ticket (I3, without Stripe), the per-user limit and final stays
+    final. Idempotent; `repair=False` only reads."""
+    report = ReconcileReport(sale_id=sale_id)
+    if read_counters(ctx.redis, sale_id) is None:
+        report.problems.append("sale not loaded in Redis")
+        return report
+
+    # Every settled ticket has exactly one order.
+    ordered_tickets = {o["ticket_id"]: o["_id"] for o in ctx.db.orders.find(
+        {"sale_id": sale_id, "status": "paid"}, {"ticket_id": 1})}
+    settled = [str(t) for t in ctx.redis.smembers(sale_keys.settled_key(sale_id))]
+    pipe = ctx.redis.pipeline(transaction=False)
+    for ticket_id in settled:
+        pipe.hget(sale_keys.ticket_key(sale_id, ticket_id), "status")
+    for ticket_id, status in zip(settled, pipe.execute() if settled else [], strict=True):
+        if ticket_id in ordered_tickets:
+            # The order is stored but a worker died before its last step, leaving the ticket
+            # `settling` (shown as reserved): finish that step.
+            if repair and status == TicketStatus.SETTLING.value and _finish_paid_ticket(
+                    ctx, sale_id, ticket_id, ordered_tickets[ticket_id]):
+                report.tickets_marked_paid.append(ticket_id)
+            continue
+        report.orders_missing.append(ticket_id)
+        if repair and _repair_missing_order(ctx, sale_id, ticket_id):
+            report.orders_repaired.append(ticket_id)
+
+    snapshot = audit.read_sale_snapshot(ctx.redis, ctx.db, sale_id)
+    if snapshot.counters is not None:
+        counters = snapshot.counters
+        report.stock_total, report.available = counters.stock_total, counters.available
+        report.reserved, report.sold = counters.reserved, counters.sold
+    report.reserved_in_tickets = snapshot.units(HOLDING)
+    report.order_units = sum(o.units for o in snapshot.paid_orders())
+    violations = [*audit.check_stock(snapshot, orders_complete=True),
+                  *audit.check_one_per_ticket(snapshot),
+                  *audit.check_per_user_limit(snapshot),
+                  *audit.check_final_stays_final(snapshot)]
+    for violation in violations:
+        report.problems.append(str(violation))
+        metrics.RECONCILE_DRIFT.labels(violation.code).inc()
+        log.error("sale drift", extra={"sale_id": sale_id, "problem": str(violation),
+                                       "invariant": violation.invariant.value, "code": violation.code,
+                                       "subject": violation.subject})
+    return report
+
+
+def _finish_paid_ticket(ctx: PaymentContext, sale_id: str, ticket_id: str, order_id: str) -> bool:
+    """Mark a settling ticket whose order exists paid (a no-op for any other ticket)."""
+    marked = bool(scripts_for(ctx.redis).mark_paid(
+        keys=[sale_keys.ticket_key(sale_id, ticket_id), sale_keys.counters_key(sale_id)],
+        args=[order_id]))
+    if marked:
+        log.warning("settling ticket with an order marked paid",
+                    extra={"ticket_id": ticket_id, "order_id": order_id})
+    return marked
+
+
+def _repair_missing_order(ctx: PaymentContext, sale_id: str, ticket_id: str) -> bool:
+    intent_id = ctx.redis.hget(sale_keys.ticket_key(sale_id, ticket_id), "payment_intent_id")
+    if not intent_id:
+        return False
+    intent = ctx.gateway.retrieve(str(intent_id))
+    if intent.status != "succeeded":
+        return False
+    outcome = settle_ticket_payment(ctx, sale_id, ticket_id, intent)
+    log.warning("missing order repaired", extra={"ticket_id": ticket_id, "outcome": outcome})
+    return outcome in ("paid", "honoured", "already_paid")
+
+
+def reconcile_all(ctx: PaymentContext, repair: bool = True) -> list[ReconcileReport]:
+    return [reconcile_sale(ctx, sale_id, repair) for sale_id in all_sale_ids(ctx.redis)]

@@ -1,0 +1,72 @@
+-- Decide a batch of tickets in arrival order: reserve stock for each while it lasts, else
+-- sold out. Never below zero; a ticket already decided keeps its decision (idempotent).
+-- A ticket whose owner already holds or bought their share (a late payment for an expired
+-- ticket was honoured meanwhile) is not reserved: it ends sold out with reason
+-- `per_user_limit`, and its turn passes to the next in line.
+-- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6.. ticket keys (in stream order)
+-- ARGV: 1 decisions-per-second sample (0 = none)
+-- Returns a flat list: ticket_id, outcome, per ticket; outcome is "reserving", "sold_out",
+-- "limit_reached", "missing" or "already:<status>".
+local config_key, counters_key, live_key, held_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local FIRST_TICKET = 6
+local rate_sample = tonumber(ARGV[1])
+
+local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit')
+local ttl_ms = tonumber(config[1]) * 1000
+local per_user_limit = tonumber(config[2])
+local now = now_ms()
+local available = tonumber(redis.call('HGET', counters_key, 'available'))
+local served = tonumber(redis.call('HGET', counters_key, 'served') or '0')
+local out = {}
+local reserved_units, sold_out, decided = 0, 0, 0
+for i = FIRST_TICKET, #KEYS do
+  local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'quantity', 'user_id', 'seq')
+  local id, status = ticket[1], ticket[2]
+  if not id then
+    out[#out + 1] = KEYS[i]
+    out[#out + 1] = 'missing'
+  elseif status ~= 'queued' then
+    out[#out + 1] = id
+    out[#out + 1] = 'already:' .. status
+    served = math.max(served, tonumber(ticket[5]))
+  else
+    local quantity = tonumber(ticket[3])
+    local held = tonumber(redis.call('HGET', held_key, ticket[4]) or '0')
+    if held + quantity > per_user_limit then
+      redis.call('HSET', KEYS[i], 'status', 'sold_out', 'reason', 'per_user_limit',
+        'updated_at_ms', now)
+      unlink_live_ticket(live_key, ticket[4], id)
+      sold_out = sold_out + 1
+      out[#out + 1] = id
+      out[#out + 1] = 'limit_reached'
+    elseif available >= quantity then
+      available = available - quantity
+      reserved_units = reserved_units + quantity
+      local expires = now + ttl_ms
+      redis.call('HSET', KEYS[i], 'status', 'reserving', 'expires_at_ms', expires,
+        'updated_at_ms', now)
+      redis.call('ZADD', expiry_key, expires, id)
+      redis.call('HINCRBY', held_key, ticket[4], quantity)
+      out[#out + 1] = id
+      out[#out + 1] = 'reserving'
+    else
+      redis.call('HSET', KEYS[i], 'status', 'sold_out', 'updated_at_ms', now)
+      unlink_live_ticket(live_key, ticket[4], id)
+      sold_out = sold_out + 1
+      out[#out + 1] = id
+      out[#out + 1] = 'sold_out'
+    end
+    decided = decided + 1
+    served = math.max(served, tonumber(ticket[5]))
+  end
+end
+redis.call('HSET', counters_key, 'available', available, 'served', served)
+if reserved_units > 0 then redis.call('HINCRBY', counters_key, 'reserved', reserved_units) end
+if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) end
+if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end
+if rate_sample > 0 then
+  local rate = tonumber(redis.call('HGET', counters_key, 'rate') or '0')
+  if rate <= 0 then rate = rate_sample else rate = rate * 0.7 + rate_sample * 0.3 end
+  redis.call('HSET', counters_key, 'rate', tostring(rate))
+end
+return out

@@ -1,0 +1,252 @@
+"""Flash sales: stored in MongoDB, their stock loaded into Redis, which alone gates
+reservations from then on.
+
+A sale's units are taken out of its product's catalogue stock when the sale is created, so
+cart buyers and sale buyers never sell the same unit; units left unsold when the sale has
+ended (and nobody is waiting) go back to the catalogue (`return_unsold_units`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from pymongo.database import Database
+
+from common.flash_sale import sale_keys
+from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
+from common.platform.lua_scripts import scripts_for
+
+# Redis keeps a sale's keys this long after it ends (tickets stay readable for shoppers).
+KEEP_AFTER_END = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class SaleCounters:
+    stock_total: int
+    available: int
+    reserved: int
+    sold: int
+    issued: int
+    served: int
+    queued: int
+    sold_out: int
+    expired: int
+    cancelled: int
+    payment_failed: int
+    paid: int
+    rate: float
+    # Units given back to the catalogue after the sale ended unsold (already taken out of
+    # stock_total, which counts the units the sale still owns).
+    returned: int = 0
+
+    @property
+    def consistent(self) -> bool:
+        return (self.available + self.reserved + self.sold == self.stock_total
+                and min(self.available, self.reserved, self.sold, self.returned) >= 0)
+
+
+def _to_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, stock: int,
+                price_cents: int, starts_at: datetime, ends_at: datetime, per_user_limit: int = 1,
+                reservation_ttl_seconds: int = 300) -> dict[str, Any]:
+    """Store a sale, taking its units out of the product's stock, and load it into Redis.
+
+    InsufficientStock (409) when the product has fewer units than the sale. The units are
+    taken first, with one conditional update: a crash before the sale is stored leaves the
+    catalogue short (an operator sees it), never the same unit sold twice.
+    """
+    if ends_at <= starts_at:
+        raise ValidationFailed(details={"fields": {"ends_at": ["Must be after starts_at."]}})
+    product = db.products.find_one({"_id": product_id})
+    if not product:
+        raise ValidationFailed(details={"fields": {"product_id": ["No such product."]}})
+    taken = db.products.update_one(
+        {"_id": product_id, "stock": {"$gte": stock}},
+        {"$inc": {"stock": -stock}, "$set": {"updated_at": datetime.now(UTC)}})
+    if taken.matched_count == 0:
+        current = db.products.find_one({"_id": product_id}, {"stock": 1}) or {}
+        raise InsufficientStock("The product has fewer units in stock than the sale.",
+                                details={"product_stock": int(current.get("stock", 0)),
+                                         "requested": stock})
+    sale = {
+        "_id": sale_keys.new_sale_id(),
+        "product_id": product_id,
+        "stock_total": stock,
+        "price_cents": price_cents,
+        "currency": product.get("currency", "USD"),
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "per_user_limit": per_user_limit,
+        "reservation_ttl_seconds": reservation_ttl_seconds,
+        "created_at": datetime.now(UTC),
+        "loaded": False,
+        "returned_units": 0,
+    }
+    try:
+        db.sales.insert_one(sale)
+    except Exception:
+        db.products.update_one({"_id": product_id}, {"$inc": {"stock": stock}})
+        raise
+    load_sale(db, redis_client, sale)
+    return sale
+
+
+def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> bool:
+    """Put a sale's configuration and stock into Redis once (idempotent)."""
+    sale_id = sale["_id"]
+    expire_at = int((sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
+                     + KEEP_AFTER_END).timestamp())
+    loaded = scripts_for(redis_client).load_sale(
+        keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)],
+        args=[sale_id, sale["stock_total"], _to_ms(sale["starts_at"]), _to_ms(sale["ends_at"]),
+              sale["per_user_limit"], sale["reservation_ttl_seconds"], sale["price_cents"],
+              sale["currency"], sale["product_id"], expire_at],
+    )
+    # The index spans every sale (another cluster slot): added after the sale's own keys.
+    redis_client.sadd(sale_keys.SALES_INDEX_KEY, sale_id)
+    if not sale.get("loaded"):
+        db.sales.update_one({"_id": sale_id}, {"$set": {"loaded": True}})
+    return bool(loaded)
+
+
+def load_pending_sales(db: Database, redis_client: redis.Redis) -> int:
+    """At start-up: load sales created while Redis was unreachable."""
+    count = 0
+    for sale in db.sales.find({"loaded": False}):
+        count += int(load_sale(db, redis_client, sale))
+    return count
+
+
+def get_sale_doc(db: Database, sale_id: str) -> dict[str, Any]:
+    sale = db.sales.find_one({"_id": sale_id}) if sale_keys.SALE_ID_PATTERN.match(sale_id) else None
+    if not sale:
+        raise NotFound("No such sale.")
+    return sale
+
+
+def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | None:
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.hget(sale_keys.config_key(sale_id), "stock_total")
+    pipe.hgetall(sale_keys.counters_key(sale_id))
+    stock_total, raw = pipe.execute()
+    if stock_total is None or not raw:
+        return None
+
+    def number(name: str) -> int:
+        return int(raw.get(name) or 0)
+
+    return SaleCounters(
+        stock_total=int(stock_total), available=number("available"), reserved=number("reserved"),
+        sold=number("sold"), issued=number("issued"), served=number("served"),
+        queued=number("queued"), sold_out=number("sold_out"), expired=number("expired"),
+        cancelled=number("cancelled"), payment_failed=number("payment_failed"),
+        paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
+    )
+
+
+def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: datetime) -> str:
+    starts = sale["starts_at"].replace(tzinfo=sale["starts_at"].tzinfo or UTC)
+    ends = sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
+    if now < starts:
+        return "scheduled"
+    if now >= ends:
+        return "ended"
+    if counters and counters.available <= 0 and counters.reserved <= 0:
+        return "sold_out"
+    return "open"
+
+
+def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
+                now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    return {
+        "id": sale["_id"],
+        "product_id": sale["product_id"],
+        "price_cents": sale["price_cents"],
+        "currency": sale["currency"],
+        "starts_at": _iso(sale["starts_at"]),
+        "ends_at": _iso(sale["ends_at"]),
+        "per_user_limit": sale["per_user_limit"],
+        "reservation_ttl_seconds": sale["reservation_ttl_seconds"],
+        "status": sale_status(sale, counters, now),
+        "stock_total": sale["stock_total"],
+        "stock_available": counters.available if counters else sale["stock_total"],
+        "queue_length": counters.queued if counters else 0,
+    }
+
+
+def list_sales(db: Database, redis_client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:
+    sales = list(db.sales.find().sort("starts_at", -1).limit(limit))
+    return [public_sale(sale, read_counters(redis_client, sale["_id"])) for sale in sales]
+
+
+def all_sale_ids(redis_client: redis.Redis) -> list[str]:
+    return sorted(redis_client.smembers(sale_keys.SALES_INDEX_KEY))  # type: ignore[arg-type]
+
+
+def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[str, Any]:
+    """The operator's view of one sale, from Redis and MongoDB."""
+    get_sale_doc(db, sale_id)
+    counters = read_counters(redis_client, sale_id)
+    if counters is None:
+        raise NotFound("The sale is not loaded.")
+    orders = db.orders.count_documents({"sale_id": sale_id, "status": "paid"})
+    return {
+        "stock_total": counters.stock_total,
+        "available": counters.available,
+        "reserved": counters.reserved,
+        "sold": counters.sold,
+        "queued": counters.queued,
+        "tickets_issued": counters.issued,
+        "sold_out": counters.sold_out,
+        "expired": counters.expired,
+        "cancelled": counters.cancelled,
+        "payment_failed": counters.payment_failed,
+        "paid": counters.paid,
+        "returned": counters.returned,
+        "orders": orders,
+        "decisions_per_second": round(counters.rate, 1),
+        "consistent": counters.consistent,
+    }
+
+
+def return_unsold_units(db: Database, redis_client: redis.Redis, sale_id: str) -> int:
+    """Give the units of an ended sale that nobody holds back to its product's stock.
+
+    Idempotent and safe to repeat (beat runs it): Redis moves the units from `available` to
+    `returned` atomically, and MongoDB catches up with a conditional update on the sale's
+    `returned_units`, so each unit reaches the catalogue once. A crash between the two
+    MongoDB updates leaves the catalogue short, never over. Returns the units given back now.
+    """
+    taken, returned = scripts_for(redis_client).return_unsold(
+        keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)])
+    if int(taken) < 0:
+        return 0
+    sale = db.sales.find_one({"_id": sale_id}, {"returned_units": 1, "product_id": 1})
+    if sale is None:
+        return 0
+    already = int(sale.get("returned_units") or 0)
+    if int(returned) <= already:
+        return 0
+    moved = db.sales.update_one({"_id": sale_id, "returned_units": sale.get("returned_units")},
+                                {"$set": {"returned_units": int(returned)}})
+    if moved.matched_count == 0:
+        return 0  # another sweep caught up first
+    delta = int(returned) - already
+    db.products.update_one({"_id": sale["product_id"]},
+                           {"$inc": {"stock": delta}, "$set": {"updated_at": datetime.now(UTC)}})
+    return delta

@@ -1,0 +1,175 @@
+"""The waiting room: admission into a sale's Redis stream, ticket status, cancellation.
+
+Admission is one Lua call (one round trip); reading a ticket is one pipelined round trip and
+O(1) whatever the queue length: the position comes from two counters, not from the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import limits
+import redis
+
+from common.flash_sale import sale_keys
+from common.flash_sale.tickets import TicketStatus, public_ticket
+from common.platform.errors import (
+    NotFound,
+    PurchaseLimitReached,
+    QuantityTooLarge,
+    RateLimited,
+    SaleNotOpen,
+    SoldOut,
+)
+from common.platform.lua_scripts import scripts_for
+
+KICK_DEBOUNCE_MS = 200
+
+
+@dataclass(frozen=True)
+class AdmissionRate:
+    """A shopper's admission rate limit, as admit.lua's GCRA takes it: admissions are spaced
+    `interval_ms` apart on average, with up to `burst` of them back to back."""
+
+    interval_ms: int
+    allowance_ms: int
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> AdmissionRate:
+        item = limits.parse(text)
+        interval = max(1, round(item.get_expiry() * 1000 / item.amount))
+        return cls(interval_ms=interval, allowance_ms=interval * (item.amount - 1), text=text)
+
+
+UNLIMITED = AdmissionRate(interval_ms=0, allowance_ms=0, text="unlimited")
+
+
+@dataclass(frozen=True)
+class Admission:
+    ticket: dict[str, Any]
+    created: bool
+    # True when workers should be nudged to drain this sale now (debounced in Redis).
+    kick: bool
+
+
+def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
+                      rate: AdmissionRate = UNLIMITED) -> tuple[list[str], list[Any]]:
+    """admit.lua's KEYS and ARGV for one admission."""
+    keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
+            sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
+            sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
+            sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id),
+            sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id)]
+    args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
+            rate.allowance_ms]
+    return keys, args
+
+
+def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
+          rate: AdmissionRate = UNLIMITED) -> Admission:
+    """Issue a ticket, or return the caller's live ticket for this sale (idempotent).
+
+    Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached, NotFound.
+    """
+    if not sale_keys.SALE_ID_PATTERN.match(sale_id):
+        raise NotFound("No such sale.")
+    ticket_id = sale_keys.new_ticket_id(sale_id)
+    keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
+    script = scripts_for(redis_client).admit
+    # One round trip: the new ticket and the served counter are read right behind the script
+    # (a connection's commands run in order), so an issued ticket needs no second trip.
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    pipe.hgetall(keys[7])
+    pipe.hmget(keys[1], "served", "rate")
+    try:
+        result, fields, (served, service_rate) = pipe.execute()
+    except redis.exceptions.NoScriptError:
+        # First call on this Redis (or after SCRIPT FLUSH): the Script object loads it.
+        result = script(keys=keys, args=args)
+        fields, (served, service_rate) = {}, (None, None)
+    outcome = result[0]
+    if outcome == "issued":
+        ticket = (public_ticket(fields, int(served or 0), float(service_rate or 0.0)) if fields
+                  else read_ticket(redis_client, ticket_id))
+        return Admission(ticket=ticket, created=True, kick=bool(int(result[2])))
+    if outcome == "existing":
+        return Admission(ticket=read_ticket(redis_client, result[1]), created=False, kick=False)
+    if outcome == "rate_limited":
+        retry_after = max(1, -(-int(result[1]) // 1000))
+        raise RateLimited(details={"limit": rate.text}, headers={"Retry-After": str(retry_after)})
+    if outcome == "not_open":
+        raise SaleNotOpen(details={"sale_status": result[1]})
+    if outcome == "sold_out":
+        raise SoldOut()
+    if outcome == "over_limit":
+        raise QuantityTooLarge(details={"per_user_limit": int(result[1])})
+    if outcome == "limit_reached":
+        raise PurchaseLimitReached(details={"held": int(result[1])})
+    raise NotFound("No such sale.")
+
+
+def read_ticket_fields(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str, str], int, float]:
+    sale_id = sale_keys.sale_of_ticket(ticket_id)
+    if sale_id is None:
+        raise NotFound("No such ticket.")
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.hgetall(sale_keys.ticket_key(sale_id, ticket_id))
+    pipe.hmget(sale_keys.counters_key(sale_id), "served", "rate")
+    fields, (served, rate) = pipe.execute()
+    if not fields:
+        raise NotFound("No such ticket.")
+    return fields, int(served or 0), float(rate or 0.0)
+
+
+def read_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str | None = None) -> dict[str, Any]:
+    """The contract's ticket. With owner_id, another user's ticket is NotFound (not 403)."""
+    fields, served, rate = read_ticket_fields(redis_client, ticket_id)
+    if owner_id is not None and fields.get("user_id") != owner_id:
+        raise NotFound("No such ticket.")
+    return public_ticket(fields, served, rate)
+
+
+def latest_ticket(redis_client: redis.Redis, sale_id: str, user_id: str) -> dict[str, Any]:
+    """The caller's most recent ticket for a sale (to find it again after a reload)."""
+    if not sale_keys.SALE_ID_PATTERN.match(sale_id):
+        raise NotFound("No such sale.")
+    ticket_id = redis_client.hget(sale_keys.latest_tickets_key(sale_id), user_id)
+    if not ticket_id:
+        raise NotFound("You hold no ticket for this sale.")
+    return read_ticket(redis_client, str(ticket_id), owner_id=user_id)
+
+
+def release_ticket(redis_client: redis.Redis, ticket_id: str, new_status: TicketStatus,
+                   allowed: tuple[TicketStatus, ...], *, only_if_due: bool = False,
+                   payment_intent_id: str = "", intent_state: str = "") -> tuple[bool, str]:
+    """End an unpaid ticket atomically, returning its stock to the sale at once, and queue
+    its PaymentIntent (if any) in the sale's cancellation outbox in the same step, unless
+    `intent_state` is "cancelled" (Stripe already confirmed it). `payment_intent_id`: the
+    intent the ticket must have, "none" for a ticket that must have none, "" for any.
+
+    Returns (released, payment_intent_id or the status that prevented it).
+    """
+    sale_id = sale_keys.sale_of_ticket(ticket_id)
+    if sale_id is None:
+        raise NotFound("No such ticket.")
+    result = scripts_for(redis_client).release(
+        keys=[sale_keys.ticket_key(sale_id, ticket_id), sale_keys.counters_key(sale_id),
+              sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
+              sale_keys.expiry_key(sale_id), sale_keys.intent_cancels_key(sale_id)],
+        args=[new_status.value, ",".join(s.value for s in allowed),
+              "due" if only_if_due else "any", payment_intent_id, intent_state],
+    )
+    return result[0] == "released", result[1]
+
+
+def public_status(status: str) -> str:
+    from common.flash_sale.tickets import PUBLIC_STATUS
+
+    try:
+        parsed = TicketStatus(status)
+    except ValueError:
+        return status
+    return PUBLIC_STATUS.get(parsed, parsed).value

@@ -1,0 +1,111 @@
+"""Clients for Redis, MongoDB and Stripe, created in one place from settings.
+
+Processes build one `Clients` at start-up and pass it down, so tests can point the same
+code at throw-away servers.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import urlsplit
+
+import redis
+import stripe
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from common.accounts.revocations import DenylistCopy
+from common.platform.settings import Settings
+
+_DENYLIST_START = threading.Lock()
+
+
+def make_redis(url: str, max_connections: int = 200, pool_timeout: float = 10.0,
+               **kwargs: object) -> redis.Redis:
+    """A client on a blocking pool: past `max_connections` a caller waits up to `pool_timeout`
+    for a connection to come back (a surge queues) instead of failing at once."""
+    # Short timeouts: an unreachable Redis must surface as a clean 503, not a hung request.
+    options: dict[str, object] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "health_check_interval": 15,
+        "retry_on_timeout": False,
+    }
+    options.update(kwargs)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_timeout, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+def make_mongo(uri: str) -> MongoClient:
+    return MongoClient(
+        uri,
+        serverSelectionTimeoutMS=3000,
+        connectTimeoutMS=3000,
+        socketTimeoutMS=10000,
+        tz_aware=True,
+        retryWrites=True,
+    )
+
+
+def mongo_database_name(uri: str, default: str) -> str:
+    path = urlsplit(uri).path.lstrip("/")
+    return path or default
+
+
+def make_stripe(settings: Settings) -> stripe.StripeClient:
+    base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.require("stripe_secret_key"),
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=2,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+@dataclass
+class Clients:
+    """Lazily-connected clients of one process."""
+
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return make_redis(self.settings.require("redis_url"),
+                          max_connections=self.settings.redis_max_connections,
+                          pool_timeout=self.settings.redis_pool_timeout_seconds)
+
+    @cached_property
+    def mongo(self) -> MongoClient:
+        return make_mongo(self.settings.require("mongodb_uri"))
+
+    @cached_property
+    def db(self) -> Database:
+        uri = self.settings.require("mongodb_uri")
+        return self.mongo[mongo_database_name(uri, self.settings.mongodb_db)]
+
+    @cached_property
+    def stripe(self) -> stripe.StripeClient:
+        return make_stripe(self.settings)
+
+    @property
+    def denylist(self) -> DenylistCopy:
+        """This process's copy of the token denylist, followed from first use (after a fork)."""
+        copy = self.__dict__.get("_denylist")
+        if copy is None:
+            with _DENYLIST_START:
+                copy = self.__dict__.get("_denylist")
+                if copy is None:
+                    copy = self.__dict__["_denylist"] = DenylistCopy(self.redis).start()
+        return copy  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if "_denylist" in self.__dict__:
+            self.__dict__.pop("_denylist").stop()
+        if "redis" in self.__dict__:
+            self.redis.close()
+        if "mongo" in self.__dict__:
+            self.mongo.close()

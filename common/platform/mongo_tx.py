@@ -1,0 +1,43 @@
+"""MongoDB transactions, with one extra guard for the embedded wire server.
+
+The embedded server keeps every session on one SQLite connection: aborting one transaction
+can undo another's writes that interleaved with it. With `serialize` set (the default for
+the embedded server, never needed on a real replica set) transactions run one at a time
+under a Redis lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from pymongo import MongoClient
+
+from common.platform.lua_scripts import scripts_for
+
+T = TypeVar("T")
+LOCK_KEY = "flashsale:lock:mongo-transactions"
+LOCK_TTL_MS = 15_000
+
+
+def run_transaction(mongo: MongoClient, body: Callable[[Any], T], *,
+                    redis_client: redis.Redis | None = None, serialize: bool = False,
+                    wait_seconds: float = 30.0) -> T:
+    """Run `body(session)` in a transaction (retried on transient errors by pymongo)."""
+    if not serialize or redis_client is None:
+        with mongo.start_session() as session:
+            return session.with_transaction(body)
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + wait_seconds
+    while not redis_client.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out waiting for the transaction lock")
+        time.sleep(0.002)
+    try:
+        with mongo.start_session() as session:
+            return session.with_transaction(body)
+    finally:
+        scripts_for(redis_client).release_lock(keys=[LOCK_KEY], args=[token])

@@ -1,0 +1,209 @@
+"""The one place that reads configuration from the environment (and `.env`).
+
+Everything else receives a `Settings` object. Validation happens once, at start-up, so a
+bad value stops the process with a readable message instead of failing on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import limits
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Exit status for a configuration error (EX_CONFIG from sysexits.h).
+EXIT_BAD_SETTINGS = 78
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    app_env: Literal["development", "test", "production"] = "development"
+    flask_env: str | None = None
+
+    # Where the API listens (gunicorn) and where generated files go.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    var_dir: Path = PROJECT_ROOT / "var"
+    web_concurrency: int = Field(2, ge=1, le=64)
+    public_url: str | None = None
+
+    # Backing services. Unset means "start an embedded server" in `flashsale run`;
+    # the API and workers themselves always need them set.
+    redis_url: str | None = None
+    # Per process. Past it a request waits up to the timeout for a free connection instead of
+    # failing at once: a surge queues for a moment rather than answering 503.
+    redis_max_connections: int = Field(200, ge=2, le=10_000)
+    redis_pool_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    celery_broker_url: str | None = None
+    mongodb_uri: str | None = None
+    mongodb_db: str = "flashsale"
+    # Run transactions one at a time: needed by the embedded server only (common/platform/mongo_tx.py).
+    mongodb_serialize_transactions: bool = False
+    stripe_secret_key: str | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    # Where the browser loads Stripe.js from: Stripe in production, the emulator in development.
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    stripe_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # The emulator lacks a few parameters real Stripe takes (cancellation_reason).
+    stripe_emulator: bool = False
+
+    # Authentication.
+    jwt_secret_key: str | None = None
+    jwt_access_ttl_seconds: int = Field(15 * 60, ge=10, le=24 * 3600)
+    jwt_refresh_ttl_seconds: int = Field(30 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+    admin_email: str | None = None
+    admin_password: str | None = None
+    login_rate_limit: str = "10 per minute"
+    # Each sign-up costs an argon2 hash (~0.2 s of a core): limited per client address, and in
+    # total so that a flood from many addresses cannot take the CPU the admissions need.
+    register_rate_limit: str = "5 per minute"
+    register_total_rate_limit: str = "5 per second"
+    admission_rate_limit: str = "20 per second"
+    # Per signed-in shopper, shared by the pay endpoints and checkout: each attempt costs Stripe
+    # calls on the shop's one account, whose rate limit every shopper shares.
+    payment_rate_limit: str = "10 per minute"
+
+    # HTTP edge.
+    max_content_length: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Proxies in front of the API that append to X-Forwarded-For (a TLS terminator, a load
+    # balancer): the client address (rate limits, logs) is read that many hops back. 0 trusts
+    # no header: anyone could write one.
+    trusted_proxy_count: int = Field(0, ge=0, le=10)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Waiting room.
+    decision_batch_size: int = Field(500, ge=1, le=10_000)
+    claim_idle_ms: int = Field(15_000, ge=100)
+    max_deliveries: int = Field(5, ge=1, le=100)
+    drain_idle_seconds: float = Field(2.0, ge=0, le=60)
+    payment_intent_concurrency: int = Field(16, ge=1, le=256)
+    expiry_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    reconcile_interval_seconds: float = Field(60.0, gt=0, le=86400)
+
+    # Celery task safety: the broker's visibility timeout must exceed any task's run time.
+    celery_visibility_timeout_seconds: int = Field(3600, ge=60)
+    task_max_retries: int = Field(8, ge=0, le=100)
+
+    # Set for gunicorn so that every worker process reports into one set of metrics.
+    prometheus_multiproc_dir: Path | None = None
+
+    frontend_dist: Path = PROJECT_ROOT / "frontend" / "dist"
+
+    @field_validator("redis_url", "celery_broker_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("login_rate_limit", "admission_rate_limit", "register_rate_limit",
+                     "register_total_rate_limit", "payment_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError('must read like "20 per second" or "10/minute"') from None
+        return value
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongo_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_explicit_secrets(self) -> Settings:
+        if self.is_production:
+            missing = [
+                name
+                for name in ("jwt_secret_key", "redis_url", "mongodb_uri",
+                             "stripe_secret_key", "stripe_webhook_secret")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(
+                    "production needs these set explicitly: "
+                    + ", ".join(n.upper() for n in missing)
+                )
+            if self.jwt_secret_key and len(self.jwt_secret_key) < 32:
+                raise ValueError("JWT_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production" or self.flask_env == "production"
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.require("redis_url")
+
+    def require(self, name: str) -> str:
+        value = getattr(self, name)
+        if not value:
+            raise SettingsError(f"{name.upper()} is not set")
+        return str(value)
+
+    def jwt_secret(self) -> str:
+        """The JWT signing key: explicit, or generated once into var/ for development."""
+        if self.jwt_secret_key:
+            return self.jwt_secret_key
+        path = self.var_dir / "secrets" / "jwt_secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            candidate = path.with_name(f".jwt_secret_key.{secrets.token_hex(4)}")
+            candidate.write_text(secrets.token_hex(32))
+            candidate.chmod(0o600)
+            try:
+                # link() never overwrites: when processes race, the first secret wins.
+                os.link(candidate, path)
+            except FileExistsError:
+                pass
+            finally:
+                candidate.unlink()
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, raising SettingsError with every problem listed."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part).upper() for part in error["loc"]) or "settings"
+            problems.append(f"  {where}: {error['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def settings_or_exit() -> Settings:
+    """For process entry points: a bad setting prints one clear message and exits 78."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"flashsale: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_SETTINGS) from None

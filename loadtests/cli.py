@@ -1,0 +1,95 @@
+"""`flashsale loadtest` and `flashsale verify`, registered with the `flashsale` command line
+through the `flashsale.commands` entry points (the product never imports the load tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from common.development.cli import services_file
+from common.platform.settings import settings_or_exit
+
+
+@click.command()
+@click.option("--users", default=200, show_default=True, type=click.IntRange(1),
+              help="Shoppers (the surge defaults to 10,000).")
+@click.option("--stock", type=click.IntRange(1),
+              help="Units on sale [default: 100; surge 500; soak users x 100].")
+@click.option("--spawn-rate", type=click.FloatRange(min=0.1),
+              help="Shoppers started per second [default: all within a second].")
+@click.option("--duration", help="Longest the shoppers may take (30s, 10m, 1h30m); a soak runs "
+              "this long [default: 2m; surge 5m; soak 10m].")
+@click.option("--arrival-window", type=click.FloatRange(min=0),
+              help="Shoppers waiting for the opening press Buy within this many seconds of it "
+                   "[default: 1; surge 5].")
+@click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
+@click.option("--card-entry", default="3,8", show_default=True, metavar="MIN,MAX",
+              help="Seconds a paying shopper takes to type a card (0,0: at once).")
+@click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
+              show_default=True, help="surge: 10,000 shoppers within 5 s for 500 units.")
+@click.option("--soak", is_flag=True, help="Shoppers start journey after journey; records the "
+              "API's and worker's memory every 10 s.")
+@click.option("--services", type=click.Path(dir_okay=False, path_type=Path),
+              help="services.json of the running system [default: var/run/services.json].")
+@click.option("--admin-email", help="[default: ADMIN_EMAIL]")
+@click.option("--admin-password", help="[default: ADMIN_PASSWORD]")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="[default: loadtests/results]")
+def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str | None,
+             arrival_window: float | None, pay: bool, card_entry: str, scenario: str, soak: bool,
+             services: Path | None, admin_email: str | None, admin_password: str | None,
+             results_dir: Path | None) -> None:
+    """Load-test the running system, verify the sale's invariants, print one summary.
+
+    Exits non-zero when an invariant fails.
+    """
+    from loadtests.runner import RESULTS_DIR, LoadTestOptions, parse_duration, run_loadtest
+
+    settings = settings_or_exit()
+    try:
+        parse_duration(duration or "0")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    try:
+        low, high = (float(part) for part in card_entry.split(","))
+        if not 0 <= low <= high:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("MIN,MAX seconds, 0 <= MIN <= MAX", param_hint="--card-entry") from None
+    options = LoadTestOptions(
+        users=users, stock=stock, spawn_rate=spawn_rate, duration=duration,
+        arrival_window=arrival_window, pay=pay, card_entry=card_entry, scenario=scenario, soak=soak,
+        services=services or services_file(settings.var_dir),
+        admin_email=admin_email or settings.admin_email or "",
+        admin_password=admin_password or settings.admin_password or "",
+        results_dir=results_dir or RESULTS_DIR)
+    if not options.admin_email or not options.admin_password:
+        raise click.UsageError("the load test signs in as an admin: set ADMIN_EMAIL and "
+                               "ADMIN_PASSWORD (or pass --admin-email/--admin-password)")
+    try:
+        summary = run_loadtest(options, echo=lambda message: click.echo(message, err=True))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary.render())
+    sys.exit(summary.exit_code)
+
+
+@click.command()
+@click.option("--sale", "sale_id", required=True, help="The sale's id (sal_...).")
+@click.option("--services", type=click.Path(dir_okay=False, path_type=Path),
+              help="services.json of the running system [default: var/run/services.json].")
+@click.option("--sold-out", is_flag=True,
+              help="Also require every unit paid for: orders = stock, product stock 0.")
+def verify(sale_id: str, services: Path | None, sold_out: bool) -> None:
+    """Check a sale's invariants from Redis and MongoDB; exits non-zero on a FAIL."""
+    from loadtests.verify import run_verify
+
+    path = services or services_file(settings_or_exit().var_dir)
+    try:
+        sys.exit(run_verify(sale_id, path, expect_sold_out=sold_out))
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
