@@ -30,7 +30,8 @@ from redis.exceptions import RedisError
 
 from api.auth import REQUIRED_CLAIMS
 from api.errors import error_body, unavailable_body
-from api.schemas import AdmissionSchema, TicketSchema
+from api.sales import AdmissionSchema
+from api.schemas import TicketSchema
 from api.task_queue import TaskQueue
 from common.accounts import tokens
 from common.flash_sale import waiting_room

@@ -38,7 +38,7 @@ from werkzeug.exceptions import HTTPException
 from api import refresh_cookie
 from api.errors import error_body
 from api.extensions import client_address, clients, jwt, limiter, settings
-from api.request_schemas import RequestSchema
+from api.schemas import RequestSchema
 from common.accounts import tokens, users
 from common.platform.clients import Clients
 from common.platform.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
-from api.request_schemas import PageQuerySchema, RequestSchema
+from api.schemas import PageQuerySchema, RequestSchema
 from common.billing.stripe_gateway import StripeGateway
 from common.shop import orders
 

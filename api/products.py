@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 
 from api.auth import BEARER, admin_required
 from api.extensions import clients
-from api.request_schemas import PageQuerySchema, RequestSchema
+from api.schemas import PageQuerySchema, RequestSchema
 from common.shop import products
 
 blp = Blueprint("products", __name__, url_prefix="/api/products", description="Catalogue")
@@ -30,34 +30,30 @@ class ProductPageSchema(ma.Schema):
     next_cursor = ma.fields.String(required=True, allow_none=True)
 
 
-class ProductChangeSchema(RequestSchema):
-    """Every writable field, all optional (PATCH); ProductCreateSchema makes some required."""
-
-    name = ma.fields.String(validate=ma.validate.And(
-        ma.validate.Length(min=1, max=200), ma.validate.Regexp(r"\S", error="Must not be blank.")))
-    description = ma.fields.String(validate=ma.validate.Length(max=5000))
-    price_cents = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=1, max=100_000_000))
-    currency = ma.fields.String(validate=ma.validate.Regexp(
-        r"^[A-Za-z]{3}$", error="Must be a three-letter ISO 4217 code."))
-    stock = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=10_000_000))
-    image_url = ma.fields.Url(allow_none=True, require_tld=False, schemes={"http", "https"},
-                              validate=ma.validate.Length(max=2048))
-
-    @ma.validates_schema
-    def _not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
-        if not data:
-            raise ma.ValidationError("Name at least one field to change.", "_schema")
-
-
-class ProductCreateSchema(ProductChangeSchema):
+class ProductCreateSchema(RequestSchema):
     name = ma.fields.String(required=True, validate=ma.validate.And(
         ma.validate.Length(min=1, max=200), ma.validate.Regexp(r"\S", error="Must not be blank.")))
+    description = ma.fields.String(validate=ma.validate.Length(max=5000))
     price_cents = ma.fields.Integer(required=True, strict=True,
                                     validate=ma.validate.Range(min=1, max=100_000_000))
     currency = ma.fields.String(required=True, validate=ma.validate.Regexp(
         r"^[A-Za-z]{3}$", error="Must be a three-letter ISO 4217 code."))
     stock = ma.fields.Integer(required=True, strict=True,
                               validate=ma.validate.Range(min=0, max=10_000_000))
+    image_url = ma.fields.Url(allow_none=True, require_tld=False, schemes={"http", "https"},
+                              validate=ma.validate.Length(max=2048))
+
+
+class ProductChangeSchema(ProductCreateSchema):
+    """PATCH: the create schema's fields, each optional (`partial=True`), at least one named."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "partial": True})
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Name at least one field to change.", "_schema")
 
 
 @blp.route("")

@@ -4,25 +4,79 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import marshmallow as ma
 from flask import Response, jsonify
 from flask_smorest import Blueprint
 
 from api.auth import admin_required, current_user_id, login_required
 from api.extensions import clients, limiter, settings
-from api.schemas import (
-    AdmissionSchema,
-    SaleCreateSchema,
-    SaleListSchema,
-    SaleSchema,
-    SaleStatsSchema,
-    TicketSchema,
-)
+from api.schemas import RequestSchema, TicketSchema
 from api.task_queue import send_task
 from common.flash_sale import sales, waiting_room
 from common.platform import metrics
 from common.platform.errors import DomainError
 
 blp = Blueprint("sales", __name__, url_prefix="/api", description="Flash sales and the waiting room")
+
+
+class SaleCreateSchema(RequestSchema):
+    product_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64))
+    stock = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Range(min=1, max=10_000_000))
+    price_cents = ma.fields.Integer(required=True, strict=True,
+                                    validate=ma.validate.Range(min=1, max=100_000_000))
+    starts_at = ma.fields.AwareDateTime(required=True, default_timezone=None)
+    ends_at = ma.fields.AwareDateTime(required=True, default_timezone=None)
+    per_user_limit = ma.fields.Integer(load_default=1, strict=True,
+                                       validate=ma.validate.Range(min=1, max=100))
+    reservation_ttl_seconds = ma.fields.Integer(load_default=300, strict=True,
+                                                validate=ma.validate.Range(min=1, max=86_400))
+
+
+class SaleSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    product_id = ma.fields.String(required=True)
+    price_cents = ma.fields.Integer(required=True)
+    currency = ma.fields.String(required=True)
+    starts_at = ma.fields.String(required=True)
+    ends_at = ma.fields.String(required=True)
+    per_user_limit = ma.fields.Integer()
+    reservation_ttl_seconds = ma.fields.Integer()
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(
+        ["scheduled", "open", "sold_out", "ended"]))
+    stock_total = ma.fields.Integer(required=True)
+    stock_available = ma.fields.Integer(required=True)
+    queue_length = ma.fields.Integer(required=True)
+
+
+class SaleListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(SaleSchema), required=True)
+
+
+class AdmissionSchema(RequestSchema):
+    """Also loaded by the admission fast path (api/admission_fast_path.py)."""
+
+    quantity = ma.fields.Integer(load_default=1, strict=True, validate=ma.validate.Range(min=1, max=100))
+
+
+class SaleStatsSchema(ma.Schema):
+    stock_total = ma.fields.Integer(required=True)
+    available = ma.fields.Integer(required=True)
+    reserved = ma.fields.Integer(required=True)
+    sold = ma.fields.Integer(required=True)
+    queued = ma.fields.Integer(required=True)
+    tickets_issued = ma.fields.Integer(required=True)
+    sold_out = ma.fields.Integer(required=True)
+    expired = ma.fields.Integer(required=True)
+    cancelled = ma.fields.Integer(required=True)
+    payment_failed = ma.fields.Integer(required=True)
+    paid = ma.fields.Integer()
+    returned = ma.fields.Integer(metadata={
+        "description": "units given back to the catalogue after the sale ended unsold"})
+    orders = ma.fields.Integer()
+    decisions_per_second = ma.fields.Float()
+    consistent = ma.fields.Boolean(required=True)
+
+
 SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 # Built once: admission is the hottest path, and a schema instance is reusable for dumping.
 TICKET_SCHEMA = TicketSchema()

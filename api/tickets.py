@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import marshmallow as ma
 from flask_smorest import Blueprint
 
 from api.auth import current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
-from api.schemas import PaymentResultSchema, PaySchema, TicketSchema
+from api.schemas import RequestSchema, TicketSchema
 from common.billing import card_payments, payments
 from common.billing.stripe_gateway import REQUIRES_ACTION, StripeGateway
 from common.flash_sale import waiting_room
 
 blp = Blueprint("tickets", __name__, url_prefix="/api/tickets", description="Waiting-room tickets")
+
+
+class PaySchema(RequestSchema):
+    card_token = ma.fields.String(required=True, validate=ma.validate.Length(min=4, max=255))
+
+
+class PaymentResultSchema(ma.Schema):
+    status = ma.fields.String(required=True)
+    requires_action = ma.fields.Boolean(required=True)
+    client_secret = ma.fields.String(required=True)
+    payment_intent_id = ma.fields.String(required=True)
+
+
 SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
+import marshmallow as ma
 import stripe
 from flask import request
 from flask_smorest import Blueprint
 
 from api.extensions import clients, settings
-from api.schemas import WebhookAckSchema
 from api.task_queue import send_task
 from common.billing.payments import HANDLED_EVENTS, record_webhook_event
 from common.billing.stripe_gateway import StripeGateway
@@ -19,6 +19,11 @@ from common.platform.errors import InvalidWebhook
 
 log = logging.getLogger("api.webhooks")
 blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks", description="Stripe webhooks")
+
+
+class WebhookAckSchema(ma.Schema):
+    received = ma.fields.Boolean(required=True)
+    duplicate = ma.fields.Boolean()
 
 
 @blp.route("/stripe", methods=["POST"])
