@@ -49,7 +49,10 @@ log = logging.getLogger("api.auth")
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens")
 
-# For `@blp.doc(security=BEARER)` on every endpoint that needs an access token.
+# The one security requirement for `@blp.doc(security=BEARER)` on every endpoint that needs a
+# token. Every such endpoint stacks its decorators in one order: route, doc, the guard
+# (`login_required`/`admin_required`), any rate limit, then arguments and responses, so that a
+# request without a token is a 401 before its body is judged (tests/test_authentication_first.py).
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 REQUIRED_CLAIMS = ("exp", "iat", "jti", "type", "sub")
 
@@ -248,7 +251,7 @@ def _take_a_register_slot() -> None:
         log.warning("register total limit not checked: %s", type(exc).__name__)
         return
     raise RateLimited(details={"limit": str(item)},
-                      headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))})
+                      headers={"Retry-After": str(max(1, math.ceil(reset_at - now_seconds())))})
 
 
 def _login_email_key() -> str:
@@ -268,7 +271,7 @@ def _login_email_key() -> str:
 def _rate_limited(exc: RateLimitExceeded) -> Response:
     current = limiter.current_limit
     if current is not None:
-        retry_after = max(1, math.ceil(current.reset_at - time.time()))
+        retry_after = max(1, math.ceil(current.reset_at - now_seconds()))
     else:
         retry_after = max(1, int(exc.limit.limit.get_expiry()))
     error = RateLimited(details={"limit": str(exc.limit.limit)})

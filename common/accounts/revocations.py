@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import redis
 from redis.exceptions import RedisError
 
+from common.platform.clock import now_ms
+
 log = logging.getLogger("common.accounts.revocations")
 
 DENYLIST_KEY = "auth:revocations"
@@ -55,15 +57,15 @@ def revoke(redis_client: redis.Redis, member: str, until_epoch_s: float,
         copy.note(member, until_ms)
     with redis_client.pipeline(transaction=True) as pipe:
         pipe.zadd(DENYLIST_KEY, {member: until_ms}, gt=True)
-        pipe.zremrangebyscore(DENYLIST_KEY, "-inf", int(time.time() * 1000))
+        pipe.zremrangebyscore(DENYLIST_KEY, "-inf", now_ms())
         pipe.publish(CHANNEL, f"{member} {until_ms}")
         pipe.execute()
 
 
 def is_denied(redis_client: redis.Redis, members: Sequence[str]) -> bool:
     """The denylist in Redis itself: one round trip."""
-    now_ms = time.time() * 1000
-    return any(score is not None and score > now_ms
+    now = now_ms()
+    return any(score is not None and score > now
                for score in redis_client.zmscore(DENYLIST_KEY, list(members)))
 
 
@@ -101,8 +103,8 @@ class DenylistCopy:
     def is_denied(self, members: Sequence[str]) -> bool | None:
         if not self.current:
             return None
-        now_ms = time.time() * 1000
-        return any(self._until_ms.get(member, 0) > now_ms for member in members)
+        now = now_ms()
+        return any(self._until_ms.get(member, 0) > now for member in members)
 
     def note(self, member: str, until_ms: int) -> None:
         self._until_ms[member] = max(until_ms, self._until_ms.get(member, 0))
@@ -128,8 +130,7 @@ class DenylistCopy:
                 if time.monotonic() > deadline:
                     raise RedisError("no subscription confirmation")
             # Subscribed first, loaded second: a revocation published meanwhile is waiting.
-            now_ms = int(time.time() * 1000)
-            loaded = self.redis.zrangebyscore(DENYLIST_KEY, now_ms, "+inf", withscores=True)
+            loaded = self.redis.zrangebyscore(DENYLIST_KEY, now_ms(), "+inf", withscores=True)
             self._until_ms = {member: int(score) for member, score in loaded}
             self._current_since = time.monotonic()
             if self._failing:
@@ -148,7 +149,7 @@ class DenylistCopy:
                     member, _, until_ms = str(message["data"]).rpartition(" ")
                     self.note(member, int(until_ms))
                 if time.monotonic() - last_prune > 60:
-                    cutoff = time.time() * 1000
+                    cutoff = now_ms()
                     self._until_ms = {m: u for m, u in self._until_ms.items() if u > cutoff}
                     last_prune = time.monotonic()
         finally:

@@ -12,7 +12,6 @@ expires_at}`); revoked access tokens and families are entries of the Redis denyl
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from common.accounts import revocations
-from common.platform.clock import utc_now
+from common.platform.clock import now_seconds, utc_now
 from common.platform.errors import TokenRevoked
 
 
@@ -72,13 +71,13 @@ def revoke_family(db: Database, redis_client: redis.Redis, family: str, *,
     db.refresh_tokens.update_many({"family": family, "revoked": False},
                                   {"$set": {"revoked": True}})
     revocations.revoke(redis_client, revocations.family_member(family),
-                       time.time() + max(1, access_ttl_seconds), copy)
+                       now_seconds() + max(1, access_ttl_seconds), copy)
 
 
 def revoke_access_token(redis_client: redis.Redis, jti: str, expires_at: int,
                         copy: revocations.DenylistCopy | None = None) -> None:
     """Refuse this access token until it would have expired anyway (`expires_at`: epoch s)."""
-    if expires_at + 1 > time.time():
+    if expires_at + 1 > now_seconds():
         revocations.revoke(redis_client, revocations.access_member(jti), expires_at + 1, copy)
 
 

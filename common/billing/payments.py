@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -35,6 +33,7 @@ from common.flash_sale import sale_keys
 from common.flash_sale.tickets import HOLDING, TicketStatus
 from common.flash_sale.waiting_room import public_status, read_ticket, read_ticket_fields, release_ticket
 from common.platform import metrics
+from common.platform.clock import now_ms, utc_now
 from common.platform.errors import PaymentInProgress, PaymentProviderError, TicketNotActive
 from common.platform.lua_scripts import scripts_for
 from common.platform.mongo_tx import run_transaction
@@ -73,7 +72,7 @@ def record_webhook_event(db: Database, event: dict[str, Any]) -> bool:
     try:
         db.webhook_events.insert_one({
             "_id": event["id"], "type": event.get("type"), "intent_id": obj.get("id"),
-            "received_at": datetime.now(UTC), "processed": False,
+            "received_at": utc_now(), "processed": False,
         })
         return True
     except DuplicateKeyError:
@@ -84,7 +83,7 @@ def record_webhook_event(db: Database, event: dict[str, Any]) -> bool:
 def mark_event_processed(db: Database, event_id: str, outcome: str) -> None:
     db.webhook_events.update_one(
         {"_id": event_id},
-        {"$set": {"processed": True, "outcome": outcome, "processed_at": datetime.now(UTC)}})
+        {"$set": {"processed": True, "outcome": outcome, "processed_at": utc_now()}})
 
 
 def apply_intent(ctx: PaymentContext, intent_id: str) -> str:
@@ -175,7 +174,7 @@ def write_sale_order(ctx: PaymentContext, *, order_id: str, ticket: dict[str, st
     """Insert the order (idempotent: unique on the PaymentIntent id). The product's stock is
     not touched: the sale's units left the catalogue when the sale was created."""
     quantity = int(ticket["quantity"])
-    now = datetime.now(UTC)
+    now = utc_now()
     order = {
         "_id": order_id, "user_id": ticket["user_id"], "kind": "sale",
         "items": [{"product_id": config["product_id"], "quantity": quantity,
@@ -267,8 +266,8 @@ def sweep_intent_cancellations(ctx: PaymentContext, sale_id: str, limit: int = 2
     honoured or refunded), then forgotten. A Stripe error pushes the entry back with backoff.
     """
     key = sale_keys.intent_cancels_key(sale_id)
-    now_ms = int(time.time() * 1000)
-    due = ctx.redis.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
+    due_by = now_ms()
+    due = ctx.redis.zrangebyscore(key, "-inf", due_by, start=0, num=limit)
     outcomes: dict[str, int] = {}
     for intent_id in due:
         try:
@@ -282,7 +281,7 @@ def sweep_intent_cancellations(ctx: PaymentContext, sale_id: str, limit: int = 2
             status = "retry"
             attempts = int(ctx.redis.hincrby(sale_keys.intent_cancel_attempts_key(sale_id), intent_id, 1))
             delay = min(CANCEL_RETRY_MS * 2 ** min(attempts - 1, 16), CANCEL_RETRY_CAP_MS)
-            ctx.redis.zadd(key, {intent_id: now_ms + delay}, xx=True)
+            ctx.redis.zadd(key, {intent_id: due_by + delay}, xx=True)
             log.warning("intent cancellation not confirmed; will retry",
                         extra={"intent_id": intent_id, "sale_id": sale_id, "error": str(exc)})
         outcomes[status] = outcomes.get(status, 0) + 1
@@ -299,7 +298,7 @@ def _apply_cart_intent(ctx: PaymentContext, intent: Intent) -> str:
         return "ignored"
     if intent.status == CANCELED and order["status"] == "pending_payment":
         ctx.db.orders.update_one({"_id": order["_id"], "status": "pending_payment"},
-                                 {"$set": {"status": "cancelled", "updated_at": datetime.now(UTC)}})
+                                 {"$set": {"status": "cancelled", "updated_at": utc_now()}})
         return "cancelled"
     if intent.status != SUCCEEDED or order["status"] != "pending_payment":
         return "unchanged"
@@ -311,7 +310,7 @@ class _OutOfStock(Exception):
 
 
 def _pay_cart_order(ctx: PaymentContext, order: dict[str, Any], intent: Intent) -> str:
-    now = datetime.now(UTC)
+    now = utc_now()
 
     def pay(session: Any) -> None:
         moved = ctx.db.orders.update_one(

@@ -4,10 +4,12 @@ public API like any operator would."""
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import requests
+
+from common.platform.clock import utc_now
 
 DEV_ADMIN_EMAIL = "admin@example.com"
 CATALOGUE_UNITS = 20
@@ -41,7 +43,7 @@ def seed_demo_sale(api_url: str, email: str, password: str, *, opens_in: int = 6
         # The sale takes its units out of the catalogue; a few stay for the cart.
         "price_cents": 18000, "currency": "USD", "stock": stock + CATALOGUE_UNITS, "image_url": None})
     product.raise_for_status()
-    now = datetime.now(UTC)
+    now = utc_now()
     sale = session.post(f"{api_url}/api/sales", timeout=10, json={
         "product_id": product.json()["id"], "stock": stock, "price_cents": 9900,
         "starts_at": (now + timedelta(seconds=opens_in)).isoformat(),

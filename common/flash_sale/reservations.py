@@ -27,6 +27,7 @@ from common.flash_sale import sale_keys
 from common.flash_sale.tickets import TicketStatus
 from common.flash_sale.waiting_room import release_ticket
 from common.platform import metrics
+from common.platform.clock import now_ms
 from common.platform.errors import PaymentProviderBusy, PaymentProviderError
 from common.platform.lua_scripts import scripts_for
 
@@ -215,7 +216,7 @@ class Decider:
         ticket_id = data.get("ticket_id", "")
         self.redis.xadd(sale_keys.dead_letter_key(self.sale_id),
                         {"entry_id": entry_id, "ticket_id": ticket_id, "error": reason,
-                         "at": str(int(time.time() * 1000))})
+                         "at": str(now_ms())})
         # The ticket still gets exactly one outcome: its hold (if any) is released.
         released, intent_id = release_ticket(
             self.redis, ticket_id, TicketStatus.PAYMENT_FAILED,
@@ -402,8 +403,7 @@ def expire_due_reservations(redis_client: redis.Redis, sale_id: str,
     expired meanwhile is skipped. Returns (ticket_id, payment_intent_id) of those expired,
     whose PaymentIntents the caller cancels.
     """
-    now_ms = int(time.time() * 1000)
-    due = redis_client.zrangebyscore(sale_keys.expiry_key(sale_id), "-inf", now_ms, start=0, num=limit)
+    due = redis_client.zrangebyscore(sale_keys.expiry_key(sale_id), "-inf", now_ms(), start=0, num=limit)
     expired = []
     for ticket_id in due:
         released, intent_id = release_ticket(

@@ -16,6 +16,7 @@ import redis
 from pymongo.database import Database
 
 from common.flash_sale import sale_keys
+from common.platform.clock import utc_now
 from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
 from common.platform.lua_scripts import scripts_for
 
@@ -76,7 +77,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         raise ValidationFailed(details={"fields": {"product_id": ["No such product."]}})
     taken = db.products.update_one(
         {"_id": product_id, "stock": {"$gte": stock}},
-        {"$inc": {"stock": -stock}, "$set": {"updated_at": datetime.now(UTC)}})
+        {"$inc": {"stock": -stock}, "$set": {"updated_at": utc_now()}})
     if taken.matched_count == 0:
         current = db.products.find_one({"_id": product_id}, {"stock": 1}) or {}
         raise InsufficientStock("The product has fewer units in stock than the sale.",
@@ -92,7 +93,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "ends_at": ends_at,
         "per_user_limit": per_user_limit,
         "reservation_ttl_seconds": reservation_ttl_seconds,
-        "created_at": datetime.now(UTC),
+        "created_at": utc_now(),
         "loaded": False,
         "returned_units": 0,
     }
@@ -172,7 +173,7 @@ def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: dateti
 
 def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
                 now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     return {
         "id": sale["_id"],
         "product_id": sale["product_id"],
@@ -248,5 +249,5 @@ def return_unsold_units(db: Database, redis_client: redis.Redis, sale_id: str) -
         return 0  # another sweep caught up first
     delta = int(returned) - already
     db.products.update_one({"_id": sale["product_id"]},
-                           {"$inc": {"stock": delta}, "$set": {"updated_at": datetime.now(UTC)}})
+                           {"$inc": {"stock": delta}, "$set": {"updated_at": utc_now()}})
     return delta
