@@ -41,6 +41,7 @@ from api.extensions import client_address, clients, jwt, limiter, settings
 from api.schemas import RequestSchema
 from common.accounts import tokens, users
 from common.platform.clients import Clients
+from common.platform.clock import now_seconds
 from common.platform.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized
 from common.platform.schema import ensure_schema
 from common.platform.settings import Settings
