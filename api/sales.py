@@ -8,7 +8,7 @@ import marshmallow as ma
 from flask import Response, jsonify
 from flask_smorest import Blueprint
 
-from api.auth import admin_required, current_user_id, login_required
+from api.auth import BEARER, admin_required, current_user_id, login_required
 from api.extensions import clients, limiter, settings
 from api.schemas import RequestSchema, TicketSchema
 from api.task_queue import send_task
@@ -77,7 +77,6 @@ class SaleStatsSchema(ma.Schema):
     consistent = ma.fields.Boolean(required=True)
 
 
-SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 # Built once: admission is the hottest path, and a schema instance is reusable for dumping.
 TICKET_SCHEMA = TicketSchema()
 # Admission's rate limit is enforced inside admit.lua, in the admission's own round trip
@@ -87,11 +86,11 @@ _admission_rate = lru_cache(maxsize=8)(waiting_room.AdmissionRate.parse)
 
 
 @blp.route("/sales", methods=["POST"])
+@blp.doc(security=BEARER)
+@admin_required
 @blp.arguments(SaleCreateSchema)
 @blp.response(201, SaleSchema)
 @blp.alt_response(409, description="`insufficient_stock`: the product has fewer units than the sale")
-@blp.doc(security=SECURED)
-@admin_required
 def create_sale(body: dict):
     """Create a flash sale (admin): its units leave the product's catalogue stock and are
     loaded into Redis at once; units left unsold when it ends go back to the catalogue."""
@@ -116,12 +115,12 @@ def get_sale(sale_id: str):
 
 
 @blp.route("/sales/<sale_id>/tickets", methods=["POST"])
+@blp.doc(security=BEARER)
+@login_required
+@limiter.exempt  # limited inside admit.lua instead (see above)
 @blp.arguments(AdmissionSchema)
 @blp.response(202, TicketSchema, description="A new ticket")
 @blp.alt_response(200, schema=TicketSchema, description="The caller's live ticket, again")
-@blp.doc(security=SECURED)
-@login_required
-@limiter.exempt  # limited inside admit.lua instead (see above)
 def join_waiting_room(body: dict, sale_id: str):
     """Join the sale's waiting room: one ticket per shopper per sale."""
     try:
@@ -142,18 +141,18 @@ def join_waiting_room(body: dict, sale_id: str):
 
 
 @blp.route("/sales/<sale_id>/tickets/mine", methods=["GET"])
-@blp.response(200, TicketSchema)
-@blp.doc(security=SECURED)
+@blp.doc(security=BEARER)
 @login_required
+@blp.response(200, TicketSchema)
 def my_ticket(sale_id: str):
     """The caller's most recent ticket for this sale (to find it again after a reload)."""
     return waiting_room.latest_ticket(clients().redis, sale_id, current_user_id())
 
 
 @blp.route("/admin/sales/<sale_id>/stats", methods=["GET"])
-@blp.response(200, SaleStatsSchema)
-@blp.doc(security=SECURED)
+@blp.doc(security=BEARER)
 @admin_required
+@blp.response(200, SaleStatsSchema)
 def sale_stats(sale_id: str):
     """Stock, queue and outcome counts, with the invariant check (admin)."""
     return sales.sale_stats(clients().db, clients().redis, sale_id)

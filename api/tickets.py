@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from flask_smorest import Blueprint
 
-from api.auth import current_user_id, login_required
+from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.schemas import RequestSchema, TicketSchema
@@ -27,24 +27,21 @@ class PaymentResultSchema(ma.Schema):
     payment_intent_id = ma.fields.String(required=True)
 
 
-SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-
-
 @blp.route("/<ticket_id>", methods=["GET"])
-@blp.response(200, TicketSchema)
-@blp.doc(security=SECURED)
+@blp.doc(security=BEARER)
 @login_required
+@blp.response(200, TicketSchema)
 def get_ticket(ticket_id: str):
     """The caller's own ticket: position and ETA while queued, then the outcome."""
     return waiting_room.read_ticket(clients().redis, ticket_id, owner_id=current_user_id())
 
 
 @blp.route("/<ticket_id>/cancel", methods=["POST"])
+@blp.doc(security=BEARER)
+@login_required
 @blp.response(200, TicketSchema)
 @blp.alt_response(409, description="`ticket_not_active`, or `payment_in_progress` while a payment "
                                    "is processing or has succeeded (nothing changes)")
-@blp.doc(security=SECURED)
-@login_required
 def cancel_ticket(ticket_id: str):
     """Give up a queued or reserved ticket; a reservation's stock returns at once.
 
@@ -56,7 +53,7 @@ def cancel_ticket(ticket_id: str):
 
 
 @blp.route("/<ticket_id>/pay", methods=["POST"])
-@blp.doc(security=SECURED)
+@blp.doc(security=BEARER)
 @login_required
 @payment_rate_limited
 @blp.arguments(PaySchema)
