@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import cache
 
 from common.billing.payments import PaymentContext
 from common.billing.stripe_gateway import StripeGateway
 from common.platform.clients import Clients
-from common.platform.lua_scripts import scripts_for
+from common.platform.locks import RedisLock
 from common.platform.schema import ensure_schema
 from worker.app import settings
 
@@ -42,14 +39,7 @@ def payment_context() -> PaymentContext:
                           serialize_transactions=settings.mongodb_serialize_transactions)
 
 
-@contextmanager
-def with_lock(key: str, ttl_seconds: int) -> Iterator[bool]:
-    """A Redis lock so that two beats (or two workers) never run the same sweep at once."""
-    redis_client = runtime_clients().redis
-    token = secrets.token_hex(8)
-    acquired = bool(redis_client.set(key, token, nx=True, ex=ttl_seconds))
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            scripts_for(redis_client).release_lock(keys=[key], args=[token])
+def with_lock(key: str, ttl_seconds: int) -> RedisLock:
+    """A Redis lock so that two beats (or two workers) never run the same sweep at once:
+    `with with_lock(key, ttl_seconds) as acquired:`."""
+    return RedisLock(runtime_clients().redis, key, ttl_seconds * 1000)

@@ -29,6 +29,7 @@ from common.flash_sale.waiting_room import release_ticket
 from common.platform import metrics
 from common.platform.clock import now_ms
 from common.platform.errors import PaymentProviderBusy, PaymentProviderError
+from common.platform.locks import RedisLock
 from common.platform.lua_scripts import scripts_for
 
 log = logging.getLogger("common.flash_sale.reservations")
@@ -141,8 +142,8 @@ class Decider:
         # The pid in the name tells an operator (and the crash tests) who holds a sale.
         self.consumer = consumer or f"decider-{os.getpid()}-{secrets.token_hex(4)}"
         self.stream = sale_keys.stream_key(sale_id)
-        self.lock_key = sale_keys.drain_lock_key(sale_id)
-        self.token = f"{self.consumer}:{secrets.token_hex(4)}"
+        self.lock = RedisLock(redis_client, sale_keys.drain_lock_key(sale_id), LOCK_TTL_MS,
+                              holder=self.consumer)
         self.report = DrainReport()
         self._pending_intents: list[Future[None]] = []
         self._report_lock = threading.Lock()
@@ -150,21 +151,6 @@ class Decider:
         # Entries whose PaymentIntent this decider is creating (guarded by _report_lock).
         self._in_flight: set[str] = set()
         self._last_touch = 0.0
-
-    # -- lock ---------------------------------------------------------------------------
-
-    def _acquire(self) -> bool:
-        return bool(self.redis.set(self.lock_key, self.token, nx=True, px=LOCK_TTL_MS))
-
-    def _renew(self) -> bool:
-        # Still ours? Extend it; a decider that lost its lock stops deciding.
-        if self.redis.get(self.lock_key) != self.token:
-            return False
-        self.redis.pexpire(self.lock_key, LOCK_TTL_MS)
-        return True
-
-    def _release(self) -> None:
-        scripts_for(self.redis).release_lock(keys=[self.lock_key], args=[self.token])
 
     def _keep_in_flight_fresh(self) -> None:
         """Reset the idle time of the entries whose PaymentIntents this decider is still
@@ -326,7 +312,7 @@ class Decider:
             self.report.acked += 1
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> DrainReport:
-        if not self._acquire():
+        if not self.lock.acquire():
             self.report.locked_out = True
             return self.report
         try:
@@ -336,7 +322,8 @@ class Decider:
                 now = time.monotonic()
                 if now - last_work > self.options.idle_seconds or now - started > self.options.max_seconds:
                     break
-                if not self._renew():
+                # Still ours? Extended; a decider that lost its lock stops deciding.
+                if not self.lock.renew():
                     log.warning("drain lock lost", extra={"sale_id": self.sale_id})
                     break
                 self._keep_in_flight_fresh()
@@ -353,11 +340,11 @@ class Decider:
                 last_work = time.monotonic()
             for future in self._pending_intents:
                 while not future.done():
-                    if self._renew():
+                    if self.lock.renew():
                         self._keep_in_flight_fresh()
                     time.sleep(0.05)
         finally:
-            self._release()
+            self.lock.release()
         return self.report
 
 

@@ -8,15 +8,13 @@ under a Redis lock.
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
 from pymongo import MongoClient
 
-from common.platform.lua_scripts import scripts_for
+from common.platform.locks import RedisLock
 
 T = TypeVar("T")
 LOCK_KEY = "flashsale:lock:mongo-transactions"
@@ -30,14 +28,8 @@ def run_transaction(mongo: MongoClient, body: Callable[[Any], T], *,
     if not serialize or redis_client is None:
         with mongo.start_session() as session:
             return session.with_transaction(body)
-    token = secrets.token_hex(8)
-    deadline = time.monotonic() + wait_seconds
-    while not redis_client.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
-        if time.monotonic() > deadline:
+    with RedisLock(redis_client, LOCK_KEY, LOCK_TTL_MS, wait_seconds=wait_seconds) as acquired:
+        if not acquired:
             raise TimeoutError("timed out waiting for the transaction lock")
-        time.sleep(0.002)
-    try:
         with mongo.start_session() as session:
             return session.with_transaction(body)
-    finally:
-        scripts_for(redis_client).release_lock(keys=[LOCK_KEY], args=[token])
