@@ -5,6 +5,12 @@ asdict(). `make lint` runs vulture with this file; a new unused name anywhere el
 # ruff: noqa
 
 create_app  # unused function (api/app.py:29)
+worker_class  # unused variable (api/gunicorn.conf.py:16)
+worker_connections  # unused variable (api/gunicorn.conf.py:18)
+graceful_timeout  # unused variable (api/gunicorn.conf.py:20)
+keepalive  # unused variable (api/gunicorn.conf.py:24)
+accesslog  # unused variable (api/gunicorn.conf.py:25)
+access_log_format  # unused variable (api/gunicorn.conf.py:26)
 _start_request  # unused function (api/app.py:96)
 _.request_started  # unused attribute (api/app.py:100)
 _.request_id_token  # unused attribute (api/app.py:101)

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from common.cli import gunicorn_config
 from common.development import embedded
 from common.development.ports import free_port, wait_for_port
 from common.platform.settings import PROJECT_ROOT
@@ -102,14 +103,13 @@ def running_redis(root: Path) -> Iterator[str]:
 
 @contextmanager
 def running_gunicorn(app_spec: str, root: Path, workers: int) -> Iterator[str]:
-    """gunicorn with the flags of `flashsale serve api`, serving `app_spec`; yields its URL."""
+    """gunicorn with the settings of `flashsale serve api` (its config file; the bind and the
+    number of workers given here override it), serving `app_spec`; yields its URL."""
     port = free_port()
     log = (root / "bare.log").open("wb")
     process = subprocess.Popen([
-        str(Path(sys.executable).parent / "gunicorn"), "--worker-class", "gevent",
-        "--workers", str(workers), "--worker-connections", "2000", "--bind", f"127.0.0.1:{port}",
-        "--graceful-timeout", "10", "--timeout", "30", "--keep-alive", "75", "--access-logfile", "-",
-        "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s', app_spec,
+        str(Path(sys.executable).parent / "gunicorn"), "-c", gunicorn_config(),
+        "--workers", str(workers), "--bind", f"127.0.0.1:{port}", app_spec,
     ], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if not wait_for_port("127.0.0.1", port, timeout=30):

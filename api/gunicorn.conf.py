@@ -1,0 +1,26 @@
+"""gunicorn's settings for the API: `flashsale serve api` runs
+`gunicorn -c <this file> "api.app:create_app()"`.
+
+It ships inside the `api` package so that an installed copy (the Docker image installs into
+site-packages) finds it beside the code; the `gunicorn.conf.py` at the project root, which
+gunicorn reads by itself when started there without `-c`, is a link to this file. Values come
+from the one settings object; flags given on gunicorn's command line override them (the
+admission benchmark binds its own port that way).
+"""
+
+from common.platform.settings import settings_or_exit
+
+_settings = settings_or_exit()
+
+# gevent: thousands of shoppers polling at once each hold a connection, not a thread.
+worker_class = "gevent"
+workers = _settings.web_concurrency
+worker_connections = 2000
+bind = f"{_settings.host}:{_settings.port}"
+graceful_timeout = 10
+timeout = 30
+# Longer than the usual load balancer idle timeout (60 s): otherwise a request sent on a
+# connection the server is just closing is reset.
+keepalive = 75
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'

@@ -1,0 +1,1 @@
+api/gunicorn.conf.py
