@@ -23,6 +23,9 @@ from typing import Any
 import click
 import requests
 
+# At import, so that without the development extra (honcho) these commands say what is
+# missing instead of failing half-way.
+from common.development.supervisor import ProcfileSupervisor, describe_exit, restart_delay
 from common.platform.settings import PROJECT_ROOT, settings_or_exit
 
 PROCFILE = PROJECT_ROOT / "Procfile"
@@ -79,7 +82,6 @@ def run(ready_timeout: float, demo: bool) -> None:
     stops every process."""
     from common.development.demo import DEV_ADMIN_EMAIL, dev_admin_password, seed_demo_sale
     from common.development.embedded import plan_services
-    from common.development.supervisor import ProcfileSupervisor
 
     settings = settings_or_exit()
     plan = plan_services(dict(os.environ), host=settings.host)
@@ -157,7 +159,6 @@ def _supervise(name: str, argv: list[str], port: int,
     reports 503 meanwhile; Ctrl-C or SIGTERM stops the child and this wrapper for good.
     """
     from common.development.ports import wait_for_port
-    from common.development.supervisor import describe_exit, restart_delay
 
     stopping = threading.Event()
     child: subprocess.Popen | None = None
