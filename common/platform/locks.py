@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from types import TracebackType
 
 import redis
 
@@ -63,6 +62,5 @@ class RedisLock:
     def __enter__(self) -> bool:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *_exc_info: object) -> None:
         self.release()
