@@ -84,7 +84,8 @@ class AdmissionFastPath:
         try:
             status, payload = 500, error_body("internal_error", "Something went wrong on our side.")
             try:
-                admission = waiting_room.admit(self.clients.redis, sale_id, user_id, quantity, self.rate)
+                admission = waiting_room.admit(self.clients.sales_redis, sale_id, user_id, quantity,
+                                               self.rate)
             except DomainError as exc:
                 metrics.ADMISSIONS.labels(exc.code).inc()
                 status, payload, headers = exc.status, exc.to_body(), dict(exc.headers)

@@ -78,6 +78,8 @@ def _probes() -> dict[str, CachedProbe]:
         probes = current_app.extensions["flashsale.readiness"] = {
             probe.name: probe for probe in (
                 CachedProbe("redis", made.redis.ping),
+                *([CachedProbe("redis_cluster", made.sales_redis.ping)]
+                  if made.settings.redis_cluster_nodes else []),
                 CachedProbe("mongodb", lambda: made.mongo.admin.command("ping")),
                 CachedProbe("stripe", lambda: made.stripe.v1.payment_intents.list(params={"limit": 1}),
                             ok_seconds=STRIPE_READY_CACHE_SECONDS),

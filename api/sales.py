@@ -94,7 +94,7 @@ _admission_rate = lru_cache(maxsize=8)(waiting_room.AdmissionRate.parse)
 def create_sale(body: dict):
     """Create a flash sale (admin): its units leave the product's catalogue stock and are
     loaded into Redis at once; units left unsold when it ends go back to the catalogue."""
-    db, redis_client = clients().db, clients().redis
+    db, redis_client = clients().db, clients().sales_redis
     sale = sales.create_sale(db, redis_client, **body)
     return sales.public_sale(sale, sales.read_counters(redis_client, sale["_id"]))
 
@@ -103,7 +103,7 @@ def create_sale(body: dict):
 @blp.response(200, SaleListSchema)
 def list_sales():
     """Sales, newest first (public)."""
-    return {"items": sales.list_sales(clients().db, clients().redis)}
+    return {"items": sales.list_sales(clients().db, clients().sales_redis)}
 
 
 @blp.route("/sales/<sale_id>", methods=["GET"])
@@ -111,7 +111,7 @@ def list_sales():
 def get_sale(sale_id: str):
     """One sale with its live stock and queue length (public)."""
     sale = sales.get_sale_doc(clients().db, sale_id)
-    return sales.public_sale(sale, sales.read_counters(clients().redis, sale_id))
+    return sales.public_sale(sale, sales.read_counters(clients().sales_redis, sale_id))
 
 
 @blp.route("/sales/<sale_id>/tickets", methods=["POST"])
@@ -124,7 +124,7 @@ def get_sale(sale_id: str):
 def join_waiting_room(body: dict, sale_id: str):
     """Join the sale's waiting room: one ticket per shopper per sale."""
     try:
-        admission = waiting_room.admit(clients().redis, sale_id, current_user_id(), body["quantity"],
+        admission = waiting_room.admit(clients().sales_redis, sale_id, current_user_id(), body["quantity"],
                                        _admission_rate(settings().admission_rate_limit))
     except DomainError as exc:
         metrics.ADMISSIONS.labels(exc.code).inc()
@@ -146,7 +146,7 @@ def join_waiting_room(body: dict, sale_id: str):
 @blp.response(200, TicketSchema)
 def my_ticket(sale_id: str):
     """The caller's most recent ticket for this sale (to find it again after a reload)."""
-    return waiting_room.latest_ticket(clients().redis, sale_id, current_user_id())
+    return waiting_room.latest_ticket(clients().sales_redis, sale_id, current_user_id())
 
 
 @blp.route("/admin/sales/<sale_id>/stats", methods=["GET"])
@@ -155,4 +155,4 @@ def my_ticket(sale_id: str):
 @blp.response(200, SaleStatsSchema)
 def sale_stats(sale_id: str):
     """Stock, queue and outcome counts, with the invariant check (admin)."""
-    return sales.sale_stats(clients().db, clients().redis, sale_id)
+    return sales.sale_stats(clients().db, clients().sales_redis, sale_id)

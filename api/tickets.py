@@ -33,7 +33,7 @@ class PaymentResultSchema(ma.Schema):
 @blp.response(200, TicketSchema)
 def get_ticket(ticket_id: str):
     """The caller's own ticket: position and ETA while queued, then the outcome."""
-    return waiting_room.read_ticket(clients().redis, ticket_id, owner_id=current_user_id())
+    return waiting_room.read_ticket(clients().sales_redis, ticket_id, owner_id=current_user_id())
 
 
 @blp.route("/<ticket_id>/cancel", methods=["POST"])
@@ -49,7 +49,7 @@ def cancel_ticket(ticket_id: str):
     ticket is never charged.
     """
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
-    return payments.cancel_ticket(clients().redis, gateway, ticket_id, current_user_id())
+    return payments.cancel_ticket(clients().sales_redis, gateway, ticket_id, current_user_id())
 
 
 @blp.route("/<ticket_id>/pay", methods=["POST"])
@@ -67,7 +67,7 @@ def pay_ticket(body: dict, ticket_id: str):
     Stripe's webhook is applied; poll the ticket until it is `paid`.
     """
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
-    intent = card_payments.pay_reservation(clients().redis, clients().db, gateway,
+    intent = card_payments.pay_reservation(clients().sales_redis, clients().db, gateway,
                                            ticket_id=ticket_id, user_id=current_user_id(),
                                            card_token=body["card_token"])
     return {"status": intent.status, "requires_action": intent.status == REQUIRES_ACTION,

@@ -28,7 +28,7 @@ SERVICE_ENV = (
     "REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
     "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_JS_URL", "STRIPE_EMULATOR",
     "CELERY_BROKER_URL", "PORT", "VAR_DIR", "APP_ENV", "FLASK_ENV", "JWT_SECRET_KEY",
-    "PUBLIC_URL", "MONGODB_SERIALIZE_TRANSACTIONS",
+    "PUBLIC_URL", "MONGODB_SERIALIZE_TRANSACTIONS", "REDIS_CLUSTER_NODES",
 )
 
 
@@ -132,6 +132,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     for name in ("redis_url", "mongodb_uri", "stripe_secret_key", "stripe_publishable_key",
                  "stripe_webhook_secret", "stripe_api_base", "jwt_secret_key", "var_dir"):
         env[name.upper()] = str(getattr(settings, name))
+    if settings.redis_cluster_nodes:
+        env["REDIS_CLUSTER_NODES"] = settings.redis_cluster_nodes
     env.update({"STRIPE_EMULATOR": "true", "MONGODB_SERIALIZE_TRANSACTIONS": "true",
                 "APP_ENV": "test", "LOG_FORMAT": "json"})
     env.update(extra)

@@ -34,7 +34,7 @@ def intent_pool() -> ThreadPoolExecutor:
 
 def payment_context() -> PaymentContext:
     clients = runtime_clients()
-    return PaymentContext(mongo=clients.mongo, db=clients.db, redis=clients.redis,
+    return PaymentContext(mongo=clients.mongo, db=clients.db, redis=clients.sales_redis,
                           gateway=stripe_gateway(),
                           serialize_transactions=settings.mongodb_serialize_transactions)
 

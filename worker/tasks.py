@@ -48,7 +48,7 @@ def ping() -> str:
 @celery_app.task(name="worker.tasks.drain_sale", ignore_result=True)
 def drain_sale(sale_id: str) -> dict[str, Any]:
     """Decide a sale's waiting tickets in arrival order (no-op if another worker is on it)."""
-    report = reservations.drain_sale(runtime_clients().redis, stripe_gateway(), sale_id,
+    report = reservations.drain_sale(runtime_clients().sales_redis, stripe_gateway(), sale_id,
                                      _drain_options(), intent_pool())
     if report.decided or report.reclaimed or report.dead_lettered:
         log.info("sale drained", extra={"sale_id": sale_id, "decided": report.decided,
@@ -62,8 +62,8 @@ def drain_sale(sale_id: str) -> dict[str, Any]:
 def drain_open_sales() -> int:
     """Beat's safety net: load sales Redis lacks and nudge every sale with waiting tickets."""
     clients = runtime_clients()
-    sales.load_pending_sales(clients.db, clients.redis)
-    needing = reservations.sales_needing_drain(clients.redis, sales.all_sale_ids(clients.redis))
+    sales.load_pending_sales(clients.db, clients.sales_redis)
+    needing = reservations.sales_needing_drain(clients.sales_redis, sales.all_sale_ids(clients.sales_redis))
     for sale_id in needing:
         drain_sale.delay(sale_id)
     return len(needing)
@@ -78,8 +78,8 @@ def expire_reservations() -> int:
         if not acquired:
             return 0
         count = 0
-        for sale_id in sales.all_sale_ids(clients.redis):
-            expired = reservations.expire_due_reservations(clients.redis, sale_id)
+        for sale_id in sales.all_sale_ids(clients.sales_redis):
+            expired = reservations.expire_due_reservations(clients.sales_redis, sale_id)
             for ticket_id, _intent_id in expired:
                 log.info("reservation expired", extra={"ticket_id": ticket_id})
             if any(intent_id for _, intent_id in expired):
@@ -93,7 +93,7 @@ def sweep_intent_cancellations(sale_id: str | None = None) -> dict[str, int]:
     """Cancel released tickets' PaymentIntents until Stripe confirms (the outbox); settle or
     refund any that were paid first. Beat runs it for every sale."""
     clients = runtime_clients()
-    sale_ids = [sale_id] if sale_id else sales.all_sale_ids(clients.redis)
+    sale_ids = [sale_id] if sale_id else sales.all_sale_ids(clients.sales_redis)
     totals: dict[str, int] = {}
     for one in sale_ids:
         with with_lock(f"flashsale:lock:intent-cancels:{one}", ttl_seconds=120) as acquired:
@@ -114,8 +114,8 @@ def return_unsold_units() -> int:
         if not acquired:
             return 0
         returned = 0
-        for sale_id in sales.all_sale_ids(clients.redis):
-            units = sales.return_unsold_units(clients.db, clients.redis, sale_id)
+        for sale_id in sales.all_sale_ids(clients.sales_redis):
+            units = sales.return_unsold_units(clients.db, clients.sales_redis, sale_id)
             if units:
                 log.info("unsold units returned to the catalogue",
                          extra={"sale_id": sale_id, "units": units})

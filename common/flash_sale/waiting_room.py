@@ -1,7 +1,8 @@
 """The waiting room: admission into a sale's Redis stream, ticket status, cancellation.
 
-Admission is one Lua call (one round trip); reading a ticket is one pipelined round trip and
-O(1) whatever the queue length: the position comes from two counters, not from the stream.
+Admission is one Lua call (one round trip, its reply the whole answer); reading a ticket is
+one pipelined round trip on the sale's slot and O(1) whatever the queue length: the position
+comes from two counters, not from the stream.
 """
 
 from __future__ import annotations
@@ -77,24 +78,17 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         raise NotFound("No such sale.")
     ticket_id = sale_keys.new_ticket_id(sale_id)
     keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
-    script = scripts_for(redis_client).admit
-    # One round trip: the new ticket and the served counter are read right behind the script
-    # (a connection's commands run in order), so an issued ticket needs no second trip.
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
-    pipe.hgetall(keys[7])
-    pipe.hmget(keys[1], "served", "rate")
-    try:
-        result, fields, (served, service_rate) = pipe.execute()
-    except redis.exceptions.NoScriptError:
-        # First call on this Redis (or after SCRIPT FLUSH): the Script object loads it.
-        result = script(keys=keys, args=args)
-        fields, (served, service_rate) = {}, (None, None)
+    # One round trip: the script's reply carries everything the answer needs (no pipeline:
+    # a Redis Cluster client does not pipeline EVALSHA).
+    result = scripts_for(redis_client).admit(keys=keys, args=args)
     outcome = result[0]
     if outcome == "issued":
-        ticket = (public_ticket(fields, int(served or 0), float(service_rate or 0.0)) if fields
-                  else read_ticket(redis_client, ticket_id))
-        return Admission(ticket=ticket, created=True, kick=bool(int(result[2])))
+        kick, seq, created_at_ms, served, service_rate = result[2:7]
+        fields = {"id": ticket_id, "sale_id": sale_id, "user_id": user_id, "quantity": str(quantity),
+                  "seq": str(seq), "status": TicketStatus.QUEUED.value,
+                  "created_at_ms": created_at_ms, "updated_at_ms": created_at_ms}
+        ticket = public_ticket(fields, int(served), float(service_rate))
+        return Admission(ticket=ticket, created=True, kick=bool(int(kick)))
     if outcome == "existing":
         return Admission(ticket=read_ticket(redis_client, result[1]), created=False, kick=False)
     if outcome == "rate_limited":

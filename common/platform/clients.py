@@ -1,7 +1,10 @@
 """Clients for Redis, MongoDB and Stripe, created in one place from settings.
 
 Processes build one `Clients` at start-up and pass it down, so tests can point the same
-code at throw-away servers.
+code at throw-away servers. Two Redis roles: `sales_redis` holds the waiting room and sale
+data (a Redis Cluster when REDIS_CLUSTER_NODES is set, every sale on its own slot), `redis`
+the rest (Celery's broker, rate limits, the token denylist with its pub/sub, locks of the
+whole shop); without a cluster they are the same client.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import redis
 import stripe
 from pymongo import MongoClient
 from pymongo.database import Database
+from redis.cluster import ClusterNode, RedisCluster
 
 from common.accounts.revocations import DenylistCopy
 from common.platform.settings import Settings
@@ -38,6 +42,17 @@ def make_redis(url: str, max_connections: int = 200, pool_timeout: float = 10.0,
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=pool_timeout, **options)
     return redis.Redis(connection_pool=pool)
+
+
+def make_redis_cluster(nodes: list[tuple[str, int]], max_connections: int = 200) -> RedisCluster:
+    """A Redis Cluster client: each command, script (EVALSHA, loaded per node on first use)
+    and one-slot pipeline goes to the node owning its keys' slot; a moved slot is followed.
+    `max_connections` is per node."""
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+        health_check_interval=15, max_connections=max_connections,
+    )
 
 
 def make_mongo(uri: str) -> MongoClient:
@@ -73,6 +88,16 @@ class Clients:
     settings: Settings
 
     @cached_property
+    def sales_redis(self) -> redis.Redis:
+        """Where sales and waiting rooms live: the cluster when configured, else `redis`.
+        (Defined before `redis`, which inside this class names the property.)"""
+        nodes = self.settings.cluster_nodes
+        if not nodes:
+            return self.redis
+        # RedisCluster offers the commands the domain uses; typed as redis.Redis for its callers.
+        return make_redis_cluster(nodes, self.settings.redis_max_connections)  # type: ignore[return-value]
+
+    @cached_property
     def redis(self) -> redis.Redis:
         return make_redis(self.settings.require("redis_url"),
                           max_connections=self.settings.redis_max_connections,
@@ -105,6 +130,8 @@ class Clients:
     def close(self) -> None:
         if "_denylist" in self.__dict__:
             self.__dict__.pop("_denylist").stop()
+        if "sales_redis" in self.__dict__ and self.sales_redis is not self.__dict__.get("redis"):
+            self.sales_redis.close()
         if "redis" in self.__dict__:
             self.redis.close()
         if "mongo" in self.__dict__:

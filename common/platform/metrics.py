@@ -45,8 +45,8 @@ class SaleGauges:
         queued = GaugeMetricFamily("flashsale_sale_queue_length", "Queued tickets per sale",
                                    labels=["sale_id"])
         try:
-            for sale_id in all_sale_ids(self.clients.redis):
-                counters = read_counters(self.clients.redis, sale_id)
+            for sale_id in all_sale_ids(self.clients.sales_redis):
+                counters = read_counters(self.clients.sales_redis, sale_id)
                 if counters is None:
                     continue
                 for state in ("available", "reserved", "sold"):

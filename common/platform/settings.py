@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(200, ge=2, le=10_000)
     redis_pool_timeout_seconds: float = Field(10.0, gt=0, le=120)
     celery_broker_url: str | None = None
+    # `host:port,host:port,...`: the waiting room and sale data (every `{sale:<id>}` key, the
+    # sales index) live on this Redis Cluster; the broker, rate limits and the token denylist
+    # stay on REDIS_URL. Unset: sale data on REDIS_URL too.
+    redis_cluster_nodes: str | None = None
     mongodb_uri: str | None = None
     mongodb_db: str = "flashsale"
     # Run transactions one at a time: needed by the embedded server only (common/platform/mongo_tx.py).
@@ -113,6 +117,23 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _cluster_nodes(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for node in value.split(","):
+            host, _, port = node.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must read like host:port,host:port,...")
+        return value
+
+    @property
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        """REDIS_CLUSTER_NODES as (host, port) pairs; empty when sale data is on REDIS_URL."""
+        pairs = [node.strip().rpartition(":") for node in (self.redis_cluster_nodes or "").split(",")]
+        return [(host, int(port)) for host, _, port in pairs if host]
 
     @field_validator("login_rate_limit", "admission_rate_limit", "register_rate_limit",
                      "register_total_rate_limit", "payment_rate_limit")

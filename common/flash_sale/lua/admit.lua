@@ -3,7 +3,8 @@
 --       9 the shopper's admission rate (GCRA), 10 drain lock
 -- ARGV: 1 ticket_id, 2 user_id, 3 quantity, 4 kick debounce ms, 5 sale_id,
 --       6 ms between admissions at the limit's rate, 7 burst allowance ms (0 = no limit)
--- Returns {"issued", ticket_id, kick(0|1)} | {"existing", ticket_id} | {"no_sale"}
+-- Returns {"issued", ticket_id, kick(0|1), seq, created_at_ms, served, rate}
+--       (all the answer needs, so an admission is this one call) | {"existing", ticket_id} | {"no_sale"}
 --       | {"not_open", "scheduled"|"ended"} | {"sold_out"} | {"over_limit", limit}
 --       | {"limit_reached", held} | {"rate_limited", retry_after_ms}
 local config_key, counters_key, stream_key, live_key, latest_key, held_key, kick_key,
@@ -35,7 +36,7 @@ if quantity > limit then return {'over_limit', limit} end
 local held = tonumber(redis.call('HGET', held_key, user) or '0')
 if held + quantity > limit then return {'limit_reached', held} end
 
-local stock = redis.call('HMGET', counters_key, 'available', 'reserved')
+local stock = redis.call('HMGET', counters_key, 'available', 'reserved', 'served', 'rate')
 if tonumber(stock[1]) <= 0 and tonumber(stock[2]) <= 0 then return {'sold_out'} end
 
 local seq = redis.call('HINCRBY', counters_key, 'issued', 1)
@@ -53,4 +54,4 @@ local kick = false
 if redis.call('EXISTS', drain_lock_key) == 0 then
   kick = redis.call('SET', kick_key, '1', 'NX', 'PX', kick_debounce_ms)
 end
-return {'issued', ticket_id, kick and 1 or 0}
+return {'issued', ticket_id, kick and 1 or 0, seq, stamp, stock[3] or '0', stock[4] or '0'}
