@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 from pathlib import Path
 
 import click
@@ -63,6 +64,15 @@ def venv_script(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def gunicorn_config() -> str:
+    """The API's gunicorn settings, shipped in the `api` package (found without importing it,
+    so this command needs no Flask): `api/gunicorn.conf.py`."""
+    spec = find_spec("api")
+    if spec is None or not spec.submodule_search_locations:
+        raise click.ClickException("the api package is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "gunicorn.conf.py")
+
+
 def _exec(argv: list[str]) -> None:
     sys.stdout.flush()
     os.execvp(argv[0], argv)
@@ -81,17 +91,7 @@ def serve(name: str) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        _exec([
-            venv_script("gunicorn"), "--worker-class", "gevent",
-            "--workers", str(settings.web_concurrency), "--worker-connections", "2000",
-            "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "10",
-            "--timeout", "30",
-            # Longer than the usual load balancer idle timeout (60 s): otherwise a request sent on
-            # a connection the server is just closing is reset.
-            "--keep-alive", "75", "--access-logfile", "-",
-            "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
-            "api.app:create_app()",
-        ])
+        _exec([venv_script("gunicorn"), "-c", gunicorn_config(), "api.app:create_app()"])
     elif name in ("worker", "decider"):
         from common.platform.task_routes import DECISIONS_QUEUE, DEFAULT_QUEUE
 

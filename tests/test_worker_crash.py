@@ -43,7 +43,7 @@ def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
     stock, shoppers = 100, 600
     sale_id = open_sale(clients, stock=stock)
     for i in range(shoppers):
-        waiting_room.admit(clients.redis, sale_id, f"crash-{i}", 1)
+        waiting_room.admit(clients.sales_redis, sale_id, f"crash-{i}", 1)
     # Small batches and one PaymentIntent at a time widen the window a kill can land in.
     env = settings_env(settings, DECISION_BATCH_SIZE="10", CLAIM_IDLE_MS="1000",
                        PAYMENT_INTENT_CONCURRENCY="1", DRAIN_IDLE_SECONDS="1",
@@ -56,25 +56,25 @@ def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
         counters_key = sale_keys.counters_key(sale_id)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            reserved = int(clients.redis.hget(counters_key, "reserved") or 0)
+            reserved = int(clients.sales_redis.hget(counters_key, "reserved") or 0)
             if reserved >= 10:
                 break
             time.sleep(0.005)
-        holder = clients.redis.get(sale_keys.drain_lock_key(sale_id)) or ""
-        served_at_kill = int(clients.redis.hget(counters_key, "served") or 0)
+        holder = clients.sales_redis.get(sale_keys.drain_lock_key(sale_id)) or ""
+        served_at_kill = int(clients.sales_redis.hget(counters_key, "served") or 0)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
         assert holder.startswith(f"decider-{victim.pid}-"), holder
         assert served_at_kill > 0, "the kill should land after the first decisions"
-        pending_at_kill = clients.redis.xpending(sale_keys.stream_key(sale_id), "deciders")["pending"]
+        pending_at_kill = clients.sales_redis.xpending(sale_keys.stream_key(sale_id), "deciders")["pending"]
 
         survivor = _spawn("worker-b", env, tmp_path)
         beat = _spawn("beat", env, tmp_path)
         deadline = time.monotonic() + 90
-        counters = sales.read_counters(clients.redis, sale_id)
+        counters = sales.read_counters(clients.sales_redis, sale_id)
         while time.monotonic() < deadline:
-            counters = sales.read_counters(clients.redis, sale_id)
-            pending = clients.redis.xpending(sale_keys.stream_key(sale_id), "deciders")["pending"]
+            counters = sales.read_counters(clients.sales_redis, sale_id)
+            pending = clients.sales_redis.xpending(sale_keys.stream_key(sale_id), "deciders")["pending"]
             if counters.queued == 0 and pending == 0 and counters.served == shoppers:
                 break
             time.sleep(0.5)
@@ -83,9 +83,9 @@ def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
             if process is not None:
                 _stop(process)
 
-    ids = [data["ticket_id"] for _, data in clients.redis.xrange(sale_keys.stream_key(sale_id))]
+    ids = [data["ticket_id"] for _, data in clients.sales_redis.xrange(sale_keys.stream_key(sale_id))]
     assert len(ids) == shoppers == len(set(ids))
-    tickets = [clients.redis.hgetall(sale_keys.ticket_key(sale_id, t)) for t in ids]
+    tickets = [clients.sales_redis.hgetall(sale_keys.ticket_key(sale_id, t)) for t in ids]
     statuses = [t["status"] for t in tickets]
     assert statuses.count("reserved") == stock, (statuses.count("reserving"), pending_at_kill)
     assert statuses.count("sold_out") == shoppers - stock
@@ -93,5 +93,5 @@ def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
     assert counters.consistent and counters.available == 0 and counters.reserved == stock
     # I1-I4 (tests/faults/invariants.py). A PaymentIntent whose creation the kill cut short may
     # be left at the emulator (it ignores idempotency keys); it was never handed to anyone.
-    assert_invariants(clients.redis, clients.db, sale_id, stripe_view(clients.stripe, sale_id),
+    assert_invariants(clients.sales_redis, clients.db, sale_id, stripe_view(clients.stripe, sale_id),
                       one_live_intent=False)

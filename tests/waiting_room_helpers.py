@@ -28,7 +28,7 @@ def open_sale(clients: Clients, stock: int, *, ttl: int = 300, per_user_limit: i
     product_id = make_product(clients, stock if product_stock is None else product_stock)
     now = datetime.now(UTC)
     sale = sales.create_sale(
-        clients.db, clients.redis, product_id=product_id, stock=stock, price_cents=1999,
+        clients.db, clients.sales_redis, product_id=product_id, stock=stock, price_cents=1999,
         starts_at=now + timedelta(seconds=starts_in), ends_at=now + timedelta(seconds=starts_in + lasts),
         per_user_limit=per_user_limit, reservation_ttl_seconds=ttl)
     return str(sale["_id"])
@@ -39,7 +39,7 @@ def gateway_for(clients: Clients) -> StripeGateway:
 
 
 def payment_context(clients: Clients) -> PaymentContext:
-    return PaymentContext(mongo=clients.mongo, db=clients.db, redis=clients.redis,
+    return PaymentContext(mongo=clients.mongo, db=clients.db, redis=clients.sales_redis,
                           gateway=gateway_for(clients), serialize_transactions=True)
 
 
@@ -48,7 +48,7 @@ def drain(clients: Clients, sale_id: str, pool: ThreadPoolExecutor | None = None
     opts = reservations.DrainOptions(idle_seconds=0.3, claim_idle_ms=200, **options)  # type: ignore[arg-type]
     own_pool = pool or ThreadPoolExecutor(8)
     try:
-        return reservations.drain_sale(clients.redis, gateway_for(clients), sale_id, opts, own_pool)
+        return reservations.drain_sale(clients.sales_redis, gateway_for(clients), sale_id, opts, own_pool)
     finally:
         if pool is None:
             own_pool.shutdown(wait=True)
