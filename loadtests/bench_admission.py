@@ -8,6 +8,11 @@
 2. Worker decisions per second: `decide_batch` over a pre-filled stream (default 50,000
    tickets for 10,000 units), then the whole `drain_sale` loop on another such stream with a
    PaymentIntent stand-in (this measures deciding, not the Stripe emulator).
+   Also: API CPU per admission and per status read (the gunicorn processes' CPU time over
+   the requests, psutil) and Redis per admission (admit.lua's cmdstat_evalsha usec_per_call,
+   and redis-server's own CPU time).
+1b. Capacity on a local Redis Cluster (`flashsale run --redis-cluster`): 1 sale on 1 shard
+   against 3 sales on 3 shards, side by side; what one API core and one shard sustain.
 3. Status polls at 1,000 and at 1,000,000 queued tickets: `read_ticket` directly and
    `GET /api/tickets/<id>` through the API; queues are filled with admit.lua in pipelines.
 
@@ -40,6 +45,7 @@ from typing import Any
 import gevent
 import redis
 from gevent.pool import Pool
+from redis.cluster import ClusterNode, RedisCluster
 
 from common.billing.stripe_gateway import Intent
 from common.flash_sale import reservations, sale_keys, sales, waiting_room
@@ -51,7 +57,9 @@ from loadtests.shop import AccountPool, Operator, mint_access_token
 from loadtests.system import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    api_processes,
     celery_held,
+    cpu_seconds,
     running_gunicorn,
     running_redis,
     running_system,
@@ -83,8 +91,9 @@ class Figures:
 
 
 def hammer(client: JsonClient, requests: Iterable[Request], concurrency: int, label: str,
-           expected: tuple[int, ...]) -> Figures:
-    """Send every request, `concurrency` at a time (closed loop); time each one."""
+           expected: tuple[int, ...], bodies: list[tuple[Any, str]] | None = None) -> Figures:
+    """Send every request, `concurrency` at a time (closed loop); time each one. With
+    `bodies`, each expected answer's body is kept there with the request's token."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     unanswered = 0
@@ -102,6 +111,8 @@ def hammer(client: JsonClient, requests: Iterable[Request], concurrency: int, la
             latencies.append(answer.ms)
             if answer.status not in expected:
                 errors[f"{answer.status} {answer.error_code()}"] += 1
+            elif bodies is not None:
+                bodies.append((answer.body, token))
 
     started = time.perf_counter()
     pool = Pool(concurrency)
@@ -177,7 +188,23 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
     # The endpoints are compared on the same machine: the bare one has no workers beside it,
     # so the system's Celery processes are held still through both runs (decisions: part 2).
     with contextlib.nullcontext(0) if args.workers_running else celery_held(services["system_pid"]) as held:
-        real = hammer(api, admissions, args.concurrency, "POST /api/sales/<id>/tickets", (202,))
+        gunicorns = api_processes(services["system_pid"])
+        system_redis = make_redis(services["redis"])
+        system_redis.config_resetstat()
+        redis_cpu, api_cpu = _redis_cpu(system_redis), cpu_seconds(gunicorns)
+        issued: list[tuple[Any, str]] = []
+        real = hammer(api, admissions, args.concurrency, "POST /api/sales/<id>/tickets", (202,),
+                      bodies=issued)
+        api_us = (cpu_seconds(gunicorns) - api_cpu) * 1e6 / max(1, real.requests)
+        redis_us = (_redis_cpu(system_redis) - redis_cpu) * 1e6 / max(1, real.requests)
+        script_us = _evalsha_usec(system_redis)
+        # Status reads: each shopper polls their own ticket.
+        reads: list[Request] = [("GET", f"/api/tickets/{body['id']}", None, token)
+                                for body, token in issued[: args.status_reads]]
+        api_cpu = cpu_seconds(gunicorns)
+        read = hammer(api, reads, args.concurrency, "GET /api/tickets/<id>", (200,))
+        read_us = (cpu_seconds(gunicorns) - api_cpu) * 1e6 / max(1, read.requests)
+        system_redis.close()
         with running_gunicorn(f"loadtests.bare_app:create_app({services['redis']!r})", root,
                               args.web_concurrency) as bare_url:
             bare = JsonClient(bare_url, args.concurrency)
@@ -192,7 +219,119 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
     print(f"  ratio: admission throughput is {real.throughput / baseline.throughput:.2f}x the bare "
           f"endpoint's; p50 {real.p(0.5) / baseline.p(0.5):.1f}x, p99 {real.p(0.99) / baseline.p(0.99):.1f}x "
           f"(concurrency {args.concurrency}, {args.web_concurrency} gunicorn workers)")
+    print(f"  {read.line()}")
+    print(f"  API CPU per admission {api_us:6.0f} us   per status read {read_us:6.0f} us   "
+          f"(gunicorn processes' CPU time over the requests)")
+    print(f"  Redis per admission: admit.lua {script_us:5.1f} us (cmdstat_evalsha usec_per_call), "
+          f"{redis_us:5.1f} us of redis-server CPU in all (used_cpu_user + used_cpu_sys)")
     api.close()
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _evalsha_usec(client: redis.Redis) -> float:
+    stats = client.info("commandstats").get("cmdstat_evalsha") or {}
+    return float(stats.get("usec_per_call", 0.0))
+
+
+# ------------------------------------------------------------------ 1b. capacity on a cluster
+
+
+@dataclass
+class CapacityRow:
+    label: str
+    figures: Figures
+    api_us: float
+    shard_us: dict[int, float]  # port -> redis-server CPU per admission it served (us)
+    script_us: dict[int, float]  # port -> admit.lua usec_per_call
+    busiest_shard_percent: float
+
+
+def _cluster_nodes(setting: str) -> dict[int, redis.Redis]:
+    nodes = {}
+    for node in setting.split(","):
+        host, _, port = node.rpartition(":")
+        nodes[int(port)] = redis.Redis(host=host, port=int(port), decode_responses=True)
+    return nodes
+
+
+def _sales_on_distinct_shards(operator: Operator, cluster: RedisCluster, stock: int,
+                              shards: int) -> list[tuple[str, int]]:
+    """Sales created until `shards` of them sit on different masters: (sale_id, port)."""
+    found: dict[int, str] = {}
+    for _ in range(60):
+        sale_id = operator.create_sale(stock=stock)["id"]
+        port = int(cluster.get_node_from_key(sale_keys.counters_key(sale_id)).port)
+        found.setdefault(port, sale_id)
+        if len(found) == shards:
+            break
+    return [(sale_id, port) for port, sale_id in found.items()]
+
+
+def _capacity_run(label: str, services: dict[str, Any], nodes: dict[int, redis.Redis],
+                  sales_on: list[tuple[str, int]], shoppers: int, args: argparse.Namespace) -> CapacityRow:
+    tokens = [mint_access_token(args.jwt_secret, f"usr_cap_{secrets.token_hex(4)}_{i}")
+              for i in range(shoppers)]
+    requests = [("POST", f"/api/sales/{sales_on[i % len(sales_on)][0]}/tickets", {"quantity": 1}, token)
+                for i, token in enumerate(tokens)]
+    api = JsonClient(services["api"], args.concurrency)
+    gunicorns = api_processes(services["system_pid"])
+    for node in nodes.values():
+        node.config_resetstat()
+    served = Counter(port for _sale, port in sales_on for _ in range(shoppers // len(sales_on)))
+    before = {port: _redis_cpu(node) for port, node in nodes.items()}
+    api_before, started = cpu_seconds(gunicorns), time.perf_counter()
+    figures = hammer(api, requests, args.concurrency, label, (202,))
+    wall = time.perf_counter() - started
+    api_us = (cpu_seconds(gunicorns) - api_before) * 1e6 / max(1, figures.requests)
+    used = {port: _redis_cpu(node) - before[port] for port, node in nodes.items()}
+    api.close()
+    return CapacityRow(
+        label, figures, api_us,
+        shard_us={port: used[port] * 1e6 / served[port] for port in served},
+        script_us={port: _evalsha_usec(nodes[port]) for port in served},
+        busiest_shard_percent=100 * max(used.values()) / wall)
+
+
+def bench_capacity(root: Path, args: argparse.Namespace) -> list[CapacityRow]:
+    """1 sale on 1 shard against 3 sales on 3 shards, side by side, on a local Redis Cluster."""
+    env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret}
+    (root / "cluster-run").mkdir(exist_ok=True)
+    with running_system(root / "cluster-run", env, args=("--redis-cluster",)) as services:
+        nodes = _cluster_nodes(services["redis_cluster_nodes"])
+        cluster = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", port) for port in nodes],
+                               decode_responses=True)
+        operator = Operator(services["api"], ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
+        spread = _sales_on_distinct_shards(operator, cluster, args.stock, 3)
+        print(f"  sales on shards: {', '.join(f'{sale} -> :{port}' for sale, port in spread)}")
+        rows = []
+        with celery_held(services["system_pid"]):
+            _capacity_run("warm-up", services, nodes, spread, 1500, args)
+            for _round in range(args.capacity_rounds):
+                rows.append(_capacity_run("1 sale, 1 shard", services, nodes, spread[:1],
+                                          args.capacity_shoppers, args))
+                rows.append(_capacity_run(f"{len(spread)} sales, {len(spread)} shards", services, nodes,
+                                          spread, args.capacity_shoppers, args))
+        cluster.close()
+        for node in nodes.values():
+            node.close()
+    print(f"  {'':<20} {'adm/s':>7} {'p95 ms':>7} {'API us/adm':>11} {'shard us/adm':>13} "
+          f"{'admit.lua us':>13} {'busiest shard CPU':>18}")
+    for row in rows:
+        shard = max(row.shard_us.values())
+        script = max(row.script_us.values())
+        print(f"  {row.label:<20} {row.figures.throughput:7.0f} {row.figures.p(0.95):7.1f} "
+              f"{row.api_us:11.0f} {shard:13.1f} {script:13.1f} {row.busiest_shard_percent:17.0f}%"
+              f"{'  errors ' + str(dict(row.figures.errors)) if row.figures.errors else ''}")
+    api_us = sorted(r.api_us for r in rows)[len(rows) // 2]
+    shard_us = sorted(max(r.shard_us.values()) for r in rows)[len(rows) // 2]
+    print(f"  one API core sustains about {1e6 / api_us:,.0f} admissions/s ({api_us:.0f} us each); "
+          f"one Redis shard about {1e6 / shard_us:,.0f} admissions/s ({shard_us:.0f} us of its CPU "
+          f"each), and one sale lives on one shard: that is one sale's ceiling")
+    return rows
 
 
 # ------------------------------------------------------------------ 2. decisions
@@ -363,7 +502,12 @@ def main() -> None:
                         default=[1_000, 1_000_000])
     parser.add_argument("--polls", type=int, default=3000)
     parser.add_argument("--poll-shoppers", type=int, default=20)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: admission,decisions,polls")
+    parser.add_argument("--status-reads", type=int, default=5000, help="GET /api/tickets/<id> measured")
+    parser.add_argument("--capacity-shoppers", type=int, default=6000,
+                        help="admissions per capacity scenario (on the cluster)")
+    parser.add_argument("--capacity-rounds", type=int, default=1)
+    parser.add_argument("--skip", default="",
+                        help="comma list of parts to skip: admission,capacity,decisions,polls")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -383,6 +527,11 @@ def main() -> None:
             if "polls" not in skip:
                 print("status polls (O(1): the position comes from two counters):")
                 bench_polls(services, redis_url, root, args)
+        if "capacity" not in skip:
+            # After the first system has stopped: one system at a time on the machine.
+            print("capacity: sale data on a local 3-shard Redis Cluster (flashsale run --redis-cluster), "
+                  "Celery held still:")
+            bench_capacity(root, args)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average {load} at the end")
 

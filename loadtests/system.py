@@ -42,8 +42,8 @@ def _stop(process: subprocess.Popen, timeout: float = 30) -> None:
 
 @contextmanager
 def running_system(root: Path, extra_env: dict[str, str] | None = None,
-                   timeout: float = 120) -> Iterator[dict[str, Any]]:
-    """Start `flashsale run` under `root`; yields its services.json."""
+                   timeout: float = 120, args: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """Start `flashsale run [args]` under `root`; yields its services.json."""
     var_dir = root / "var"
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
     env.update({"PORT": str(free_port()), "VAR_DIR": str(var_dir), "LOG_FORMAT": "json",
@@ -53,7 +53,7 @@ def running_system(root: Path, extra_env: dict[str, str] | None = None,
                 "REGISTER_TOTAL_RATE_LIMIT": "100000 per second", "LOG_LEVEL": "WARNING"})
     env.update(extra_env or {})
     log = (root / "system.log").open("wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "flashsale"), "run"],
+    process = subprocess.Popen([str(Path(sys.executable).parent / "flashsale"), "run", *args],
                                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     services_path = var_dir / "run" / "services.json"
@@ -67,6 +67,26 @@ def running_system(root: Path, extra_env: dict[str, str] | None = None,
     finally:
         _stop(process)
         log.close()
+
+
+def api_processes(system_pid: int) -> list[psutil.Process]:
+    """The system's gunicorn processes (master and workers)."""
+    found = []
+    for child in psutil.Process(system_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any("gunicorn" in part for part in child.cmdline()[:2]):
+                found.append(child)
+    return found
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User plus system CPU time the processes have used so far (their own, not children's)."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 @contextmanager

@@ -77,7 +77,9 @@ def write_private(path: Path, text: str) -> None:
 @click.command()
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for /readyz.")
 @click.option("--demo", is_flag=True, help="Create a demo sale (opening in a minute) if none exists.")
-def run(ready_timeout: float, demo: bool) -> None:
+@click.option("--redis-cluster", is_flag=True,
+              help="Put sale data on a local three-node Redis Cluster (unless REDIS_CLUSTER_NODES is set).")
+def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
     """Start the whole system in the foreground; a process that dies is restarted; Ctrl-C
     stops every process."""
     from common.development.demo import DEV_ADMIN_EMAIL, dev_admin_password, seed_demo_sale
@@ -95,6 +97,15 @@ def run(ready_timeout: float, demo: bool) -> None:
     api_url = settings.public_url or f"http://{settings.host}:{settings.port}"
     env.setdefault("PUBLIC_URL", api_url)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    cluster = None
+    if redis_cluster and not env.get("REDIS_CLUSTER_NODES"):
+        from common.development.cluster import LocalCluster
+
+        # Started here, stopped when the run ends; a shard that dies is not restarted.
+        cluster = LocalCluster(settings.var_dir / "redis-cluster").start()
+        env["REDIS_CLUSTER_NODES"] = cluster.nodes_setting
+        plan.embedded.append("redis-cluster")
 
     supervisor = ProcfileSupervisor()
     for name, command in read_procfile().items():
@@ -115,6 +126,7 @@ def run(ready_timeout: float, demo: bool) -> None:
         services: dict[str, Any] = {
             "api": api_url,
             "redis": env["REDIS_URL"],
+            "redis_cluster_nodes": env.get("REDIS_CLUSTER_NODES", ""),
             "mongodb": env["MONGODB_URI"],
             "stripe_api_base": env.get("STRIPE_API_BASE") or "https://api.stripe.com",
             "stripe_secret_key": env["STRIPE_SECRET_KEY"],
@@ -148,6 +160,8 @@ def run(ready_timeout: float, demo: bool) -> None:
     finally:
         stop.set()
         services_path.unlink(missing_ok=True)
+        if cluster is not None:
+            cluster.stop()
     sys.exit(code)
 
 
