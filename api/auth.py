@@ -40,6 +40,7 @@ from api.errors import error_body
 from api.extensions import client_address, clients, jwt, limiter, settings
 from api.schemas import RequestSchema
 from common.accounts import tokens, users
+from common.platform import ids
 from common.platform.clients import Clients
 from common.platform.clock import now_seconds
 from common.platform.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized
@@ -104,8 +105,8 @@ def issue_tokens(user: dict[str, Any], family: str | None = None) -> dict[str, s
     """A new access token and refresh token for `user` (a users document), in `family` or in
     a new one (a new login); the refresh token is also set as the browsers' HttpOnly cookie."""
     current = settings()
-    family = family or tokens.new_family()
-    refresh_jti = tokens.new_jti()
+    family = family or ids.new_token_family()
+    refresh_jti = ids.new_token_id()
     tokens.record_refresh_token(clients().db, jti=refresh_jti, family=family,
                                 user_id=user["_id"], ttl_seconds=current.jwt_refresh_ttl_seconds)
     refresh_token = create_refresh_token(

@@ -11,7 +11,6 @@ expires_at}`); revoked access tokens and families are entries of the Redis denyl
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -22,14 +21,6 @@ from pymongo.database import Database
 from common.accounts import revocations
 from common.platform.clock import now_seconds, utc_now
 from common.platform.errors import TokenRevoked
-
-
-def new_family() -> str:
-    return "fam_" + secrets.token_hex(16)
-
-
-def new_jti() -> str:
-    return secrets.token_hex(16)
 
 
 def record_refresh_token(db: Database, *, jti: str, family: str, user_id: str,

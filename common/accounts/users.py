@@ -29,6 +29,7 @@ from pymongo.errors import DuplicateKeyError
 
 from common.platform.clock import utc_now
 from common.platform.errors import AccountNotAdmin, EmailTaken, InvalidCredentials, ValidationFailed
+from common.platform.ids import new_user_id
 
 log = logging.getLogger("common.accounts.users")
 
@@ -92,10 +93,6 @@ def _at_low_priority(work: Callable[..., T], *args: Any) -> T:
 class Role(StrEnum):
     CUSTOMER = "customer"
     ADMIN = "admin"
-
-
-def new_user_id() -> str:
-    return "usr_" + secrets.token_hex(16)
 
 
 def normalise_email(email: str) -> str:

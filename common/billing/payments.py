@@ -19,7 +19,6 @@ sweeps the outbox until Stripe confirms the cancellation.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from common.flash_sale.waiting_room import public_status, read_ticket, read_tick
 from common.platform import metrics
 from common.platform.clock import now_ms, utc_now
 from common.platform.errors import PaymentInProgress, PaymentProviderError, TicketNotActive
+from common.platform.ids import new_order_id
 from common.platform.lua_scripts import scripts_for
 from common.platform.mongo_tx import run_transaction
 
@@ -56,10 +56,6 @@ class PaymentContext:
     def transaction(self, body: Any) -> Any:
         return run_transaction(self.mongo, body, redis_client=self.redis,
                                serialize=self.serialize_transactions)
-
-
-def new_order_id() -> str:
-    return "ord_" + secrets.token_hex(16)
 
 
 # ------------------------------------------------------------------ webhook deliveries

@@ -9,11 +9,11 @@ A lock is never held forever: a holder that dies frees it when its time to live 
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import redis
 
+from common.platform import ids
 from common.platform.lua_scripts import scripts_for
 
 
@@ -30,7 +30,7 @@ class RedisLock:
         self.client = client
         self.key = key
         self.ttl_ms = ttl_ms
-        self.token = f"{holder}:{secrets.token_hex(4)}" if holder else secrets.token_hex(8)
+        self.token = ids.new_lock_token(holder)
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
         self.held = False

@@ -5,22 +5,19 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
+
+from common.platform import ids
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
 def request_id_from(incoming: str) -> str:
     """The client's X-Request-ID when it is a safe token to log, else a new id."""
-    return incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
+    return incoming if REQUEST_ID_PATTERN.match(incoming) else ids.new_request_id()
 
 
 class RequestIdFilter(logging.Filter):

@@ -15,7 +15,6 @@ order paid itself.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -26,6 +25,7 @@ from common.billing import card_payments
 from common.billing.stripe_gateway import REQUIRES_ACTION, StripeGateway
 from common.platform.clock import iso_utc, utc_now
 from common.platform.errors import Conflict, EmptyCart, InsufficientStock, NotFound, OrderNotPayable
+from common.platform.ids import new_order_id
 from common.platform.pagination import Page, newest_first
 from common.shop import carts
 
@@ -42,10 +42,6 @@ class OrderStatus(StrEnum):
 class OrderKind(StrEnum):
     CART = "cart"
     SALE = "sale"
-
-
-def new_order_id() -> str:
-    return "ord_" + secrets.token_hex(16)
 
 
 def order_to_public(doc: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ only checks it.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,14 +14,11 @@ from pymongo.database import Database
 
 from common.platform.clock import utc_now
 from common.platform.errors import NotFound
+from common.platform.ids import new_product_id
 from common.platform.pagination import Page, newest_first
 
 # What an admin may set; everything else (id, times) is the shop's.
 WRITABLE_FIELDS = ("name", "description", "price_cents", "currency", "stock", "image_url")
-
-
-def new_product_id() -> str:
-    return "prd_" + secrets.token_hex(16)
 
 
 def product_to_public(doc: dict[str, Any]) -> dict[str, Any]:
