@@ -10,9 +10,10 @@ from flask_smorest import Blueprint
 
 from api.auth import BEARER, admin_required, current_user_id, login_required
 from api.extensions import clients, limiter, settings
-from api.schemas import RequestSchema, TicketSchema
+from api.schemas import PageQuerySchema, RequestSchema, TicketSchema
 from api.task_queue import send_task
-from common.flash_sale import sales, waiting_room
+from common.flash_sale import lobby, sales, waiting_room
+from common.flash_sale.lobby import MAX_ENTRIES_PAGE
 from common.platform import metrics
 from common.platform.errors import DomainError
 
@@ -30,6 +31,27 @@ class SaleCreateSchema(RequestSchema):
                                        validate=ma.validate.Range(min=1, max=100))
     reservation_ttl_seconds = ma.fields.Integer(load_default=300, strict=True,
                                                 validate=ma.validate.Range(min=1, max=86_400))
+    lobby_opens_at = ma.fields.AwareDateTime(allow_none=True, default_timezone=None, metadata={
+        "description": "when shoppers may join the lobby (default: now); null: no lobby"})
+
+
+class FairnessSchema(ma.Schema):
+    algorithm = ma.fields.String(required=True)
+    commitment = ma.fields.String(required=True, metadata={"description": "hex(SHA-256(seed))"})
+
+
+class FairnessPageSchema(FairnessSchema):
+    seed = ma.fields.String(required=True, allow_none=True,
+                            metadata={"description": "hex; null until the start"})
+    lobby_size = ma.fields.Integer(required=True)
+    entries = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "ids of the tickets in the lobby at the start, ascending"})
+    next_cursor = ma.fields.String(required=True, allow_none=True)
+
+
+class FairnessQuerySchema(PageQuerySchema):
+    limit = ma.fields.Integer(load_default=MAX_ENTRIES_PAGE,
+                              validate=ma.validate.Range(min=1, max=MAX_ENTRIES_PAGE))
 
 
 class SaleSchema(ma.Schema):
@@ -42,10 +64,13 @@ class SaleSchema(ma.Schema):
     per_user_limit = ma.fields.Integer()
     reservation_ttl_seconds = ma.fields.Integer()
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(
-        ["scheduled", "open", "sold_out", "ended"]))
+        ["scheduled", "lobby", "open", "sold_out", "ended"]))
     stock_total = ma.fields.Integer(required=True)
     stock_available = ma.fields.Integer(required=True)
     queue_length = ma.fields.Integer(required=True)
+    lobby_opens_at = ma.fields.String(allow_none=True)
+    lobby_size = ma.fields.Integer()
+    fairness = ma.fields.Nested(FairnessSchema, allow_none=True)
 
 
 class SaleListSchema(ma.Schema):
@@ -112,6 +137,18 @@ def get_sale(sale_id: str):
     """One sale with its live stock and queue length (public)."""
     sale = sales.get_sale_doc(clients().db, sale_id)
     return sales.public_sale(sale, sales.read_counters(clients().sales_redis, sale_id))
+
+
+@blp.route("/sales/<sale_id>/fairness", methods=["GET"])
+@blp.arguments(FairnessQuerySchema, location="query")
+@blp.response(200, FairnessPageSchema)
+def sale_fairness(query: dict, sale_id: str):
+    """The lobby's draw, to check it (public): the commitment, the seed once the lobby has
+    closed at the start (null before), the lobby's size and its ticket ids in ascending order,
+    paged (`next_cursor` back as `cursor`). Order: ids sorted ascending by the raw
+    HMAC-SHA256(key=seed, message=id as UTF-8); place 1 first (`hmac-sha256-v1`)."""
+    return lobby.fairness_page(clients().db, clients().sales_redis, sale_id,
+                               cursor=query["cursor"], limit=query["limit"])
 
 
 @blp.route("/sales/<sale_id>/tickets", methods=["POST"])

@@ -35,8 +35,15 @@ class TicketSchema(ma.Schema):
     sale_id = ma.fields.String(required=True)
     quantity = ma.fields.Integer(required=True)
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(
-        ["queued", "reserved", "paid", "sold_out", "expired", "cancelled", "payment_failed"]))
+        ["lobby", "queued", "reserved", "paid", "sold_out", "expired", "cancelled", "payment_failed"]))
     position = ma.fields.Integer(allow_none=True)
+    units_ahead = ma.fields.Integer(metadata={
+        "description": "lobby and queued tickets: units asked for by live tickets ahead (in the "
+                       "lobby, the expected value under the random draw: half the others' units)"})
+    outlook = ma.fields.String(validate=ma.validate.OneOf(["likely", "possible", "unlikely"]), metadata={
+        "description": "lobby and queued tickets: `likely` when units_ahead + quantity fit in the "
+                       "units still free, `possible` when they fit only if outstanding "
+                       "reservations come back, `unlikely` otherwise"})
     eta_seconds = ma.fields.Integer(allow_none=True)
     poll_after_ms = ma.fields.Integer(allow_none=True)
     reservation = ma.fields.Nested(ReservationSchema, allow_none=True)

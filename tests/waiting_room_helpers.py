@@ -30,7 +30,8 @@ def open_sale(clients: Clients, stock: int, *, ttl: int = 300, per_user_limit: i
     sale = sales.create_sale(
         clients.db, clients.sales_redis, product_id=product_id, stock=stock, price_cents=1999,
         starts_at=now + timedelta(seconds=starts_in), ends_at=now + timedelta(seconds=starts_in + lasts),
-        per_user_limit=per_user_limit, reservation_ttl_seconds=ttl)
+        per_user_limit=per_user_limit, reservation_ttl_seconds=ttl,
+        lobby_opens_at=None)  # the v1 window; tests/test_lobby.py covers the lobby
     return str(sale["_id"])
 
 

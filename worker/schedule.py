@@ -11,6 +11,8 @@ from common.platform.settings import Settings
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "drain-open-sales": {"task": "worker.tasks.drain_open_sales", "schedule": 1.0},
+        # A lobby gets its places at its sale's start (the first admission after it too).
+        "start-lobbies": {"task": "worker.tasks.start_lobbies", "schedule": 1.0},
         "expire-reservations": {
             "task": "worker.tasks.expire_reservations",
             "schedule": settings.expiry_interval_seconds,

@@ -12,7 +12,7 @@ from celery import Task
 from common.auditing import reconcile
 from common.billing import payments
 from common.billing.payments import apply_intent, mark_event_processed
-from common.flash_sale import reservations, sales
+from common.flash_sale import lobby, reservations, sales
 from common.platform import metrics
 from common.platform.clock import utc_now
 from common.platform.errors import PaymentProviderBusy
@@ -67,6 +67,17 @@ def drain_open_sales() -> int:
     for sale_id in needing:
         drain_sale.delay(sale_id)
     return len(needing)
+
+
+@celery_app.task(name="worker.tasks.start_lobbies", ignore_result=True)
+def start_lobbies() -> int:
+    """At a sale's start: give every lobby ticket its drawn place (idempotent, crash-safe),
+    then drain the sale."""
+    redis_client = runtime_clients().sales_redis
+    started = lobby.start_due_lobbies(redis_client, sales.all_sale_ids(redis_client))
+    for sale_id in started:
+        drain_sale.delay(sale_id)
+    return len(started)
 
 
 @celery_app.task(name="worker.tasks.expire_reservations", ignore_result=True)

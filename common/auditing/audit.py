@@ -18,6 +18,8 @@ webhook, joined again with T2 and paid it ended with 2 paid units unseen.
   never exceed the sale's `per_user_limit`.
 - Final stays final: no ticket leaves a final status, except an `expired` ticket whose late
   payment is honoured (API v2, "Payments that race a reservation's end").
+- Places (I2): no two tickets share a place (seq); once a lobby is closed its tickets hold
+  places 1..lobby_size, each exactly once, and the tickets admitted after it the places behind.
 """
 
 from __future__ import annotations
@@ -175,6 +177,10 @@ class SaleSnapshot:
     expiring: frozenset[str] = frozenset()
     settled: frozenset[str] = frozenset()
     product_stock: int | None = None
+    # The lobby's tickets (placed or not) and those waiting behind it outside the stream.
+    lobby_ids: list[str] = field(default_factory=list)
+    after_lobby_ids: list[str] = field(default_factory=list)
+    lobby_closed: bool = False
 
     @property
     def missing(self) -> list[str]:
@@ -280,10 +286,15 @@ def check_outcomes(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bo
                                      f"{_sample(members)}", members[0]))
     if c is None:
         return out
-    if c.issued != len(s.stream_ids):
+    # A closed lobby's places are issued at once, before its tickets reach the stream.
+    in_stream = set(s.stream_ids)
+    unplaced = [t for t in s.lobby_ids if t not in in_stream] if s.lobby_closed else []
+    with_place = len(s.stream_ids) + len(s.after_lobby_ids) + len(unplaced)
+    if c.issued != with_place:
         out.append(Violation(Invariant.OUTCOMES, "issued_mismatch",
-                             f"issued counter {c.issued} != {len(s.stream_ids)} stream entries"))
-    for status in (TicketStatus.QUEUED, *COUNTED_STATUSES):
+                             f"issued counter {c.issued} != {with_place} tickets with a place "
+                             "(stream entries, tickets behind the lobby, unplaced lobby tickets)"))
+    for status in (TicketStatus.LOBBY, TicketStatus.QUEUED, *COUNTED_STATUSES):
         counted, actual = getattr(c, status.value), len(by_status[status])
         if counted != actual:
             out.append(Violation(Invariant.OUTCOMES, "counter_mismatch",
@@ -292,7 +303,7 @@ def check_outcomes(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bo
     def having(statuses: frozenset[TicketStatus]) -> set[str]:
         return {t for status in statuses for t in by_status[status]}
 
-    expected_live = having(HOLDING | {TicketStatus.QUEUED})
+    expected_live = having(HOLDING | {TicketStatus.QUEUED, TicketStatus.LOBBY})
     if set(s.live_tickets.values()) != expected_live:
         odd = sorted(set(s.live_tickets.values()) ^ expected_live)
         out.append(Violation(Invariant.OUTCOMES, "live_index",
@@ -310,6 +321,38 @@ def check_outcomes(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bo
     if set(s.settled) != having(SELLING):
         out.append(Violation(Invariant.OUTCOMES, "settled_index",
                              "the settled set disagrees with the settling and paid tickets"))
+    return out
+
+
+def check_places(s: SaleSnapshot) -> list[Violation]:
+    """I2, places: no place given twice; a closed and placed lobby holds places 1..N."""
+    out: list[Violation] = []
+    by_place: dict[int, list[str]] = defaultdict(list)
+    for ticket in s.tickets.values():
+        if ticket.fields.get("seq"):
+            by_place[int(ticket.fields["seq"])].append(ticket.id)
+    shared = sorted(p for p, ids in by_place.items() if len(ids) > 1)
+    if shared:
+        out.append(Violation(Invariant.OUTCOMES, "duplicate_place",
+                             f"places given to two tickets: {_sample([str(p) for p in shared])}",
+                             by_place[shared[0]][0]))
+    if s.lobby_closed:
+        size = len(s.lobby_ids)
+        for ticket_id in s.lobby_ids:
+            found = s.tickets.get(ticket_id)
+            if found is None or found.status == TicketStatus.LOBBY.value:
+                continue
+            seq = _int(found.fields.get("seq"))
+            if not 1 <= seq <= size:
+                out.append(Violation(Invariant.OUTCOMES, "lobby_place",
+                                     f"lobby ticket {ticket_id} has place {seq}, not in 1..{size}",
+                                     ticket_id))
+        lobby = set(s.lobby_ids)
+        for ticket in s.tickets.values():
+            if ticket.id not in lobby and ticket.fields.get("seq") and _int(ticket.fields["seq"]) <= size:
+                out.append(Violation(Invariant.OUTCOMES, "ahead_of_lobby",
+                                     f"ticket {ticket.id} admitted after the start has lobby place "
+                                     f"{ticket.fields['seq']}", ticket.id))
     return out
 
 
@@ -498,7 +541,7 @@ def audit_sale(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bool =
         return check_stock(s)
     complete = settled if orders_complete is None else orders_complete
     return [*check_stock(s, orders_complete=complete),
-            *check_outcomes(s, settled=settled, allow_reserved=allow_reserved),
+            *check_outcomes(s, settled=settled, allow_reserved=allow_reserved), *check_places(s),
             *check_one_per_ticket(s, intents_closed=intents_closed, one_live_intent=one_live_intent),
             *check_money(s), *check_per_user_limit(s), *check_final_stays_final(s, earlier)]
 
@@ -551,7 +594,11 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
     Redis so an order never shows up for a payment Redis has not yet seen."""
     ids, last = _stream_entries(redis_client, sale_id)
     for attempt in range(READ_ATTEMPTS):
-        unique = list(dict.fromkeys(ids))
+        # The lobby's and the after-lobby tickets are read first: a ticket moves from them
+        # into the stream (never back), so none is missed between the reads.
+        lobby_ids = [str(t) for t in redis_client.zrange(sale_keys.lobby_key(sale_id), 0, -1)]
+        after_ids = [str(t) for t in redis_client.lrange(sale_keys.after_lobby_key(sale_id), 0, -1)]
+        unique = list(dict.fromkeys([*ids, *lobby_ids, *after_ids]))
         pipe = redis_client.pipeline(transaction=True)
         # Entries added since the paged XRANGE: if any, read again with them (their hashes
         # must be part of the same transaction as the counters that count them).
@@ -562,11 +609,14 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
         pipe.hgetall(sale_keys.held_units_key(sale_id))
         pipe.zrange(sale_keys.expiry_key(sale_id), 0, -1)
         pipe.smembers(sale_keys.settled_key(sale_id))
+        pipe.lrange(sale_keys.after_lobby_key(sale_id), 0, -1)
         for ticket_id in unique:
             pipe.hgetall(sale_keys.ticket_key(sale_id, ticket_id))
-        tail, config_raw, counters_raw, live, held, expiring, settled, *hashes = pipe.execute()
-        if not tail:
+        tail, config_raw, counters_raw, live, held, expiring, settled, after_now, *hashes = pipe.execute()
+        if not tail and [str(t) for t in after_now] == after_ids:
             break
+        if not tail:
+            continue
         ids += [str(data.get("ticket_id", "")) for _entry_id, data in tail]
         last = str(tail[-1][0])
         if attempt == READ_ATTEMPTS - 1:
@@ -596,7 +646,9 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
         tickets={t: TicketRecord.from_hash(t, h) for t, h in zip(unique, hashes, strict=True) if h},
         live_tickets={str(u): str(t) for u, t in live.items()},
         held_by_user={str(u): _int(n) for u, n in held.items()},
-        expiring=frozenset(str(t) for t in expiring), settled=frozenset(str(t) for t in settled))
+        expiring=frozenset(str(t) for t in expiring), settled=frozenset(str(t) for t in settled),
+        lobby_ids=lobby_ids, after_lobby_ids=after_ids,
+        lobby_closed=counters_raw.get("lobby_closed") == "1")
     snapshot.orders = [OrderRecord.from_document(doc) for doc in db.orders.find({"sale_id": sale_id})]
     if with_product and config is not None and config.product_id:
         product = db.products.find_one({"_id": config.product_id}, {"stock": 1})

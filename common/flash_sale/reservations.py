@@ -10,7 +10,9 @@ was already decided. PaymentIntents are created concurrently, off the decision l
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +23,10 @@ import redis
 
 from common.billing.payments import cancel_released_intent
 from common.billing.stripe_gateway import StripeGateway
-from common.flash_sale import sale_keys
+from common.flash_sale import lobby, sale_keys
 from common.flash_sale.tickets import TicketStatus
 from common.flash_sale.waiting_room import release_ticket
-from common.platform import ids, metrics
+from common.platform import metrics
 from common.platform.clock import now_ms
 from common.platform.errors import PaymentProviderBusy, PaymentProviderError
 from common.platform.locks import RedisLock
@@ -138,7 +140,7 @@ class Decider:
         self.options = options
         self.pool = intent_pool
         # The pid in the name tells an operator (and the crash tests) who holds a sale.
-        self.consumer = consumer or ids.new_decider_name()
+        self.consumer = consumer or f"decider-{os.getpid()}-{secrets.token_hex(4)}"
         self.stream = sale_keys.stream_key(sale_id)
         self.lock = RedisLock(redis_client, sale_keys.drain_lock_key(sale_id), LOCK_TTL_MS,
                               holder=self.consumer)
@@ -349,7 +351,10 @@ class Decider:
 def drain_sale(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
                options: DrainOptions, intent_pool: ThreadPoolExecutor,
                consumer: str | None = None) -> DrainReport:
-    """Decide every waiting ticket of a sale; returns at once if another decider holds it."""
+    """Decide every waiting ticket of a sale; returns at once if another decider holds it.
+    A lobby still waiting for its places at the start gets them first (lobby.py)."""
+    if lobby.lobby_pending(redis_client, sale_id):
+        lobby.start_due_lobby(redis_client, sale_id)
     report = Decider(redis_client, gateway, sale_id, options, intent_pool, consumer).run()
     # admit.lua does not nudge workers while a decider holds the lock, so a ticket admitted
     # just as this one let go would wait for beat's next pass: look once more.

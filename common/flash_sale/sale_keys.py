@@ -4,16 +4,22 @@ so each Lua script touches a single cluster slot."""
 from __future__ import annotations
 
 import re
-
-# Re-exported: whoever builds a sale's keys makes its ids with them (common/platform/ids.py).
-from common.platform.ids import new_sale_id as new_sale_id
-from common.platform.ids import new_ticket_id as new_ticket_id
+import secrets
 
 SALES_INDEX_KEY = "flashsale:sales"
 CONSUMER_GROUP = "deciders"
 
 SALE_ID_PATTERN = re.compile(r"^sal_[0-9a-f]{16}$")
 TICKET_ID_PATTERN = re.compile(r"^tkt_([0-9a-f]{16})_[0-9a-f]{32}$")
+
+
+def new_sale_id() -> str:
+    return "sal_" + secrets.token_hex(8)
+
+
+def new_ticket_id(sale_id: str) -> str:
+    # The sale is readable from the ticket id; the random part makes it unguessable.
+    return f"tkt_{sale_id[4:]}_{secrets.token_hex(16)}"
 
 
 def sale_of_ticket(ticket_id: str) -> str | None:
@@ -80,6 +86,22 @@ def intent_cancels_key(sale_id: str) -> str:
 def intent_cancel_attempts_key(sale_id: str) -> str:
     """Hash payment_intent_id -> failed cancellation attempts (for the outbox's backoff)."""
     return _tag(sale_id) + ":intent-cancel-attempts"
+
+
+def lobby_key(sale_id: str) -> str:
+    """Sorted set, every score 0, of the tickets admitted into the lobby: ZRANGEBYLEX pages
+    them in ascending id order (the fairness answer's `entries`). Frozen at starts_at."""
+    return _tag(sale_id) + ":lobby"
+
+
+def after_lobby_key(sale_id: str) -> str:
+    """List of tickets admitted after the start while the lobby was still being placed: they
+    enter the stream, in arrival order, right behind the last lobby ticket."""
+    return _tag(sale_id) + ":after-lobby"
+
+
+def lobby_start_lock_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":lobby-start"
 
 
 def drain_lock_key(sale_id: str) -> str:

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 import redis
 from pymongo.database import Database
 
-from common.flash_sale import sale_keys
-from common.platform import ids
+from common.flash_sale import lobby, sale_keys
 from common.platform.clock import utc_now
 from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
 from common.platform.lua_scripts import scripts_for
 
 # Redis keeps a sale's keys this long after it ends (tickets stay readable for shoppers).
 KEEP_AFTER_END = timedelta(days=7)
+
+
+class Unset(Enum):
+    """An argument left out (for lobby_opens_at, where None means "no lobby")."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class SaleCounters:
     # Units given back to the catalogue after the sale ended unsold (already taken out of
     # stock_total, which counts the units the sale still owns).
     returned: int = 0
+    # Tickets in the lobby now (not yet placed), and every ticket that joined it.
+    lobby: int = 0
+    lobby_size: int = 0
 
     @property
     def consistent(self) -> bool:
@@ -64,8 +76,13 @@ def _iso(moment: datetime) -> str:
 
 def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, stock: int,
                 price_cents: int, starts_at: datetime, ends_at: datetime, per_user_limit: int = 1,
-                reservation_ttl_seconds: int = 300) -> dict[str, Any]:
+                reservation_ttl_seconds: int = 300,
+                lobby_opens_at: datetime | Unset | None = UNSET) -> dict[str, Any]:
     """Store a sale, taking its units out of the product's stock, and load it into Redis.
+
+    `lobby_opens_at`: when shoppers may join the lobby (default: now; None: no lobby, the v1
+    behaviour). The sale draws its fairness seed now and publishes only its commitment
+    (flash_sale/lobby.py).
 
     InsufficientStock (409) when the product has fewer units than the sale. The units are
     taken first, with one conditional update: a crash before the sale is stored leaves the
@@ -73,6 +90,12 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
     """
     if ends_at <= starts_at:
         raise ValidationFailed(details={"fields": {"ends_at": ["Must be after starts_at."]}})
+    if isinstance(lobby_opens_at, Unset):
+        # A sale that has already started has no lobby window left.
+        lobby_opens_at = min(utc_now(), starts_at if starts_at.tzinfo else starts_at.replace(tzinfo=UTC))
+    if lobby_opens_at is not None and _to_ms(lobby_opens_at) > _to_ms(starts_at):
+        raise ValidationFailed(details={"fields": {"lobby_opens_at": ["Must not be after starts_at."]}})
+    seed = lobby.new_seed()
     product = db.products.find_one({"_id": product_id})
     if not product:
         raise ValidationFailed(details={"fields": {"product_id": ["No such product."]}})
@@ -85,7 +108,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
                                 details={"product_stock": int(current.get("stock", 0)),
                                          "requested": stock})
     sale = {
-        "_id": ids.new_sale_id(),
+        "_id": sale_keys.new_sale_id(),
         "product_id": product_id,
         "stock_total": stock,
         "price_cents": price_cents,
@@ -94,6 +117,10 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "ends_at": ends_at,
         "per_user_limit": per_user_limit,
         "reservation_ttl_seconds": reservation_ttl_seconds,
+        "lobby_opens_at": lobby_opens_at,
+        "fairness": {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)},
+        # Secret until the lobby closes: never in an answer or a log line before the start.
+        "fairness_seed": seed.hex(),
         "created_at": utc_now(),
         "loaded": False,
         "returned_units": 0,
@@ -116,13 +143,23 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
         keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)],
         args=[sale_id, sale["stock_total"], _to_ms(sale["starts_at"]), _to_ms(sale["ends_at"]),
               sale["per_user_limit"], sale["reservation_ttl_seconds"], sale["price_cents"],
-              sale["currency"], sale["product_id"], expire_at],
+              sale["currency"], sale["product_id"], expire_at, 0, _lobby_opens_ms(sale),
+              sale.get("fairness_seed") or ""],
     )
     # The index spans every sale (another cluster slot): added after the sale's own keys.
     redis_client.sadd(sale_keys.SALES_INDEX_KEY, sale_id)
     if not sale.get("loaded"):
         db.sales.update_one({"_id": sale_id}, {"$set": {"loaded": True}})
     return bool(loaded)
+
+
+def _lobby_opens_ms(sale: dict[str, Any]) -> int | str:
+    """When the lobby opens, for Redis; "" when the sale has no lobby window (none asked for,
+    or it would open only at the start)."""
+    opens = sale.get("lobby_opens_at")
+    if opens is None or _to_ms(opens) >= _to_ms(sale["starts_at"]):
+        return ""
+    return _to_ms(opens)
 
 
 def load_pending_sales(db: Database, redis_client: redis.Redis) -> int:
@@ -157,6 +194,7 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         queued=number("queued"), sold_out=number("sold_out"), expired=number("expired"),
         cancelled=number("cancelled"), payment_failed=number("payment_failed"),
         paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
+        lobby=number("lobby"), lobby_size=number("lobby_size"),
     )
 
 
@@ -164,6 +202,9 @@ def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: dateti
     starts = sale["starts_at"].replace(tzinfo=sale["starts_at"].tzinfo or UTC)
     ends = sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
     if now < starts:
+        opens = sale.get("lobby_opens_at")
+        if opens is not None and now >= opens.replace(tzinfo=opens.tzinfo or UTC):
+            return "lobby"
         return "scheduled"
     if now >= ends:
         return "ended"
@@ -188,6 +229,9 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "stock_total": sale["stock_total"],
         "stock_available": counters.available if counters else sale["stock_total"],
         "queue_length": counters.queued if counters else 0,
+        "lobby_opens_at": _iso(sale["lobby_opens_at"]) if sale.get("lobby_opens_at") else None,
+        "lobby_size": counters.lobby_size if counters else 0,
+        "fairness": lobby.sale_fairness(sale),
     }
 
 

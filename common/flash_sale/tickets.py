@@ -1,6 +1,7 @@
 """Tickets: the waiting room's state machine and what a shopper sees of a ticket.
 
-queued -> reserved -> paid is the happy path; every other public status is final.
+(lobby ->) queued -> reserved -> paid is the happy path; every other public status is final.
+A `lobby` ticket joined before the start and becomes `queued` with its drawn place at the start.
 Two internal steps are shown as their public neighbour: `reserving` (stock held, the
 PaymentIntent being created) shows as `queued` at position 1, because the contract promises
 the PaymentIntent exists before a ticket shows `reserved`; `settling` (payment taken, order
@@ -10,12 +11,14 @@ being written) shows as `reserved` until the order exists.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class TicketStatus(StrEnum):
+    LOBBY = "lobby"  # joined before the start; gets its drawn place at starts_at (lobby.py)
     QUEUED = "queued"
     RESERVING = "reserving"  # internal: stock held, PaymentIntent being created
     RESERVED = "reserved"
@@ -30,6 +33,7 @@ class TicketStatus(StrEnum):
 # The only moves a ticket can make. The Lua scripts enforce them atomically; this table is
 # their specification and is checked against the scripts' behaviour by the tests.
 TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
+    TicketStatus.LOBBY: frozenset({TicketStatus.QUEUED}),
     TicketStatus.QUEUED: frozenset({TicketStatus.RESERVING, TicketStatus.SOLD_OUT,
                                     TicketStatus.CANCELLED}),
     TicketStatus.RESERVING: frozenset({TicketStatus.RESERVED, TicketStatus.SETTLING,
@@ -57,6 +61,8 @@ PUBLIC_STATUS = {
 }
 
 MIN_POLL_MS = 500
+# A lobby ticket changes only at the start: its page asks again then, and rarely before.
+LOBBY_POLL_MS = 5_000
 MAX_POLL_MS = 10_000
 # Before any rate is measured, assume a worker decides this many tickets a second.
 DEFAULT_SERVICE_RATE = 1_000.0
@@ -82,12 +88,63 @@ def poll_after_ms(position: int) -> int:
     return int(min(MAX_POLL_MS, MIN_POLL_MS + 250 * math.sqrt(max(0, position - 1))))
 
 
-def public_ticket(fields: dict[str, str], served: int, rate: float) -> dict[str, Any]:
-    """The contract's ticket from its Redis hash and the sale's served counter."""
+class Outlook(StrEnum):
+    LIKELY = "likely"  # the units ahead and this ticket's fit in the units still free
+    POSSIBLE = "possible"  # they fit only if outstanding reservations come back
+    UNLIKELY = "unlikely"
+
+
+@dataclass(frozen=True)
+class Chances:
+    """The sale's counters behind units_ahead and outlook, read with the served counter."""
+
+    available: int = 0
+    reserved: int = 0
+    # Units of every ticket decided so far (reserve_batch.lua) and of every lobby ticket.
+    served_units: int = 0
+    lobby_units: int = 0
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("available", "reserved", "served_units", "lobby_units")
+
+    @classmethod
+    def from_values(cls, values: list[Any]) -> Chances:
+        """From an HMGET of FIELDS (missing fields count as 0)."""
+        return cls(*(int(v or 0) for v in values))
+
+
+def units_ahead(fields: dict[str, str], chances: Chances) -> int | None:
+    """Units asked for by the tickets ahead that are not decided yet; O(1): the ticket's
+    running total at placement minus the sale's served units. A lobby ticket has no place
+    yet: it gets the expected value under a uniformly random draw, half the others' units."""
+    status = fields["status"]
+    if status == TicketStatus.LOBBY:
+        return max(0, chances.lobby_units - int(fields["quantity"])) // 2
+    if status == TicketStatus.RESERVING:
+        return 0
+    if status != TicketStatus.QUEUED or fields.get("units_before") in (None, ""):
+        return None
+    return max(0, int(fields["units_before"]) - chances.served_units)
+
+
+def outlook(ahead: int, quantity: int, chances: Chances) -> Outlook:
+    wanted = ahead + quantity
+    if wanted <= chances.available:
+        return Outlook.LIKELY
+    if wanted <= chances.available + chances.reserved:
+        return Outlook.POSSIBLE
+    return Outlook.UNLIKELY
+
+
+def public_ticket(fields: dict[str, str], served: int, rate: float,
+                  chances: Chances | None = None) -> dict[str, Any]:
+    """The contract's ticket from its Redis hash and the sale's served counter; with
+    `chances`, a lobby or queued ticket also shows units_ahead and outlook."""
     status = TicketStatus(fields["status"])
     shown = PUBLIC_STATUS.get(status, status)
     position = eta = poll = None
-    if shown is TicketStatus.QUEUED:
+    if shown is TicketStatus.LOBBY:
+        poll = LOBBY_POLL_MS
+    elif shown is TicketStatus.QUEUED:
         position = 1 if status is TicketStatus.RESERVING else queue_position(int(fields["seq"]), served)
         eta = 0 if status is TicketStatus.RESERVING else eta_seconds(position, rate)
         poll = MIN_POLL_MS if status is TicketStatus.RESERVING else poll_after_ms(position)
@@ -115,6 +172,11 @@ def public_ticket(fields: dict[str, str], served: int, rate: float) -> dict[str,
         "created_at": iso_from_ms(fields.get("created_at_ms")),
         "updated_at": iso_from_ms(fields.get("updated_at_ms")),
     }
+    if chances is not None and shown in (TicketStatus.LOBBY, TicketStatus.QUEUED):
+        ahead = units_ahead(fields, chances)
+        if ahead is not None:
+            ticket["units_ahead"] = ahead
+            ticket["outlook"] = outlook(ahead, int(fields["quantity"]), chances).value
     if fields.get("refund_id") or fields.get("refund_due"):
         ticket["refunded"] = bool(fields.get("refund_id"))
     if fields.get("reason"):

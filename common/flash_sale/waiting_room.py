@@ -14,8 +14,7 @@ import limits
 import redis
 
 from common.flash_sale import sale_keys
-from common.flash_sale.tickets import TicketStatus, public_ticket
-from common.platform import ids
+from common.flash_sale.tickets import Chances, TicketStatus, public_ticket
 from common.platform.errors import (
     NotFound,
     PurchaseLimitReached,
@@ -63,7 +62,8 @@ def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
             sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
             sale_keys.latest_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
             sale_keys.kick_key(sale_id), sale_keys.ticket_key(sale_id, ticket_id),
-            sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id)]
+            sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id),
+            sale_keys.lobby_key(sale_id), sale_keys.after_lobby_key(sale_id)]
     args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
             rate.allowance_ms]
     return keys, args
@@ -77,18 +77,19 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
-    ticket_id = ids.new_ticket_id(sale_id)
+    ticket_id = sale_keys.new_ticket_id(sale_id)
     keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
     # One round trip: the script's reply carries everything the answer needs (no pipeline:
     # a Redis Cluster client does not pipeline EVALSHA).
     result = scripts_for(redis_client).admit(keys=keys, args=args)
     outcome = result[0]
     if outcome == "issued":
-        kick, seq, created_at_ms, served, service_rate = result[2:7]
+        kick, seq, created_at_ms, served, service_rate, status, units_before = result[2:9]
         fields = {"id": ticket_id, "sale_id": sale_id, "user_id": user_id, "quantity": str(quantity),
-                  "seq": str(seq), "status": TicketStatus.QUEUED.value,
+                  "seq": str(seq), "status": str(status), "units_before": str(units_before),
                   "created_at_ms": created_at_ms, "updated_at_ms": created_at_ms}
-        ticket = public_ticket(fields, int(served), float(service_rate))
+        ticket = public_ticket(fields, int(served), float(service_rate),
+                               Chances.from_values(result[9:13]))
         return Admission(ticket=ticket, created=True, kick=bool(int(kick)))
     if outcome == "existing":
         return Admission(ticket=read_ticket(redis_client, result[1]), created=False, kick=False)
@@ -107,24 +108,31 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
 
 
 def read_ticket_fields(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str, str], int, float]:
+    fields, served, rate, _ = read_ticket_view(redis_client, ticket_id)
+    return fields, served, rate
+
+
+def read_ticket_view(redis_client: redis.Redis,
+                     ticket_id: str) -> tuple[dict[str, str], int, float, Chances]:
+    """A ticket's hash with the sale's served counter, rate and chances (one round trip)."""
     sale_id = sale_keys.sale_of_ticket(ticket_id)
     if sale_id is None:
         raise NotFound("No such ticket.")
     pipe = redis_client.pipeline(transaction=False)
     pipe.hgetall(sale_keys.ticket_key(sale_id, ticket_id))
-    pipe.hmget(sale_keys.counters_key(sale_id), "served", "rate")
-    fields, (served, rate) = pipe.execute()
+    pipe.hmget(sale_keys.counters_key(sale_id), "served", "rate", *Chances.FIELDS)
+    fields, (served, rate, *chances) = pipe.execute()
     if not fields:
         raise NotFound("No such ticket.")
-    return fields, int(served or 0), float(rate or 0.0)
+    return fields, int(served or 0), float(rate or 0.0), Chances.from_values(chances)
 
 
 def read_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str | None = None) -> dict[str, Any]:
     """The contract's ticket. With owner_id, another user's ticket is NotFound (not 403)."""
-    fields, served, rate = read_ticket_fields(redis_client, ticket_id)
+    fields, served, rate, chances = read_ticket_view(redis_client, ticket_id)
     if owner_id is not None and fields.get("user_id") != owner_id:
         raise NotFound("No such ticket.")
-    return public_ticket(fields, served, rate)
+    return public_ticket(fields, served, rate, chances)
 
 
 def latest_ticket(redis_client: redis.Redis, sale_id: str, user_id: str) -> dict[str, Any]:

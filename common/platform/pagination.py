@@ -47,6 +47,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValidationFailed(details={"fields": {"cursor": ["Not a valid cursor."]}}) from None
 
 
+def encode_id_cursor(last_id: str) -> str:
+    """A cursor over a list ordered by id alone (a sorted set paged with ZRANGEBYLEX)."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_id_cursor(cursor: str) -> str:
+    """The id an id cursor names; a cursor we did not make is a 422."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error):
+        raw = ""
+    if not raw or not raw.isascii() or not raw.replace("_", "").isalnum():
+        raise ValidationFailed(details={"fields": {"cursor": ["Not a valid cursor."]}})
+    return raw
+
+
 def _moment(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 

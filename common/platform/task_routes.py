@@ -10,4 +10,5 @@ DECISIONS_QUEUE = "decisions"
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "worker.tasks.drain_sale": {"queue": DECISIONS_QUEUE},
     "worker.tasks.drain_open_sales": {"queue": DECISIONS_QUEUE},
+    "worker.tasks.start_lobbies": {"queue": DECISIONS_QUEUE},
 }

@@ -1,15 +1,21 @@
 -- Admit one shopper into a sale's waiting room, in one round trip.
+-- Between lobby_opens_at and starts_at (a sale with a lobby) the ticket is a `lobby` ticket:
+-- no place and no stream entry yet (flash_sale/lobby.py places the lobby at the start).
+-- After the start, while the lobby is still being placed, a new ticket waits in the
+-- after-lobby list instead of the stream, so no decider can take it before the lobby.
 -- KEYS: 1 config, 2 counters, 3 stream, 4 live, 5 latest, 6 held, 7 kick, 8 new ticket,
---       9 the shopper's admission rate (GCRA), 10 drain lock
+--       9 the shopper's admission rate (GCRA), 10 drain lock, 11 lobby, 12 after-lobby
 -- ARGV: 1 ticket_id, 2 user_id, 3 quantity, 4 kick debounce ms, 5 sale_id,
 --       6 ms between admissions at the limit's rate, 7 burst allowance ms (0 = no limit)
--- Returns {"issued", ticket_id, kick(0|1), seq, created_at_ms, served, rate}
+-- Returns {"issued", ticket_id, kick(0|1), seq ("" in the lobby), created_at_ms, served, rate,
+--         status, units_before, available, reserved, served_units, lobby_units}
 --       (all the answer needs, so an admission is this one call) | {"existing", ticket_id} | {"no_sale"}
 --       | {"not_open", "scheduled"|"ended"} | {"sold_out"} | {"over_limit", limit}
 --       | {"limit_reached", held} | {"rate_limited", retry_after_ms}
 local config_key, counters_key, stream_key, live_key, latest_key, held_key, kick_key,
-  ticket_key, rate_key, drain_lock_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+  ticket_key, rate_key, drain_lock_key, lobby_key, after_lobby_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11], KEYS[12]
 local ticket_id, user, quantity, kick_debounce_ms, sale_id, interval, allowance =
   ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]),
   tonumber(ARGV[7])
@@ -23,9 +29,12 @@ if interval > 0 then
   redis.call('SET', rate_key, tat + interval, 'PX', tat + interval - now)
 end
 
-local config = redis.call('HMGET', config_key, 'starts_at_ms', 'ends_at_ms', 'per_user_limit', 'expire_at_s')
+local config = redis.call('HMGET', config_key, 'starts_at_ms', 'ends_at_ms', 'per_user_limit',
+  'expire_at_s', 'lobby_opens_at_ms')
 if not config[1] then return {'no_sale'} end
-if now < tonumber(config[1]) then return {'not_open', 'scheduled'} end
+local lobby_opens = tonumber(config[5] or '')
+local in_lobby = now < tonumber(config[1])
+if in_lobby and (not lobby_opens or now < lobby_opens) then return {'not_open', 'scheduled'} end
 if now >= tonumber(config[2]) then return {'not_open', 'ended'} end
 
 local live = redis.call('HGET', live_key, user)
@@ -36,16 +45,42 @@ if quantity > limit then return {'over_limit', limit} end
 local held = tonumber(redis.call('HGET', held_key, user) or '0')
 if held + quantity > limit then return {'limit_reached', held} end
 
-local stock = redis.call('HMGET', counters_key, 'available', 'reserved', 'served', 'rate')
+local stock = redis.call('HMGET', counters_key, 'available', 'reserved', 'served', 'rate',
+  'served_units', 'lobby_units')
 if tonumber(stock[1]) <= 0 and tonumber(stock[2]) <= 0 then return {'sold_out'} end
 
+if in_lobby then
+  -- Nothing here waits for the opening: no place, no stream entry, no worker nudged.
+  local stamp = tostring(now)
+  redis.call('HINCRBY', counters_key, 'lobby', 1)
+  redis.call('HINCRBY', counters_key, 'lobby_size', 1)
+  local lobby_units = redis.call('HINCRBY', counters_key, 'lobby_units', quantity)
+  redis.call('HSET', ticket_key, 'id', ticket_id, 'sale_id', sale_id, 'user_id', user,
+    'quantity', quantity, 'status', 'lobby', 'created_at_ms', stamp, 'updated_at_ms', stamp)
+  redis.call('EXPIREAT', ticket_key, tonumber(config[4]))
+  redis.call('ZADD', lobby_key, 0, ticket_id)
+  redis.call('HSET', live_key, user, ticket_id)
+  redis.call('HSET', latest_key, user, ticket_id)
+  return {'issued', ticket_id, 0, '', stamp, stock[3] or '0', stock[4] or '0', 'lobby', '',
+    stock[1], stock[2], stock[5] or '0', lobby_units}
+end
+if lobby_opens then close_lobby(counters_key) end
+
 local seq = redis.call('HINCRBY', counters_key, 'issued', 1)
+-- units_before: units asked for by every ticket ahead (a running total), for units_ahead.
+local units_before = redis.call('HINCRBY', counters_key, 'units_issued', quantity) - quantity
 redis.call('HINCRBY', counters_key, 'queued', 1)
 local stamp = tostring(now)
 redis.call('HSET', ticket_key, 'id', ticket_id, 'sale_id', sale_id, 'user_id', user,
-  'quantity', quantity, 'seq', seq, 'status', 'queued', 'created_at_ms', stamp, 'updated_at_ms', stamp)
+  'quantity', quantity, 'seq', seq, 'units_before', units_before, 'status', 'queued',
+  'created_at_ms', stamp, 'updated_at_ms', stamp)
 redis.call('EXPIREAT', ticket_key, tonumber(config[4]))
-redis.call('XADD', stream_key, '*', 'ticket_id', ticket_id, 'seq', seq)
+if lobby_opens and redis.call('HGET', counters_key, 'lobby_done') ~= '1' then
+  redis.call('RPUSH', after_lobby_key, ticket_id)
+  redis.call('EXPIREAT', after_lobby_key, tonumber(config[4]))
+else
+  redis.call('XADD', stream_key, '*', 'ticket_id', ticket_id, 'seq', seq)
+end
 redis.call('HSET', live_key, user, ticket_id)
 redis.call('HSET', latest_key, user, ticket_id)
 -- A decider already draining this sale will read the entry: nudge workers only when none is.
@@ -54,4 +89,5 @@ local kick = false
 if redis.call('EXISTS', drain_lock_key) == 0 then
   kick = redis.call('SET', kick_key, '1', 'NX', 'PX', kick_debounce_ms)
 end
-return {'issued', ticket_id, kick and 1 or 0, seq, stamp, stock[3] or '0', stock[4] or '0'}
+return {'issued', ticket_id, kick and 1 or 0, seq, stamp, stock[3] or '0', stock[4] or '0',
+  'queued', units_before, stock[1], stock[2], stock[5] or '0', stock[6] or '0'}

@@ -17,10 +17,17 @@ local per_user_limit = tonumber(config[2])
 local now = now_ms()
 local available = tonumber(redis.call('HGET', counters_key, 'available'))
 local served = tonumber(redis.call('HGET', counters_key, 'served') or '0')
+-- Units of every ticket decided so far (the tickets' running units_before + their own), so a
+-- waiting ticket's units_ahead is O(1): its units_before minus this.
+local served_units = tonumber(redis.call('HGET', counters_key, 'served_units') or '0')
+local function pass_units(units_before, quantity)
+  if units_before then served_units = math.max(served_units, tonumber(units_before) + tonumber(quantity)) end
+end
 local out = {}
 local reserved_units, sold_out, decided = 0, 0, 0
 for i = FIRST_TICKET, #KEYS do
-  local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'quantity', 'user_id', 'seq')
+  local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'quantity', 'user_id', 'seq',
+    'units_before')
   local id, status = ticket[1], ticket[2]
   if not id then
     out[#out + 1] = KEYS[i]
@@ -29,6 +36,7 @@ for i = FIRST_TICKET, #KEYS do
     out[#out + 1] = id
     out[#out + 1] = 'already:' .. status
     served = math.max(served, tonumber(ticket[5]))
+    pass_units(ticket[6], ticket[3])
   else
     local quantity = tonumber(ticket[3])
     local held = tonumber(redis.call('HGET', held_key, ticket[4]) or '0')
@@ -58,9 +66,11 @@ for i = FIRST_TICKET, #KEYS do
     end
     decided = decided + 1
     served = math.max(served, tonumber(ticket[5]))
+    pass_units(ticket[6], ticket[3])
   end
 end
-redis.call('HSET', counters_key, 'available', available, 'served', served)
+redis.call('HSET', counters_key, 'available', available, 'served', served,
+  'served_units', served_units)
 if reserved_units > 0 then redis.call('HINCRBY', counters_key, 'reserved', reserved_units) end
 if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) end
 if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end

@@ -12,3 +12,21 @@ end
 local function unlink_live_ticket(live_key, user_id, ticket_id)
   if redis.call('HGET', live_key, user_id) == ticket_id then redis.call('HDEL', live_key, user_id) end
 end
+
+-- Close a sale's lobby at its start, once (the waiting room's lobby, flash_sale/lobby.py):
+-- places 1..lobby_size are kept for the lobby's tickets (`issued` and `units_issued` jump past
+-- them), so every ticket admitted from now on queues behind the lobby. An empty lobby is
+-- placed at once. Idempotent and O(1); called by admit.lua and close_lobby.lua.
+local function close_lobby(counters_key)
+  if redis.call('HSETNX', counters_key, 'lobby_closed', 1) == 0 then return end
+  local lobby = redis.call('HMGET', counters_key, 'lobby_size', 'lobby_units')
+  local size = tonumber(lobby[1] or '0')
+  redis.call('HINCRBY', counters_key, 'issued', size)
+  redis.call('HINCRBY', counters_key, 'units_issued', tonumber(lobby[2] or '0'))
+  if size == 0 then redis.call('HSET', counters_key, 'lobby_done', 1) end
+end
+
+-- The ticket id at the end of a ticket's key `{sale:<id>}:t:<ticket_id>`.
+local function ticket_id_of(ticket_key)
+  return string.match(ticket_key, ':t:(.+)$') or ticket_key
+end
