@@ -10,9 +10,7 @@ was already decided. PaymentIntents are created concurrently, off the decision l
 from __future__ import annotations
 
 import logging
-import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from common.billing.stripe_gateway import StripeGateway
 from common.flash_sale import lobby, sale_keys
 from common.flash_sale.tickets import TicketStatus
 from common.flash_sale.waiting_room import release_ticket
-from common.platform import metrics
+from common.platform import ids, metrics
 from common.platform.clock import now_ms
 from common.platform.errors import PaymentProviderBusy, PaymentProviderError
 from common.platform.locks import RedisLock
@@ -140,7 +138,7 @@ class Decider:
         self.options = options
         self.pool = intent_pool
         # The pid in the name tells an operator (and the crash tests) who holds a sale.
-        self.consumer = consumer or f"decider-{os.getpid()}-{secrets.token_hex(4)}"
+        self.consumer = consumer or ids.new_decider_name()
         self.stream = sale_keys.stream_key(sale_id)
         self.lock = RedisLock(redis_client, sale_keys.drain_lock_key(sale_id), LOCK_TTL_MS,
                               holder=self.consumer)

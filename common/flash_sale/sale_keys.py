@@ -4,22 +4,16 @@ so each Lua script touches a single cluster slot."""
 from __future__ import annotations
 
 import re
-import secrets
+
+# Re-exported: whoever builds a sale's keys makes its ids with them (common/platform/ids.py).
+from common.platform.ids import new_sale_id as new_sale_id
+from common.platform.ids import new_ticket_id as new_ticket_id
 
 SALES_INDEX_KEY = "flashsale:sales"
 CONSUMER_GROUP = "deciders"
 
 SALE_ID_PATTERN = re.compile(r"^sal_[0-9a-f]{16}$")
 TICKET_ID_PATTERN = re.compile(r"^tkt_([0-9a-f]{16})_[0-9a-f]{32}$")
-
-
-def new_sale_id() -> str:
-    return "sal_" + secrets.token_hex(8)
-
-
-def new_ticket_id(sale_id: str) -> str:
-    # The sale is readable from the ticket id; the random part makes it unguessable.
-    return f"tkt_{sale_id[4:]}_{secrets.token_hex(16)}"
 
 
 def sale_of_ticket(ticket_id: str) -> str | None:

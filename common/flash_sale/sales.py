@@ -17,6 +17,7 @@ import redis
 from pymongo.database import Database
 
 from common.flash_sale import lobby, sale_keys
+from common.platform import ids
 from common.platform.clock import utc_now
 from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
 from common.platform.lua_scripts import scripts_for
@@ -108,7 +109,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
                                 details={"product_stock": int(current.get("stock", 0)),
                                          "requested": stock})
     sale = {
-        "_id": sale_keys.new_sale_id(),
+        "_id": ids.new_sale_id(),
         "product_id": product_id,
         "stock_total": stock,
         "price_cents": price_cents,

@@ -15,6 +15,7 @@ import redis
 
 from common.flash_sale import sale_keys
 from common.flash_sale.tickets import Chances, TicketStatus, public_ticket
+from common.platform import ids
 from common.platform.errors import (
     NotFound,
     PurchaseLimitReached,
@@ -77,7 +78,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
-    ticket_id = sale_keys.new_ticket_id(sale_id)
+    ticket_id = ids.new_ticket_id(sale_id)
     keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
     # One round trip: the script's reply carries everything the answer needs (no pipeline:
     # a Redis Cluster client does not pipeline EVALSHA).
