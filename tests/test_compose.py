@@ -53,7 +53,9 @@ def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 @pytest.fixture(scope="module")
 def compose_validator() -> jsonschema.protocols.Validator:
     schema = json.loads(SCHEMA_FILE.read_text())
-    validator_class = jsonschema.validators.validator_for(schema)
+    # The file names draft 2019-09 with a trailing "#", which jsonschema does not recognise
+    # (it would warn and fall back to its latest draft): say which draft it means.
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft201909Validator)
     validator_class.check_schema(schema)
     return validator_class(schema)
 
