@@ -114,3 +114,9 @@ _.apply_payment_event  # unused method (worker/tasks.py:126)
 reconcile_sales  # unused function (worker/tasks.py:150)
 _cluster_nodes  # pydantic validator (common/platform/settings.py)
 restart  # LocalCluster.restart, used by tests/cluster (common/development/cluster.py)
+ticket_event_stream  # Flask view (api/ticket_events.py)
+open_streams  # TicketFeed.open_streams, read by tests and loadtests/bench_sse.py
+algorithm  # FairnessSchema field (api/sales.py)
+audit_fairness  # click command `flashsale audit-fairness` (common/cli.py)
+start_lobbies  # Celery beat task (worker/tasks.py)
+_.released_now  # LobbyStart.released_now, read by tests/test_lobby.py

@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api import stream_tokens
 from api.admission_fast_path import AdmissionFastPath
 from api.auth import bootstrap_accounts
 from api.body_limit import ChunkedBodyLimit
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app.extensions["flashsale.settings"] = settings
     app.extensions["flashsale.clients"] = clients
     app.extensions["flashsale.tasks"] = TaskQueue(settings.broker_url)
+    stream_tokens.configure(settings.jwt_secret())  # tickets' stream_token (api/stream_tokens.py)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         API_TITLE="Flash-sale waiting room",

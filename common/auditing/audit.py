@@ -46,7 +46,7 @@ HELD = HOLDING | {TicketStatus.SETTLING}
 NOT_PAID_FINAL = frozenset(FINAL - {TicketStatus.PAID})
 # Final statuses whose count is kept in the sale's counters hash, by counter name.
 COUNTED_STATUSES = (TicketStatus.SOLD_OUT, TicketStatus.EXPIRED, TicketStatus.CANCELLED,
-                    TicketStatus.PAYMENT_FAILED, TicketStatus.PAID)
+                    TicketStatus.PAYMENT_FAILED, TicketStatus.PAID, TicketStatus.ABANDONED)
 SUCCEEDED = "succeeded"
 CANCELED = "canceled"
 PAGE = 1000

@@ -81,10 +81,12 @@ def ensure_group(redis_client: redis.Redis, sale_id: str) -> None:
 
 def decide_batch(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
                  rate_sample: float = 0.0) -> list[tuple[str, str]]:
-    """Reserve or sell out each ticket, in the given (arrival) order, atomically."""
+    """Reserve or sell out each ticket, in the given (arrival) order, atomically; a ticket
+    whose owner is absent past the sale's presence timeout ends abandoned. Published once on
+    the sale's events channel."""
     keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
             sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-            sale_keys.expiry_key(sale_id)]
+            sale_keys.expiry_key(sale_id), sale_keys.presence_key(sale_id)]
     keys += [sale_keys.ticket_key(sale_id, tid) for tid in ticket_ids]
     flat = scripts_for(redis_client).reserve_batch(keys=keys, args=[rate_sample])
     return list(zip(flat[0::2], flat[1::2], strict=True))
@@ -243,6 +245,8 @@ class Decider:
             else:
                 if outcome in ("sold_out", "limit_reached"):
                     self.report.sold_out += 1
+                    metrics.DECISIONS.labels(outcome).inc()
+                elif outcome == TicketStatus.ABANDONED.value:
                     metrics.DECISIONS.labels(outcome).inc()
                 done_now.append(entry_id)
         self.report.decided += sum(1 for _, o in decisions if not o.startswith("already:"))

@@ -98,6 +98,23 @@ def lobby_start_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":lobby-start"
 
 
+def presence_key(sale_id: str) -> str:
+    """Hash ticket_id -> when its owner was last seen (ms): a poll, or an open event stream
+    (refreshed every few seconds per API process, common/flash_sale/ticket_events.py)."""
+    return _tag(sale_id) + ":presence"
+
+
+# Pub/sub channel `{sale:<id>}:events`: the Lua scripts that change tickets publish there
+# (platform/lua/library.lua publish_ticket_events), every API process listens to the pattern.
+EVENTS_PATTERN = "{sale:*}:events"
+
+
+def sale_of_events_channel(channel: str) -> str | None:
+    if channel.startswith("{sale:") and channel.endswith("}:events"):
+        return channel[len("{sale:"):-len("}:events")]
+    return None
+
+
 def drain_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":drainer"
 

@@ -53,6 +53,7 @@ class SaleCounters:
     # Units given back to the catalogue after the sale ended unsold (already taken out of
     # stock_total, which counts the units the sale still owns).
     returned: int = 0
+    abandoned: int = 0
     # Tickets in the lobby now (not yet placed), and every ticket that joined it.
     lobby: int = 0
     lobby_size: int = 0
@@ -78,6 +79,7 @@ def _iso(moment: datetime) -> str:
 def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, stock: int,
                 price_cents: int, starts_at: datetime, ends_at: datetime, per_user_limit: int = 1,
                 reservation_ttl_seconds: int = 300,
+                presence_timeout_seconds: int = 0,
                 lobby_opens_at: datetime | Unset | None = UNSET) -> dict[str, Any]:
     """Store a sale, taking its units out of the product's stock, and load it into Redis.
 
@@ -118,6 +120,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "ends_at": ends_at,
         "per_user_limit": per_user_limit,
         "reservation_ttl_seconds": reservation_ttl_seconds,
+        "presence_timeout_seconds": presence_timeout_seconds,
         "lobby_opens_at": lobby_opens_at,
         "fairness": {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)},
         # Secret until the lobby closes: never in an answer or a log line before the start.
@@ -144,7 +147,8 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
         keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)],
         args=[sale_id, sale["stock_total"], _to_ms(sale["starts_at"]), _to_ms(sale["ends_at"]),
               sale["per_user_limit"], sale["reservation_ttl_seconds"], sale["price_cents"],
-              sale["currency"], sale["product_id"], expire_at, 0, _lobby_opens_ms(sale),
+              sale["currency"], sale["product_id"], expire_at,
+              sale.get("presence_timeout_seconds", 0), _lobby_opens_ms(sale),
               sale.get("fairness_seed") or ""],
     )
     # The index spans every sale (another cluster slot): added after the sale's own keys.
@@ -195,7 +199,7 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         queued=number("queued"), sold_out=number("sold_out"), expired=number("expired"),
         cancelled=number("cancelled"), payment_failed=number("payment_failed"),
         paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
-        lobby=number("lobby"), lobby_size=number("lobby_size"),
+        abandoned=number("abandoned"), lobby=number("lobby"), lobby_size=number("lobby_size"),
     )
 
 
@@ -226,6 +230,7 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "ends_at": _iso(sale["ends_at"]),
         "per_user_limit": sale["per_user_limit"],
         "reservation_ttl_seconds": sale["reservation_ttl_seconds"],
+        "presence_timeout_seconds": sale.get("presence_timeout_seconds", 0),
         "status": sale_status(sale, counters, now),
         "stock_total": sale["stock_total"],
         "stock_available": counters.available if counters else sale["stock_total"],
@@ -263,6 +268,7 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
         "expired": counters.expired,
         "cancelled": counters.cancelled,
         "payment_failed": counters.payment_failed,
+        "abandoned": counters.abandoned,
         "paid": counters.paid,
         "returned": counters.returned,
         "orders": orders,

@@ -13,7 +13,7 @@ from typing import Any
 import limits
 import redis
 
-from common.flash_sale import sale_keys
+from common.flash_sale import sale_keys, ticket_events
 from common.flash_sale.tickets import Chances, TicketStatus, public_ticket
 from common.platform import ids
 from common.platform.errors import (
@@ -133,6 +133,9 @@ def read_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str | None 
     fields, served, rate, chances = read_ticket_view(redis_client, ticket_id)
     if owner_id is not None and fields.get("user_id") != owner_id:
         raise NotFound("No such ticket.")
+    if owner_id is not None and fields.get("status") in ticket_events.WAITING:
+        # Its owner is here: a waiting ticket keeps its place under the sale's presence rule.
+        ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
     return public_ticket(fields, served, rate, chances)
 
 

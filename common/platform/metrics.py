@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
@@ -27,6 +27,12 @@ UNMATCHED_REFUNDS = Counter("flashsale_unmatched_payment_refunds_total",
 INTENT_CANCELLATIONS = Counter("flashsale_intent_cancellations_total",
                                "Outbox sweeps of released tickets' PaymentIntents", ["outcome"])
 DEAD_LETTERS = Counter("flashsale_dead_letters_total", "Tickets or tasks sent to dead letter", ["kind"])
+# Live ticket streams (api/ticket_events.py): open now, summed over the live API processes,
+# and how they ended (final status, client gone, error).
+TICKET_STREAMS = Gauge("flashsale_ticket_streams_open", "Open ticket event streams",
+                       multiprocess_mode="livesum")
+TICKET_STREAM_ENDS = Counter("flashsale_ticket_stream_ends_total", "Ticket event streams ended",
+                             ["reason"])
 
 _live_sources: list[Any] = []
 

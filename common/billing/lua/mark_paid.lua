@@ -8,4 +8,5 @@ local order_id = ARGV[1]
 if redis.call('HGET', ticket_key, 'status') ~= 'settling' then return 0 end
 redis.call('HSET', ticket_key, 'status', 'paid', 'order_id', order_id, 'updated_at_ms', now_ms())
 redis.call('HINCRBY', counters_key, 'paid', 1)
+publish_ticket_events(ticket_key, '- - -', {ticket_id_of(ticket_key)})
 return 1

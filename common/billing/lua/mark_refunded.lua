@@ -5,4 +5,5 @@ local refund_id = ARGV[1]
 
 redis.call('HSET', ticket_key, 'refund_id', refund_id, 'updated_at_ms', now_ms())
 redis.call('HDEL', ticket_key, 'refund_due')
+publish_ticket_events(ticket_key, '- - -', {ticket_id_of(ticket_key)})
 return 1

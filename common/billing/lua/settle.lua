@@ -26,6 +26,7 @@ local now = now_ms()
 
 local function refund(reason)
   redis.call('HSET', ticket_key, 'refund_due', reason, 'updated_at_ms', now)
+  publish_ticket_events(ticket_key, '- - -', {id})
   return {'refund', reason}
 end
 
@@ -53,4 +54,5 @@ redis.call('HINCRBY', counters_key, 'sold', quantity)
 redis.call('SADD', settled_key, id)
 redis.call('HSET', ticket_key, 'status', 'settling', 'order_id', candidate_order_id, 'updated_at_ms', now)
 unlink_live_ticket(live_key, user, id)
+publish_ticket_events(ticket_key, '- - -', {id})
 return {'settle', candidate_order_id}

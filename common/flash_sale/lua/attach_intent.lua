@@ -20,6 +20,7 @@ if status == 'reserving' then
   redis.call('HSET', ticket_key, 'status', 'reserved', 'payment_intent_id', intent_id,
     'client_secret', client_secret, 'amount_cents', amount_cents, 'currency', currency,
     'updated_at_ms', now)
+  publish_ticket_events(ticket_key, '- - -', {ticket_id_of(ticket_key)})
   return 'attached'
 end
 if current == intent_id then return 'attached' end

@@ -44,4 +44,5 @@ unlink_live_ticket(live_key, user, id)
 if intent_id ~= '' and intent_state ~= 'cancelled' then
   redis.call('ZADD', outbox_key, now, intent_id)
 end
+publish_ticket_events(counters_key, '- - -', {id})
 return {'released', intent_id}

@@ -1,0 +1,386 @@
+"""Live ticket updates: the events a shopper's stream carries, the one Redis subscription per
+API process that feeds every stream, and presence.
+
+Why: a waiting shopper who polls costs a full authenticated request per poll (token check,
+Redis read, JSON, access log); at the surge polls and admissions share the cores. A stream
+costs a socket and a few kilobytes while nothing changes.
+
+Fan-out costs per sale, not per shopper. The Lua scripts that change tickets publish once per
+batch or change on the sale's channel (platform/lua/library.lua `publish_ticket_events`):
+`"<served> <served_at_ms> <rate> <ticket_id>..."`. Each API process subscribes to the pattern
+once (`TicketFeed`, one thread, a greenlet under gevent) and works out every follower's position
+itself from the ticket's `seq` and the served counter in the message: no Redis call per shopper
+per update, only a re-read of a ticket whose own status changed.
+
+Presence: each feed writes the ids of the waiting tickets it streams into the sale's presence
+hash every PRESENCE_REFRESH_SECONDS (one HSET per sale, not a write per ping); a poll writes
+its own ticket's entry. reserve_batch.lua reads the hash when the ticket's turn comes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from common.flash_sale import sale_keys
+from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, TicketStatus, public_ticket
+from common.platform.clock import now_ms
+from common.platform.errors import NotFound
+
+log = logging.getLogger("common.flash_sale.ticket_events")
+
+PING_SECONDS = 15.0
+# Position and ETA change with every batch; a shopper is told at most this often.
+POSITION_EVERY_SECONDS = 1.0
+PRESENCE_REFRESH_SECONDS = 5.0
+# Three refreshes: a stream is never taken for absent because one write was late.
+MIN_PRESENCE_TIMEOUT_SECONDS = 15
+# The presence hash outlives its last write by this long (a sale's keys live 7 days after it).
+PRESENCE_KEEP_SECONDS = 8 * 24 * 3600
+# A stream's ticket is re-read this often even if no message named it: a message lost while
+# the subscription was down (or a change by a script that does not publish) shows within it.
+REREAD_SECONDS = 60.0
+
+_TOKEN_CONTEXT = b"flashsale ticket event stream v1"
+# Statuses in the order a ticket can pass through them (TRANSITIONS): with the time of the
+# change, they make an event id that grows with every change.
+_STATUS_ORDER = ("lobby", "queued", "reserving", "reserved", "expired", "settling", "paid",
+                 "sold_out", "cancelled", "payment_failed", "abandoned")
+WAITING = frozenset({"lobby", TicketStatus.QUEUED.value, TicketStatus.RESERVING.value})
+
+
+# ------------------------------------------------------------------ stream tokens
+
+
+def stream_token_key(secret: str) -> bytes:
+    """The key of stream tokens, derived from the JWT secret (so nothing is stored)."""
+    return hmac.new(secret.encode(), _TOKEN_CONTEXT, hashlib.sha256).digest()
+
+
+def stream_token(key: bytes, ticket_id: str) -> str:
+    """The ticket's `stream_token`: opens this ticket's event stream, and nothing else."""
+    digest = hmac.new(key, ticket_id.encode(), hashlib.sha256).digest()[:24]
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def stream_token_valid(key: bytes, ticket_id: str, token: str) -> bool:
+    return hmac.compare_digest(stream_token(key, ticket_id), token)
+
+
+# ------------------------------------------------------------------ what a stream sends
+
+
+def event_version(fields: dict[str, str], served_at_ms: int) -> int:
+    """The event id: grows with every change the shopper can see. A waiting ticket changes
+    when it moves up (the served counter moved at `served_at_ms`) or changes status."""
+    changed = int(fields.get("updated_at_ms") or 0)
+    status = fields.get("status", "")
+    if status == TicketStatus.QUEUED.value:
+        changed = max(changed, served_at_ms)
+    rank = _STATUS_ORDER.index(status) + 1 if status in _STATUS_ORDER else 0
+    return changed * 100 + rank
+
+
+def is_final(fields: dict[str, str]) -> bool:
+    try:
+        status = TicketStatus(fields.get("status", ""))
+    except ValueError:
+        return False
+    return PUBLIC_STATUS.get(status, status) in FINAL
+
+
+@dataclass
+class SaleProgress:
+    """What a sale's messages carry: the served counter, when it moved, the service rate."""
+
+    served: int = 0
+    served_at_ms: int = 0
+    rate: float = 0.0
+
+    def advance(self, served: int, served_at_ms: int, rate: float) -> bool:
+        if served < self.served or (served == self.served and served_at_ms <= self.served_at_ms):
+            return False
+        self.served, self.served_at_ms, self.rate = served, served_at_ms, rate
+        return True
+
+
+@dataclass
+class SaleMessage:
+    sale_id: str
+    progress: SaleProgress | None
+    ticket_ids: list[str]
+
+
+def parse_message(channel: str, data: str) -> SaleMessage | None:
+    sale_id = sale_keys.sale_of_events_channel(channel)
+    parts = data.split(" ")
+    if sale_id is None or len(parts) < 3:
+        return None
+    progress = None
+    if parts[0] != "-":
+        progress = SaleProgress(int(parts[0]), int(parts[1]), float(parts[2]))
+    return SaleMessage(sale_id, progress, parts[3:])
+
+
+def read_for_stream(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str, str], SaleProgress]:
+    """A ticket's hash and its sale's progress, one round trip. NotFound when there is none."""
+    sale_id = sale_keys.sale_of_ticket(ticket_id)
+    if sale_id is None:
+        raise NotFound("No such ticket.")
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.hgetall(sale_keys.ticket_key(sale_id, ticket_id))
+    pipe.hmget(sale_keys.counters_key(sale_id), "served", "served_at_ms", "rate")
+    fields, (served, served_at, rate) = pipe.execute()
+    if not fields:
+        raise NotFound("No such ticket.")
+    return fields, SaleProgress(int(served or 0), int(served_at or 0), float(rate or 0.0))
+
+
+def note_presence(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
+                  seen_ms: int | None = None) -> None:
+    """Record the tickets' owners as present now (a poll, or streams that are open)."""
+    if not ticket_ids:
+        return
+    seen = seen_ms or now_ms()
+    key = sale_keys.presence_key(sale_id)
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.hset(key, mapping=dict.fromkeys(ticket_ids, seen))
+    pipe.expire(key, PRESENCE_KEEP_SECONDS)
+    pipe.execute()
+
+
+# ------------------------------------------------------------------ the feed
+
+
+@dataclass(eq=False)
+class Follower:
+    """One open stream: woken by the feed when its ticket or its sale's progress changed."""
+
+    ticket_id: str
+    sale_id: str
+    wake: threading.Event = field(default_factory=threading.Event)
+    status_changed: bool = False  # its own ticket was named: read it again
+    moved: bool = False  # the sale's served counter moved: the position may have changed
+    closed: bool = False  # the client went away (set by the HTTP edge)
+    waiting: bool = True  # queued or in the lobby: counts for presence, cares about progress
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+
+class TicketFeed:
+    """This process's one subscription to every sale's events, and its open streams."""
+
+    def __init__(self, redis_client: redis.Redis, retry_seconds: float = 1.0,
+                 presence_refresh_seconds: float = PRESENCE_REFRESH_SECONDS,
+                 subscriber: redis.Redis | None = None) -> None:
+        self.redis = redis_client
+        # Pub/sub needs a plain connection: with a cluster, one of its nodes.
+        self.subscriber = subscriber or redis_client
+        self.retry_seconds = retry_seconds
+        self.presence_refresh_seconds = presence_refresh_seconds
+        self._followers: dict[str, set[Follower]] = {}
+        self._progress: dict[str, SaleProgress] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+        self.subscribed = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> TicketFeed:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ticket-feed", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- followers ----------------------------------------------------------------------
+
+    @property
+    def open_streams(self) -> int:
+        with self._lock:
+            return sum(len(group) for group in self._followers.values())
+
+    def follow(self, ticket_id: str, sale_id: str, progress: SaleProgress) -> Follower:
+        follower = Follower(ticket_id, sale_id)
+        with self._lock:
+            self._followers.setdefault(sale_id, set()).add(follower)
+            known = self._progress.setdefault(sale_id, SaleProgress())
+            known.advance(progress.served, progress.served_at_ms, progress.rate)
+        return follower
+
+    def forget(self, follower: Follower) -> None:
+        with self._lock:
+            group = self._followers.get(follower.sale_id)
+            if group is not None:
+                group.discard(follower)
+                if not group:
+                    del self._followers[follower.sale_id]
+                    self._progress.pop(follower.sale_id, None)
+
+    def progress(self, sale_id: str) -> SaleProgress:
+        with self._lock:
+            known = self._progress.get(sale_id) or SaleProgress()
+            return SaleProgress(known.served, known.served_at_ms, known.rate)
+
+    # -- the subscription ---------------------------------------------------------------
+
+    def dispatch(self, message: SaleMessage) -> None:
+        """Wake the followers a message concerns (called by the subscription's thread)."""
+        named = set(message.ticket_ids)
+        with self._lock:
+            group = list(self._followers.get(message.sale_id, ()))
+            moved = False
+            if message.progress is not None:
+                known = self._progress.setdefault(message.sale_id, SaleProgress())
+                moved = known.advance(message.progress.served, message.progress.served_at_ms,
+                                      message.progress.rate)
+        for follower in group:
+            if follower.ticket_id in named:
+                follower.status_changed = True
+                follower.wake.set()
+            elif moved and follower.waiting:
+                follower.moved = True
+                follower.wake.set()
+
+    def _wake_all_to_reread(self) -> None:
+        with self._lock:
+            everyone = [f for group in self._followers.values() for f in group]
+        for follower in everyone:
+            follower.status_changed = True
+            follower.wake.set()
+
+    def _refresh_presence(self) -> None:
+        with self._lock:
+            waiting = {sale_id: [f.ticket_id for f in group if f.waiting and not f.closed]
+                       for sale_id, group in self._followers.items()}
+        seen = now_ms()
+        for sale_id, ticket_ids in waiting.items():
+            note_presence(self.redis, sale_id, ticket_ids, seen)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except (RedisError, OSError, ValueError) as exc:
+                if not self._failing and not self._stop.is_set():  # one warning per outage
+                    log.warning("ticket feed interrupted; streams re-read their tickets when "
+                                "it is back", extra={"error": f"{type(exc).__name__}: {exc}"})
+                self._failing = True
+            self.subscribed.clear()
+            self._stop.wait(self.retry_seconds)
+
+    def _follow(self) -> None:
+        pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.psubscribe(sale_keys.EVENTS_PATTERN)
+            # Messages published while the subscription was down are lost: every stream reads
+            # its ticket again (once per reconnect, not per message).
+            if self._failing:
+                log.info("ticket feed current again")
+                self._failing = False
+                self._wake_all_to_reread()
+            self.subscribed.set()
+            last_presence = time.monotonic()
+            while not self._stop.is_set():
+                wait = last_presence + self.presence_refresh_seconds - time.monotonic()
+                message = pubsub.get_message(timeout=max(0.0, min(1.0, wait)))
+                if message is not None and message["type"] == "pmessage":
+                    parsed = parse_message(str(message["channel"]), str(message["data"]))
+                    if parsed is not None:
+                        self.dispatch(parsed)
+                if time.monotonic() - last_presence >= self.presence_refresh_seconds:
+                    last_presence = time.monotonic()
+                    self._refresh_presence()
+        finally:
+            pubsub.close()
+
+
+# ------------------------------------------------------------------ one stream
+
+
+@dataclass
+class TicketEvent:
+    version: int
+    ticket: dict[str, Any]
+
+
+def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str, str],
+                  progress: SaleProgress, last_event_id: int | None = None,
+                  on_follow: Callable[[Follower], None] | None = None,
+                  ping_seconds: float = PING_SECONDS,
+                  position_every: float = POSITION_EVERY_SECONDS,
+                  ) -> Generator[TicketEvent | None, None, None]:
+    """What one stream sends: the current ticket at once (unless `last_event_id` is as new),
+    then every change (status at once, position and ETA at most every `position_every`
+    seconds), and None when a ping is due; it ends after a final status, or when the follower
+    is closed. Closing the iterator forgets the follower at once."""
+    ticket_id, sale_id = fields["id"], fields["sale_id"]
+    follower = feed.follow(ticket_id, sale_id, progress)
+    if on_follow is not None:
+        on_follow(follower)
+    try:
+        sent_version = last_event_id or 0
+        sent_ticket: dict[str, Any] | None = None
+        sent_at = last_read = ping_at = time.monotonic()
+        pending_move = False
+        while True:
+            follower.waiting = fields.get("status") in WAITING
+            progress = feed.progress(sale_id)
+            version = event_version(fields, progress.served_at_ms)
+            ticket = public_ticket(fields, progress.served, progress.rate)
+            now = time.monotonic()
+            if version > sent_version and ticket != sent_ticket:
+                status_news = sent_ticket is None or ticket["status"] != sent_ticket["status"]
+                if status_news or now - sent_at >= position_every:
+                    yield TicketEvent(version, ticket)
+                    sent_version, sent_ticket, sent_at, ping_at = version, ticket, now, now
+                    pending_move = False
+                else:
+                    pending_move = True
+            if is_final(fields):
+                return
+            timeout = ping_at + ping_seconds - now
+            if pending_move:
+                timeout = min(timeout, sent_at + position_every - now)
+            follower.wake.wait(max(0.0, timeout))
+            follower.wake.clear()
+            if follower.closed:
+                return
+            if time.monotonic() - ping_at >= ping_seconds:
+                yield None
+                ping_at = time.monotonic()
+            reread = follower.status_changed or time.monotonic() - last_read >= REREAD_SECONDS
+            follower.status_changed = follower.moved = False
+            if reread:
+                try:
+                    fields, _ = read_for_stream(redis_client, ticket_id)
+                except NotFound:
+                    return
+                last_read = time.monotonic()
+    finally:
+        feed.forget(follower)
+
+
+
+def presence_timeout_allowed(seconds: int) -> bool:
+    """A sale's presence_timeout_seconds: 0 (off) or long enough that an owner whose stream
+    is open is never taken for absent between two presence refreshes."""
+    return seconds == 0 or seconds >= MIN_PRESENCE_TIMEOUT_SECONDS

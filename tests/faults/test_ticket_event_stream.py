@@ -1,0 +1,163 @@
+"""`GET /api/tickets/<id>/events` through a real gunicorn API with gevent workers: auth by
+header or the ticket's stream_token (401/404), the ticket at once and its changes, resume with
+Last-Event-ID, and a client that hangs up frees its stream at once (not at the next ping)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from common.development.ports import free_port
+from common.flash_sale import waiting_room
+from common.flash_sale.ticket_events import stream_token, stream_token_key
+from tests.faults.flows import access_token, bearer
+from tests.waiting_room_helpers import drain, open_sale
+
+pytestmark = [pytest.mark.slow]
+
+
+@dataclass
+class Event:
+    id: int
+    ticket: dict
+
+
+def _events(response: requests.Response) -> Iterator[Event | None]:
+    """Parse the stream: an Event per `event: ticket`, None per comment line (ping)."""
+    fields: dict[str, str] = {}
+    for raw in response.iter_lines(chunk_size=1, decode_unicode=True):
+        if raw == "":
+            if fields.get("event") == "ticket":
+                yield Event(int(fields["id"]), json.loads(fields["data"]))
+            fields = {}
+        elif raw.startswith(":"):
+            yield None
+        else:
+            name, _, value = raw.partition(": ")
+            fields[name] = value
+
+
+def _open_streams(base: str) -> float:
+    text = requests.get(base + "/metrics", timeout=5).text
+    found = re.search(r"^flashsale_ticket_streams_open (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def _ends(base: str, reason: str) -> float:
+    text = requests.get(base + "/metrics", timeout=5).text
+    pattern = r'^flashsale_ticket_stream_ends_total\{reason="' + reason + r'"\} (\S+)$'
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.fixture
+def api(fault_settings, spawn) -> str:
+    port = free_port()
+    spawn("api", fault_settings, label="api", PORT=str(port), WEB_CONCURRENCY="1")
+    return f"http://127.0.0.1:{port}"
+
+
+def test_auth_by_header_or_stream_token_and_401_404(api, fault_settings, fault_clients):
+    sale_id = open_sale(fault_clients, stock=5)
+    ticket = waiting_room.admit(fault_clients.sales_redis, sale_id, "usr_owner", 1).ticket
+    url = f"{api}/api/tickets/{ticket['id']}/events"
+    owner = bearer(access_token(fault_settings, "usr_owner"))
+
+    with requests.get(url, headers=owner, stream=True, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        first = next(e for e in _events(response) if e is not None)
+    assert first.ticket["id"] == ticket["id"] and first.ticket["status"] == "queued"
+    token = first.ticket["stream_token"]
+    # The polled ticket carries the same token.
+    polled = requests.get(f"{api}/api/tickets/{ticket['id']}", headers=owner, timeout=10).json()
+    assert polled["stream_token"] == token
+
+    with requests.get(url, params={"stream_token": token}, stream=True, timeout=10) as response:
+        assert response.status_code == 200
+        assert next(e for e in _events(response) if e is not None).ticket["id"] == ticket["id"]
+
+    for params, headers in (({}, {}), ({"stream_token": token[:-2] + "xx"}, {}),
+                            ({}, {"Authorization": "Bearer not-a-token"})):
+        refused = requests.get(url, params=params, headers=headers, timeout=10)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"]
+    other = waiting_room.admit(fault_clients.sales_redis, sale_id, "usr_other", 1).ticket
+    # A token opens its own ticket only; someone else's ticket is 404 with a bearer.
+    wrong = requests.get(f"{api}/api/tickets/{other['id']}/events", params={"stream_token": token},
+                         timeout=10)
+    assert wrong.status_code == 401
+    foreign = requests.get(f"{api}/api/tickets/{other['id']}/events", headers=owner, timeout=10)
+    assert foreign.status_code == 404 and foreign.json()["error"]["code"] == "not_found"
+
+
+def test_changes_arrive_and_the_stream_ends_after_a_final_status(api, fault_settings, fault_clients):
+    sale_id = open_sale(fault_clients, stock=1)
+    ahead = waiting_room.admit(fault_clients.sales_redis, sale_id, "usr_ahead", 1).ticket
+    mine = waiting_room.admit(fault_clients.sales_redis, sale_id, "usr_me", 1).ticket
+    received: list[Event] = []
+    url = f"{api}/api/tickets/{mine['id']}/events"
+    with requests.get(url, headers=bearer(access_token(fault_settings, "usr_me")), stream=True,
+                      timeout=30) as response:
+        events = _events(response)
+        received.append(next(e for e in events if e is not None))
+        assert received[0].ticket["position"] == 2
+        decided_at = time.monotonic()
+        decider = threading.Thread(target=drain, args=(fault_clients, sale_id), daemon=True)
+        decider.start()
+        received.extend(e for e in events if e is not None)  # ends when the server ends it
+    decider.join(30)
+    assert received[-1].ticket["status"] == "sold_out"
+    assert time.monotonic() - decided_at < 10
+    ids = [e.id for e in received]
+    assert ids == sorted(set(ids))
+    assert waiting_room.read_ticket(fault_clients.sales_redis, ahead["id"])["status"] == "reserved"
+
+
+def test_resume_with_last_event_id_sends_the_ticket_only_if_newer(api, fault_settings, fault_clients):
+    sale_id = open_sale(fault_clients, stock=5)
+    ticket = waiting_room.admit(fault_clients.sales_redis, sale_id, "usr_me", 1).ticket
+    url = f"{api}/api/tickets/{ticket['id']}/events"
+    owner = bearer(access_token(fault_settings, "usr_me"))
+    with requests.get(url, headers=owner, stream=True, timeout=10) as response:
+        first = next(e for e in _events(response) if e is not None)
+    # Nothing changed since: no event within a second (the stream stays open, silent).
+    with requests.get(url, headers={**owner, "Last-Event-ID": str(first.id)}, stream=True,
+                      timeout=1.5) as response:
+        assert response.status_code == 200
+        with pytest.raises(requests.exceptions.RequestException):  # read timed out
+            next(e for e in _events(response) if e is not None)
+    with requests.get(url, headers={**owner, "Last-Event-ID": str(first.id - 1)}, stream=True,
+                      timeout=10) as response:
+        assert next(e for e in _events(response) if e is not None).id == first.id
+
+
+def test_a_client_that_hangs_up_frees_its_stream_at_once(api, fault_settings, fault_clients):
+    sale_id = open_sale(fault_clients, stock=5)
+    key = stream_token_key(fault_settings.jwt_secret())
+    tickets = [waiting_room.admit(fault_clients.sales_redis, sale_id, f"usr_{i}", 1).ticket
+               for i in range(20)]
+    responses = []
+    for ticket in tickets:
+        response = requests.get(f"{api}/api/tickets/{ticket['id']}/events", stream=True, timeout=10,
+                                params={"stream_token": stream_token(key, ticket["id"])})
+        events = _events(response)  # kept: a parser dropped would close its connection
+        assert next(events) is not None
+        responses.append((response, events))
+    assert _open_streams(api) == 20
+    gone_before = _ends(api, "client_gone")
+    for response, _events_left in responses:
+        response.close()  # hang up without a word, as a closed tab does
+    deadline = time.monotonic() + 3  # far less than the 15 s between pings
+    while time.monotonic() < deadline and _open_streams(api) > 0:
+        time.sleep(0.1)
+    assert _open_streams(api) == 0
+    assert _ends(api, "client_gone") - gone_before == 20
+

@@ -1,0 +1,147 @@
+"""Live ticket updates and presence through common/, against the real Redis, MongoDB and
+Stripe emulator: the decider's batches reach a following stream through the one subscription,
+a closed stream is forgotten, an absent shopper's turn passes to the next in the same batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from common.auditing.audit import audit_sale, read_sale_snapshot
+from common.flash_sale import sale_keys, sales, ticket_events, waiting_room
+from common.flash_sale.ticket_events import TicketFeed, follow_ticket, read_for_stream
+from tests.waiting_room_helpers import drain, make_product
+
+
+def _sale(clients, stock: int, presence_timeout_seconds: int = 0) -> str:
+    now = datetime.now(UTC)
+    sale = sales.create_sale(
+        clients.db, clients.sales_redis, product_id=make_product(clients, stock), stock=stock,
+        price_cents=1999, starts_at=now - timedelta(seconds=1), ends_at=now + timedelta(hours=1),
+        presence_timeout_seconds=presence_timeout_seconds)
+    return str(sale["_id"])
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_absent_shopper_is_abandoned_and_a_returning_one_keeps_their_place(clients):
+    sale_id = _sale(clients, stock=2, presence_timeout_seconds=2)
+    first, second, third, fourth = (
+        waiting_room.admit(clients.sales_redis, sale_id, f"user-{i}", 1).ticket["id"] for i in range(4))
+    time.sleep(2.2)  # everyone has been away for longer than the timeout
+    # `second` comes back and polls; `third` has a stream open (the feed notes it present).
+    waiting_room.read_ticket(clients.sales_redis, second, owner_id="user-1")
+    feed = TicketFeed(clients.sales_redis, presence_refresh_seconds=0.1).start()
+    try:
+        fields, progress = read_for_stream(clients.sales_redis, third)
+        events = follow_ticket(feed, clients.sales_redis, fields, progress)
+        assert next(events).ticket["position"] == 3  # type: ignore[union-attr]
+        assert _wait(lambda: clients.sales_redis.hget(sale_keys.presence_key(sale_id), third) is not None)
+        report = drain(clients, sale_id)
+        events.close()
+    finally:
+        feed.stop()
+    statuses = [waiting_room.read_ticket(clients.sales_redis, t)["status"]
+                for t in (first, second, third, fourth)]
+    # `first` was away when its turn came: its unit went to `third`, in the same batch;
+    # `fourth` was away too (and would have found nothing left).
+    assert statuses == ["abandoned", "reserved", "reserved", "abandoned"]
+    assert report.reserved == 2
+    counters = sales.read_counters(clients.sales_redis, sale_id)
+    assert counters is not None and counters.abandoned == 2 and counters.queued == 0
+    snapshot = read_sale_snapshot(clients.sales_redis, clients.db, sale_id, stripe_client=clients.stripe)
+    assert audit_sale(snapshot, settled=True) == []
+
+
+def test_presence_off_by_default_keeps_every_ticket(clients):
+    sale_id = _sale(clients, stock=1)
+    ticket = waiting_room.admit(clients.sales_redis, sale_id, "away", 1).ticket["id"]
+    time.sleep(1.1)
+    drain(clients, sale_id)
+    assert waiting_room.read_ticket(clients.sales_redis, ticket)["status"] == "reserved"
+
+
+def test_a_stream_follows_its_ticket_through_the_one_subscription(clients):
+    sale_id = _sale(clients, stock=1)
+    ahead = waiting_room.admit(clients.sales_redis, sale_id, "ahead", 1).ticket["id"]
+    mine = waiting_room.admit(clients.sales_redis, sale_id, "me", 1).ticket["id"]
+    feed = TicketFeed(clients.sales_redis).start()
+    assert feed.subscribed.wait(5)
+    received: list = []
+    fields, progress = read_for_stream(clients.sales_redis, mine)
+    events = follow_ticket(feed, clients.sales_redis, fields, progress, position_every=0.2)
+
+    def consume() -> None:
+        for event in events:
+            if event is not None:
+                received.append(event)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    try:
+        assert _wait(lambda: len(received) == 1)
+        assert received[0].ticket["status"] == "queued" and received[0].ticket["position"] == 2
+        assert feed.open_streams == 1
+        drain(clients, sale_id)  # `ahead` takes the one unit, `mine` is sold out
+        reader.join(10)
+        assert not reader.is_alive(), "the stream ends after a final status"
+    finally:
+        feed.stop()
+    assert received[-1].ticket["status"] == "sold_out"
+    versions = [event.version for event in received]
+    assert versions == sorted(set(versions)), "event ids grow with every change"
+    assert feed.open_streams == 0
+    assert waiting_room.read_ticket(clients.sales_redis, ahead)["status"] == "reserved"
+
+
+def test_closing_a_stream_forgets_it_at_once(clients):
+    sale_id = _sale(clients, stock=1)
+    mine = waiting_room.admit(clients.sales_redis, sale_id, "me", 1).ticket["id"]
+    feed = TicketFeed(clients.sales_redis)  # not started: closing needs no subscription
+    fields, progress = read_for_stream(clients.sales_redis, mine)
+    follower_seen: list = []
+    events = follow_ticket(feed, clients.sales_redis, fields, progress, on_follow=follower_seen.append)
+    assert next(events) is not None and feed.open_streams == 1
+    done = threading.Event()
+
+    def wait_for_end() -> None:
+        for _ in events:
+            pass
+        done.set()
+
+    threading.Thread(target=wait_for_end, daemon=True).start()
+    follower_seen[0].close()  # what the HTTP edge does when the client hangs up
+    assert done.wait(2)
+    assert feed.open_streams == 0
+
+
+def test_resume_sends_the_ticket_only_if_newer(clients):
+    sale_id = _sale(clients, stock=1)
+    mine = waiting_room.admit(clients.sales_redis, sale_id, "me", 1).ticket["id"]
+    feed = TicketFeed(clients.sales_redis)
+    fields, progress = read_for_stream(clients.sales_redis, mine)
+    first = next(follow_ticket(feed, clients.sales_redis, fields, progress))
+    assert first is not None
+    resumed = follow_ticket(feed, clients.sales_redis, fields, progress, last_event_id=first.version,
+                            ping_seconds=0.1)
+    assert next(resumed) is None  # nothing newer: a ping comes first
+    resumed.close()
+    older = follow_ticket(feed, clients.sales_redis, fields, progress, last_event_id=first.version - 1)
+    assert next(older).version == first.version  # type: ignore[union-attr]
+    older.close()
+
+
+def test_stream_tokens_open_their_own_ticket_only():
+    key = ticket_events.stream_token_key("secret-" + "x" * 32)
+    token = ticket_events.stream_token(key, "tkt_a")
+    assert ticket_events.stream_token_valid(key, "tkt_a", token)
+    assert not ticket_events.stream_token_valid(key, "tkt_b", token)
+    assert not ticket_events.stream_token_valid(ticket_events.stream_token_key("other"), "tkt_a", token)
