@@ -15,7 +15,14 @@ _settings = settings_or_exit()
 # gevent: thousands of shoppers polling at once each hold a connection, not a thread.
 worker_class = "gevent"
 workers = _settings.web_concurrency
-worker_connections = 2000
+# Every waiting shopper holds a connection (an event stream, or a keep-alive between polls):
+# a worker that has this many stops accepting, and new connections wait in the listen queue.
+# 2000 per worker left 10,000 shoppers of a surge waiting for SYN retries (issue 15); a gevent
+# connection costs a few kB. The process needs as many file descriptors (ulimit -n).
+worker_connections = 10_000
+# The listen queue for a burst of connections the workers have not accepted yet (gunicorn's
+# default is 2048). The kernel caps it at net.core.somaxconn: see README, "Live updates".
+backlog = 8192
 bind = f"{_settings.host}:{_settings.port}"
 graceful_timeout = 10
 timeout = 30

@@ -31,7 +31,8 @@ def conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
 
 def test_the_api_runs_on_gevent_with_the_settings_values(conf: dict[str, object]) -> None:
     assert conf == {
-        "worker_class": "gevent", "workers": 3, "worker_connections": 2000,
+        "worker_class": "gevent", "workers": 3, "worker_connections": 10_000,
+        "backlog": 8192,
         "bind": "0.0.0.0:8123", "graceful_timeout": 10, "timeout": 30, "keepalive": 75,
         "accesslog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
