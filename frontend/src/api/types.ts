@@ -123,7 +123,8 @@ export type TicketStatus =
   | 'sold_out'
   | 'expired'
   | 'cancelled'
-  | 'payment_failed';
+  | 'payment_failed'
+  | 'abandoned';
 
 /** Statuses a ticket never leaves (the contract: "every other status is final"). */
 export const FINAL_TICKET_STATUSES: readonly TicketStatus[] = [
@@ -132,6 +133,7 @@ export const FINAL_TICKET_STATUSES: readonly TicketStatus[] = [
   'expired',
   'cancelled',
   'payment_failed',
+  'abandoned',
 ];
 
 export function isFinalTicketStatus(status: TicketStatus): boolean {
@@ -154,6 +156,8 @@ export interface Ticket {
   position: number | null;
   eta_seconds: number | null;
   poll_after_ms: number | null;
+  /** Opens this ticket's event stream (EventSource cannot send the Authorization header). */
+  stream_token?: string;
   reservation: Reservation | null;
   order_id: string | null;
   created_at: string;

@@ -1,5 +1,7 @@
-// Polling that respects the server's pace: the next GET waits the ticket's `poll_after_ms`
-// (never less), and errors back off exponentially so a struggling API is not hammered.
+// Live ticket updates: the ticket's event stream (Server-Sent Events, opened with its
+// `stream_token`), and polling when a stream cannot be had. Polling respects the server's pace:
+// the next GET waits the ticket's `poll_after_ms` (never less), and errors back off
+// exponentially so a struggling API is not hammered.
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError } from '../api/client';
 import { sales, tickets } from '../api/shop';
@@ -8,6 +10,17 @@ import { isFinalTicketStatus, type Sale, type Ticket } from '../api/types';
 export const DEFAULT_POLL_MS = 2000;
 export const MAX_BACKOFF_MS = 30_000;
 export const SALE_REFRESH_MS = 5000;
+/** A stream that errors this many times in a row without an event gives way to polling. */
+export const STREAM_MAX_ERRORS = 3;
+
+/** The ticket's event stream URL (the token is the ticket's own, read-only). */
+export function ticketStreamUrl(ticket: Ticket): string {
+  return `/api/tickets/${encodeURIComponent(ticket.id)}/events?stream_token=${encodeURIComponent(ticket.stream_token ?? '')}`;
+}
+
+function canStream(ticket: Ticket): boolean {
+  return typeof EventSource !== 'undefined' && Boolean(ticket.stream_token) && !isFinalTicketStatus(ticket.status);
+}
 
 /**
  * How long to wait before the next poll: the server's `poll_after_ms` (or a default),
@@ -60,6 +73,46 @@ export function useTicketPolling(ticketId: string): TicketPoll {
     let stopped = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let failures = 0;
+    let stream: EventSource | undefined;
+    // Once a stream failed for this ticket the page polls: a proxy that breaks streams would
+    // only fail again.
+    let streamFailed = false;
+
+    const take = (fresh: Ticket) => {
+      latest.current = fresh;
+      setTicket(fresh);
+      setError(null);
+      setRetryAt(null);
+    };
+
+    // The browser reconnects by itself after a dropped connection, sending Last-Event-ID, and
+    // the server then sends the ticket only if it changed. Errors without any event in between
+    // (the stream refused, or cut again and again) mean polling instead.
+    const follow = (current: Ticket) => {
+      const source = new EventSource(ticketStreamUrl(current));
+      stream = source;
+      let errors = 0;
+      source.addEventListener('ticket', (event) => {
+        if (stopped) return;
+        errors = 0;
+        const fresh = JSON.parse((event as MessageEvent<string>).data) as Ticket;
+        take(fresh);
+        if (isFinalTicketStatus(fresh.status)) {
+          source.close();
+          stream = undefined;
+        }
+      });
+      source.onerror = () => {
+        if (stopped) return;
+        errors += 1;
+        if (source.readyState === EventSource.CLOSED || errors >= STREAM_MAX_ERRORS) {
+          source.close();
+          stream = undefined;
+          streamFailed = true;
+          timer = setTimeout(poll, nextPollDelay(latest.current?.poll_after_ms, 0));
+        }
+      };
+    };
 
     const poll = async () => {
       let delay: number;
@@ -67,11 +120,12 @@ export function useTicketPolling(ticketId: string): TicketPoll {
         const fresh = await tickets.get(ticketId);
         if (stopped) return;
         failures = 0;
-        latest.current = fresh;
-        setTicket(fresh);
-        setError(null);
-        setRetryAt(null);
+        take(fresh);
         if (isFinalTicketStatus(fresh.status)) return;
+        if (!streamFailed && canStream(fresh)) {
+          follow(fresh);
+          return;
+        }
         delay = nextPollDelay(fresh.poll_after_ms, 0);
       } catch (caught) {
         if (stopped) return;
@@ -97,6 +151,7 @@ export function useTicketPolling(ticketId: string): TicketPoll {
     return () => {
       stopped = true;
       if (timer !== undefined) clearTimeout(timer);
+      stream?.close();
     };
   }, [ticketId, generation]);
 

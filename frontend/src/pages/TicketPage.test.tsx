@@ -1,5 +1,5 @@
-import { fireEvent, screen } from '@testing-library/react';
-import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { act, fireEvent, screen } from '@testing-library/react';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokens } from '../api/client';
 import { ticketForSale } from '../lib/ticketStore';
 import { customer, order, product, sale, ticket } from '../test/fixtures';
@@ -170,5 +170,91 @@ describe('queue page', () => {
     renderRoute(<TicketPage />, at);
     await advance();
     expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Ticket not found');
+  });
+});
+
+/** A stand-in for the browser's EventSource (jsdom has none): the test plays the server. */
+class FakeEventSource {
+  static readonly CONNECTING = 0;
+  static readonly OPEN = 1;
+  static readonly CLOSED = 2;
+  static opened: FakeEventSource[] = [];
+  readyState = FakeEventSource.OPEN;
+  onerror: (() => void) | null = null;
+  private listeners: Array<(event: MessageEvent<string>) => void> = [];
+
+  constructor(readonly url: string) {
+    FakeEventSource.opened.push(this);
+  }
+
+  addEventListener(type: string, listener: (event: MessageEvent<string>) => void) {
+    if (type === 'ticket') this.listeners.push(listener);
+  }
+
+  close() {
+    this.readyState = FakeEventSource.CLOSED;
+  }
+
+  send(body: object) {
+    const event = new MessageEvent('ticket', { data: JSON.stringify(body) });
+    this.listeners.forEach((listener) => listener(event));
+  }
+
+  fail(closed: boolean) {
+    if (closed) this.readyState = FakeEventSource.CLOSED;
+    this.onerror?.();
+  }
+}
+
+describe('queue page with live updates', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T12:00:02Z'));
+    tokens.set({ access_token: 'a' });
+    FakeEventSource.opened = [];
+    vi.stubGlobal('EventSource', FakeEventSource);
+  });
+
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it('follows the ticket over its event stream with its stream token, and stops polling', async () => {
+    const http = serve([() => json(200, ticket({ stream_token: 'tok+1' }))]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(FakeEventSource.opened).toHaveLength(1);
+    const stream = FakeEventSource.opened[0];
+    expect(stream.url).toBe('/api/tickets/t1/events?stream_token=tok%2B1');
+
+    await act(async () => stream.send(ticket({ position: 7, eta_seconds: 5, stream_token: 'tok+1' })));
+    expect(screen.getByTestId('queue-position').textContent).toBe('7');
+    await advance(30_000);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(1); // no polls while streaming
+
+    await act(async () => stream.send(ticket({ status: 'abandoned', position: null })));
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('abandoned');
+    expect(stream.readyState).toBe(FakeEventSource.CLOSED);
+  });
+
+  it('keeps the stream through a dropped connection (the browser resumes it) and polls when it fails', async () => {
+    const http = serve([
+      () => json(200, ticket({ stream_token: 'tok', poll_after_ms: 2000 })),
+      () => json(200, ticket({ position: 3, stream_token: 'tok', poll_after_ms: 2000 })),
+    ]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    const stream = FakeEventSource.opened[0];
+    await act(async () => stream.fail(false)); // reconnecting with Last-Event-ID by itself
+    await advance(5000);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(1);
+
+    await act(async () => stream.fail(true)); // refused: the browser gives up
+    await advance(1999);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(1);
+    await advance(1);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
+    expect(screen.getByTestId('queue-position').textContent).toBe('3');
+    expect(FakeEventSource.opened).toHaveLength(1); // polling from now on
   });
 });

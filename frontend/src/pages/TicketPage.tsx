@@ -24,6 +24,7 @@ export const STATUS_LABEL: Record<TicketStatus, string> = {
   expired: 'Reservation expired',
   cancelled: 'Left the line',
   payment_failed: 'Payment declined',
+  abandoned: 'Place given up',
 };
 
 const HEADING: Record<TicketStatus, string> = {
@@ -34,6 +35,7 @@ const HEADING: Record<TicketStatus, string> = {
   expired: 'Your reservation ran out',
   cancelled: 'You left the line',
   payment_failed: 'Your payment was declined',
+  abandoned: 'You were away when your turn came',
 };
 
 // Position updates are announced at most this often, so a screen reader is not flooded.
@@ -279,6 +281,14 @@ function OutcomeView({ ticket, paymentNote }: { ticket: Ticket; paymentNote: str
       break;
     case 'cancelled':
       body = <p>You gave up your place. If the sale is still open you can join the line again.</p>;
+      break;
+    case 'abandoned':
+      body = (
+        <p>
+          Your turn came while this page had been closed for a while, so your place went to the next shopper.
+          Nothing was charged. If the sale is still open you can join the line again.
+        </p>
+      );
       break;
     case 'payment_failed':
       body = (
