@@ -120,3 +120,7 @@ algorithm  # FairnessSchema field (api/sales.py)
 audit_fairness  # click command `flashsale audit-fairness` (common/cli.py)
 start_lobbies  # Celery beat task (worker/tasks.py)
 _.released_now  # LobbyStart.released_now, read by tests/test_lobby.py
+algorithm  # FairnessSchema field (api/sales.py)
+audit_fairness  # click command `flashsale audit-fairness` (common/cli.py)
+start_lobbies  # Celery beat task (worker/tasks.py)
+_.released_now  # LobbyStart.released_now, read by tests/test_lobby.py

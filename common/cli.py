@@ -184,5 +184,47 @@ def reconcile(sale_id: str | None, no_repair: bool) -> None:
     sys.exit(0 if all(r.consistent for r in reports) else 1)
 
 
+@main.command("audit-fairness")
+@click.option("--sale", "sale_id", required=True)
+@click.option("--api", "api_url", help="Read the public answer from this shop (e.g. "
+              "http://127.0.0.1:8000); default: from MongoDB and Redis directly.")
+def audit_fairness(sale_id: str, api_url: str | None) -> None:
+    """Recompute the lobby's order from the public fairness answer alone
+    (`GET /api/sales/<id>/fairness`, every page) and compare it with the tickets' places.
+    Exit 1 on any difference."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from common.flash_sale import lobby
+    from common.platform.clients import Clients
+
+    clients = Clients(settings_or_exit())
+    entries: list[str] = []
+    cursor: str | None = None
+    while True:
+        if api_url:
+            query = urllib.parse.urlencode({"limit": 1000, **({"cursor": cursor} if cursor else {})})
+            url = f"{api_url.rstrip('/')}/api/sales/{sale_id}/fairness?{query}"
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                page = json.load(answer)
+        else:
+            page = lobby.fairness_page(clients.db, clients.sales_redis, sale_id, cursor=cursor)
+        entries += page["entries"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    try:
+        order = lobby.recompute_order(page, entries)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    differences = lobby.order_differences(order, lobby.placed_lobby(clients.sales_redis, sale_id, entries))
+    for line in differences[:50]:
+        click.echo(line)
+    click.echo(f"{'OK   ' if not differences else 'DRIFT'} {sale_id}: {len(order)} lobby tickets, "
+               f"{len(differences)} differences")
+    sys.exit(1 if differences else 0)
+
+
 if __name__ == "__main__":
     main()
