@@ -15,11 +15,13 @@ from typing import Any
 
 from common.auditing import audit
 from common.billing.payments import PaymentContext, settle_ticket_payment
+from common.billing.stripe_gateway import SUCCEEDED
 from common.flash_sale import sale_keys
 from common.flash_sale.sales import all_sale_ids, read_counters
 from common.flash_sale.tickets import HOLDING, TicketStatus
 from common.platform import metrics
 from common.platform.lua_scripts import scripts_for
+from common.shop.orders import OrderStatus
 
 log = logging.getLogger("common.auditing.reconcile")
 
@@ -57,7 +59,7 @@ def reconcile_sale(ctx: PaymentContext, sale_id: str, repair: bool = True) -> Re
 
     # Every settled ticket has exactly one order.
     ordered_tickets = {o["ticket_id"]: o["_id"] for o in ctx.db.orders.find(
-        {"sale_id": sale_id, "status": "paid"}, {"ticket_id": 1})}
+        {"sale_id": sale_id, "status": str(OrderStatus.PAID)}, {"ticket_id": 1})}
     settled = [str(t) for t in ctx.redis.smembers(sale_keys.settled_key(sale_id))]
     pipe = ctx.redis.pipeline(transaction=False)
     for ticket_id in settled:
@@ -110,11 +112,11 @@ def _repair_missing_order(ctx: PaymentContext, sale_id: str, ticket_id: str) -> 
     if not intent_id:
         return False
     intent = ctx.gateway.retrieve(str(intent_id))
-    if intent.status != "succeeded":
+    if intent.status != SUCCEEDED:
         return False
     outcome = settle_ticket_payment(ctx, sale_id, ticket_id, intent)
     log.warning("missing order repaired", extra={"ticket_id": ticket_id, "outcome": outcome})
-    return outcome in ("paid", "honoured", "already_paid")
+    return outcome in (TicketStatus.PAID, "honoured", "already_paid")
 
 
 def reconcile_all(ctx: PaymentContext, repair: bool = True) -> list[ReconcileReport]:

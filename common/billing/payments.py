@@ -27,7 +27,14 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from common.billing.stripe_gateway import CANCELED, PROCESSING, SUCCEEDED, Intent, StripeGateway
+from common.billing.stripe_gateway import (
+    CANCELED,
+    PROCESSING,
+    REQUIRES_PAYMENT_METHOD,
+    SUCCEEDED,
+    Intent,
+    StripeGateway,
+)
 from common.flash_sale import sale_keys
 from common.flash_sale.tickets import HOLDING, TicketStatus
 from common.flash_sale.waiting_room import public_status, read_ticket, read_ticket_fields, release_ticket
@@ -37,6 +44,7 @@ from common.platform.errors import PaymentInProgress, PaymentProviderError, Tick
 from common.platform.ids import new_order_id
 from common.platform.lua_scripts import scripts_for
 from common.platform.mongo_tx import run_transaction
+from common.shop.orders import OrderKind, OrderStatus
 
 log = logging.getLogger("common.billing.payments")
 
@@ -86,9 +94,9 @@ def apply_intent(ctx: PaymentContext, intent_id: str) -> str:
     """Bring our records in line with the PaymentIntent's current state at Stripe."""
     intent = ctx.gateway.retrieve(intent_id)
     kind = intent.metadata.get("kind")
-    if kind == "sale":
+    if kind == OrderKind.SALE:
         return _apply_sale_intent(ctx, intent)
-    if kind == "cart":
+    if kind == OrderKind.CART:
         return _apply_cart_intent(ctx, intent)
     return "ignored"
 
@@ -112,7 +120,7 @@ def _apply_sale_intent(ctx: PaymentContext, intent: Intent) -> str:
         return "ignored"
     if intent.status == SUCCEEDED:
         return settle_ticket_payment(ctx, sale_id, ticket_id, intent)
-    if intent.status in ("requires_payment_method", CANCELED) and (
+    if intent.status in (REQUIRES_PAYMENT_METHOD, CANCELED) and (
             intent.last_error or intent.status == CANCELED):
         released, _ = release_ticket(
             ctx.redis, ticket_id, TicketStatus.PAYMENT_FAILED,
@@ -121,7 +129,7 @@ def _apply_sale_intent(ctx: PaymentContext, intent: Intent) -> str:
             # A declined intent could be retried with another card: close it for good (the
             # release queued it in the outbox, so a failure here is retried by beat).
             cancel_released_intent(ctx.redis, ctx.gateway, sale_id, intent.id)
-        return "payment_failed" if released else "unchanged"
+        return TicketStatus.PAYMENT_FAILED.value if released else "unchanged"
     return "unchanged"
 
 
@@ -151,18 +159,18 @@ def settle_ticket_payment(ctx: PaymentContext, sale_id: str, ticket_id: str, int
     if outcome in ("missing", "foreign"):
         # The ticket is gone, or another intent won it: this money matches no goods.
         return refund_unmatched_payment(ctx.gateway, intent, outcome)
-    if outcome not in ("settle", "paid"):
+    if outcome not in ("settle", TicketStatus.PAID):
         return {"refunded": "already_refunded"}.get(outcome, outcome)
     # "paid" too: writing the order again is a no-op, and heals a lost write.
     order_id = result[1]
     ticket = ctx.redis.hgetall(keys[0])
     config = ctx.redis.hgetall(sale_keys.config_key(sale_id))
     write_sale_order(ctx, order_id=order_id, ticket=ticket, config=config, intent=intent)
-    if outcome == "paid":
+    if outcome == TicketStatus.PAID:
         return "already_paid"
     if not scripts.mark_paid(keys=keys[:2], args=[order_id]):
         return "already_paid"  # a concurrent delivery finished first
-    return "honoured" if ticket.get("honoured_after") else "paid"
+    return "honoured" if ticket.get("honoured_after") else TicketStatus.PAID.value
 
 
 def write_sale_order(ctx: PaymentContext, *, order_id: str, ticket: dict[str, str],
@@ -172,10 +180,11 @@ def write_sale_order(ctx: PaymentContext, *, order_id: str, ticket: dict[str, st
     quantity = int(ticket["quantity"])
     now = utc_now()
     order = {
-        "_id": order_id, "user_id": ticket["user_id"], "kind": "sale",
+        "_id": order_id, "user_id": ticket["user_id"], "kind": str(OrderKind.SALE),
         "items": [{"product_id": config["product_id"], "quantity": quantity,
                    "unit_price_cents": int(config["price_cents"])}],
-        "amount_cents": intent.amount, "currency": config["currency"], "status": "paid",
+        "amount_cents": intent.amount, "currency": config["currency"],
+        "status": str(OrderStatus.PAID),
         "payment_intent_id": intent.id, "sale_id": ticket["sale_id"], "ticket_id": ticket["id"],
         "created_at": now, "updated_at": now,
     }
@@ -289,14 +298,15 @@ def sweep_intent_cancellations(ctx: PaymentContext, sale_id: str, limit: int = 2
 
 
 def _apply_cart_intent(ctx: PaymentContext, intent: Intent) -> str:
-    order = ctx.db.orders.find_one({"payment_intent_id": intent.id, "kind": "cart"})
+    order = ctx.db.orders.find_one({"payment_intent_id": intent.id, "kind": str(OrderKind.CART)})
     if not order:
         return "ignored"
-    if intent.status == CANCELED and order["status"] == "pending_payment":
-        ctx.db.orders.update_one({"_id": order["_id"], "status": "pending_payment"},
-                                 {"$set": {"status": "cancelled", "updated_at": utc_now()}})
-        return "cancelled"
-    if intent.status != SUCCEEDED or order["status"] != "pending_payment":
+    if intent.status == CANCELED and order["status"] == OrderStatus.PENDING_PAYMENT:
+        ctx.db.orders.update_one({"_id": order["_id"], "status": str(OrderStatus.PENDING_PAYMENT)},
+                                 {"$set": {"status": str(OrderStatus.CANCELLED),
+                                           "updated_at": utc_now()}})
+        return str(OrderStatus.CANCELLED)
+    if intent.status != SUCCEEDED or order["status"] != OrderStatus.PENDING_PAYMENT:
         return "unchanged"
     return _pay_cart_order(ctx, order, intent)
 
@@ -310,8 +320,8 @@ def _pay_cart_order(ctx: PaymentContext, order: dict[str, Any], intent: Intent) 
 
     def pay(session: Any) -> None:
         moved = ctx.db.orders.update_one(
-            {"_id": order["_id"], "status": "pending_payment"},
-            {"$set": {"status": "paid", "updated_at": now}}, session=session)
+            {"_id": order["_id"], "status": str(OrderStatus.PENDING_PAYMENT)},
+            {"$set": {"status": str(OrderStatus.PAID), "updated_at": now}}, session=session)
         if moved.matched_count == 0:
             return
         for item in order["items"]:
@@ -326,8 +336,8 @@ def _pay_cart_order(ctx: PaymentContext, order: dict[str, Any], intent: Intent) 
     except _OutOfStock:
         # Stock ran out between checkout and payment: never keep money without goods.
         refund_id = ctx.gateway.refund(intent.id, idempotency_key=f"refund-{intent.id}")
-        ctx.db.orders.update_one({"_id": order["_id"], "status": "pending_payment"},
-                                 {"$set": {"status": "refunded", "refund_id": refund_id,
+        ctx.db.orders.update_one({"_id": order["_id"], "status": str(OrderStatus.PENDING_PAYMENT)},
+                                 {"$set": {"status": str(OrderStatus.REFUNDED), "refund_id": refund_id,
                                            "updated_at": now}})
-        return "refunded"
-    return "paid"
+        return str(OrderStatus.REFUNDED)
+    return str(OrderStatus.PAID)

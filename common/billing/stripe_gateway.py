@@ -29,6 +29,7 @@ SUCCEEDED = "succeeded"
 CANCELED = "canceled"
 REQUIRES_ACTION = "requires_action"
 PROCESSING = "processing"
+REQUIRES_PAYMENT_METHOD = "requires_payment_method"  # new, or declined and open to another card
 
 # What Stripe.js `createToken` returns (and Stripe's test tokens such as tok_visa): checked
 # before any Stripe call, so that garbage costs the shop's account nothing.

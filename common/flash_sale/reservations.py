@@ -232,10 +232,10 @@ class Decider:
         decisions = decide_batch(self.redis, self.sale_id, ids, rate_sample)
         done_now: list[str] = []
         for (entry_id, _), (ticket_id, outcome) in zip(entries, decisions, strict=True):
-            if outcome in ("reserving", f"already:{TicketStatus.RESERVING.value}"):
-                if outcome == "reserving":
+            if outcome in (TicketStatus.RESERVING, f"already:{TicketStatus.RESERVING.value}"):
+                if outcome == TicketStatus.RESERVING:
                     self.report.reserved += 1
-                    metrics.DECISIONS.labels("reserved").inc()
+                    metrics.DECISIONS.labels(TicketStatus.RESERVED.value).inc()
                 with self._report_lock:
                     if entry_id in self._in_flight:
                         continue
@@ -243,7 +243,7 @@ class Decider:
                 self._pending_intents.append(
                     self.pool.submit(self._attach_then_ack, entry_id, ticket_id))
             else:
-                if outcome in ("sold_out", "limit_reached"):
+                if outcome in (TicketStatus.SOLD_OUT, "limit_reached"):
                     self.report.sold_out += 1
                     metrics.DECISIONS.labels(outcome).inc()
                 elif outcome == TicketStatus.ABANDONED.value:
@@ -387,6 +387,11 @@ def sales_needing_drain(redis_client: redis.Redis, sale_ids: list[str]) -> list[
     return needing
 
 
+# What release_ticket reports for a ticket in the expiry set that no longer holds stock.
+ENDED_OR_SETTLING = frozenset({TicketStatus.PAID, TicketStatus.SETTLING, TicketStatus.CANCELLED,
+                               TicketStatus.PAYMENT_FAILED, TicketStatus.EXPIRED, "missing"})
+
+
 def expire_due_reservations(redis_client: redis.Redis, sale_id: str,
                             limit: int = 500) -> list[tuple[str, str]]:
     """Mark reservations past expires_at `expired`, returning their stock to the sale.
@@ -404,7 +409,7 @@ def expire_due_reservations(redis_client: redis.Redis, sale_id: str,
         if released:
             expired.append((str(ticket_id), intent_id))
             metrics.EXPIRED.inc()
-        elif intent_id in ("paid", "settling", "cancelled", "payment_failed", "expired", "missing"):
+        elif intent_id in ENDED_OR_SETTLING:
             redis_client.zrem(sale_keys.expiry_key(sale_id), ticket_id)
     return expired
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import redis
@@ -21,6 +21,16 @@ from common.platform import ids
 from common.platform.clock import utc_now
 from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
 from common.platform.lua_scripts import scripts_for
+from common.shop.orders import OrderStatus
+
+
+class SaleStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    LOBBY = "lobby"  # before the start, joining the lobby (lobby.py)
+    OPEN = "open"
+    SOLD_OUT = "sold_out"
+    ENDED = "ended"
+
 
 # Redis keeps a sale's keys this long after it ends (tickets stay readable for shoppers).
 KEEP_AFTER_END = timedelta(days=7)
@@ -203,19 +213,19 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
     )
 
 
-def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: datetime) -> str:
+def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: datetime) -> SaleStatus:
     starts = sale["starts_at"].replace(tzinfo=sale["starts_at"].tzinfo or UTC)
     ends = sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
     if now < starts:
         opens = sale.get("lobby_opens_at")
         if opens is not None and now >= opens.replace(tzinfo=opens.tzinfo or UTC):
-            return "lobby"
-        return "scheduled"
+            return SaleStatus.LOBBY
+        return SaleStatus.SCHEDULED
     if now >= ends:
-        return "ended"
+        return SaleStatus.ENDED
     if counters and counters.available <= 0 and counters.reserved <= 0:
-        return "sold_out"
-    return "open"
+        return SaleStatus.SOLD_OUT
+    return SaleStatus.OPEN
 
 
 def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
@@ -231,7 +241,7 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "per_user_limit": sale["per_user_limit"],
         "reservation_ttl_seconds": sale["reservation_ttl_seconds"],
         "presence_timeout_seconds": sale.get("presence_timeout_seconds", 0),
-        "status": sale_status(sale, counters, now),
+        "status": sale_status(sale, counters, now).value,
         "stock_total": sale["stock_total"],
         "stock_available": counters.available if counters else sale["stock_total"],
         "queue_length": counters.queued if counters else 0,
@@ -256,7 +266,7 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
     counters = read_counters(redis_client, sale_id)
     if counters is None:
         raise NotFound("The sale is not loaded.")
-    orders = db.orders.count_documents({"sale_id": sale_id, "status": "paid"})
+    orders = db.orders.count_documents({"sale_id": sale_id, "status": str(OrderStatus.PAID)})
     return {
         "stock_total": counters.stock_total,
         "available": counters.available,

@@ -99,7 +99,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         raise RateLimited(details={"limit": rate.text}, headers={"Retry-After": str(retry_after)})
     if outcome == "not_open":
         raise SaleNotOpen(details={"sale_status": result[1]})
-    if outcome == "sold_out":
+    if outcome == TicketStatus.SOLD_OUT:
         raise SoldOut()
     if outcome == "over_limit":
         raise QuantityTooLarge(details={"per_user_limit": int(result[1])})
