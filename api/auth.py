@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 import limits
 import marshmallow as ma
-from flask import Response, g, jsonify, request
+from flask import Response, g, request
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from api import refresh_cookie
-from api.errors import error_body
+from api.errors import error_body, error_response
 from api.extensions import client_address, clients, jwt, limiter, settings
 from api.schemas import RequestSchema
 from common.accounts import tokens, users
@@ -171,9 +171,8 @@ def bootstrap_accounts(settings: Settings, clients: Clients) -> None:
 
 
 def _jwt_error(code: str, message: str) -> tuple[Response, int]:
-    response = jsonify(error_body(code, message))
-    response.headers["WWW-Authenticate"] = f'Bearer error="{code}"'
-    return response, 401
+    return error_response(error_body(code, message), 401,
+                          {"WWW-Authenticate": f'Bearer error="{code}"'}), 401
 
 
 @jwt.decode_key_loader
@@ -277,10 +276,7 @@ def _rate_limited(exc: RateLimitExceeded) -> Response:
     else:
         retry_after = max(1, int(exc.limit.limit.get_expiry()))
     error = RateLimited(details={"limit": str(exc.limit.limit)})
-    response = jsonify(error.to_body())
-    response.status_code = error.status
-    response.headers["Retry-After"] = str(retry_after)
-    return response
+    return error_response(error.to_body(), error.status, {"Retry-After": str(retry_after)})
 
 
 # --------------------------------------------------------------------------- schemas

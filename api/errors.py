@@ -7,13 +7,13 @@ import logging
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask_smorest import Api
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from common.platform.errors import DomainError
+from common.platform.errors import DomainError, error_body
 
 log = logging.getLogger("api.errors")
 
@@ -44,8 +44,14 @@ class ErrorSchema(ma.Schema):
     error = ma.fields.Nested(ErrorDetailSchema, required=True)
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+def error_response(body: dict[str, Any], status: int,
+                   headers: dict[str, str] | None = None) -> Response:
+    """A Flask response carrying an error body (from `error_body` or a DomainError's)."""
+    response = jsonify(body)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
 
 
 def unavailable_body(service: str, what: str) -> dict[str, Any]:
@@ -77,11 +83,8 @@ class ContractApi(Api):
         if status == 400 and ("JSON" in (error.description or "")
                               or isinstance(getattr(error, "exc", None), ValueError)):
             code, message = "malformed_json", "The request body is not valid JSON."
-        headers = data.get("headers") or {}
-        response = jsonify(error_body(code, message, details))
-        response.status_code = status
-        for key, value in headers.items():
-            response.headers[key] = value
+        response = error_response(error_body(code, message, details), status,
+                                  data.get("headers") or {})
         if getattr(error, "retry_after", None):
             response.headers["Retry-After"] = str(error.retry_after)  # type: ignore[attr-defined]
         return response
@@ -90,18 +93,11 @@ class ContractApi(Api):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
-        response = jsonify(exc.to_body())
-        response.status_code = exc.status
-        for key, value in exc.headers.items():
-            response.headers[key] = value
-        return response
+        return error_response(exc.to_body(), exc.status, exc.headers)
 
     def _unavailable(service: str, what: str, exc: Exception):
         log.error("%s unavailable: %s", service, exc)
-        response = jsonify(unavailable_body(service, what))
-        response.status_code = 503
-        response.headers["Retry-After"] = "2"
-        return response
+        return error_response(unavailable_body(service, what), 503, {"Retry-After": "2"})
 
     @app.errorhandler(RedisError)
     def _redis_down(exc: RedisError):
@@ -116,6 +112,4 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, HTTPException):
             return app.extensions["flask-smorest"]["apis"][""]["ext_obj"].handle_http_exception(exc)
         log.exception("unhandled error")
-        response = jsonify(error_body("internal_error", "Something went wrong on our side."))
-        response.status_code = 500
-        return response
+        return error_response(error_body("internal_error", "Something went wrong on our side."), 500)

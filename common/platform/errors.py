@@ -6,6 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The contract's error body, `{"error": {"code", "message", "details"}}`: every error the
+    shop answers (domain errors, HTTP errors, outages, the admission fast path) is built here."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
 class DomainError(Exception):
     code = "error"
     status = 400
@@ -19,7 +25,7 @@ class DomainError(Exception):
         self.headers = headers or {}
 
     def to_body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return error_body(self.code, self.message, self.details)
 
 
 class ValidationFailed(DomainError):
