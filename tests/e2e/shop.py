@@ -72,18 +72,26 @@ def admin(base: str) -> Shopper:
 
 def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: int = 4999,
                 product_stock: int | None = None, per_user_limit: int = 1,
-                starts_in: float = -1) -> dict[str, Any]:
+                starts_in: float = -1, lobby_opens_in: float | None | bool = False) -> dict[str, Any]:
+    """A product and its sale opening `starts_in` seconds from now. `lobby_opens_in`: False
+    leaves lobby_opens_at out (the API's default: the lobby opens at creation), None sends
+    null (no lobby, the v1 flow), a number opens the lobby that many seconds from now."""
     product = operator.call("POST", "/api/products", json={
         "name": f"Drop {secrets.token_hex(3)}", "description": "Limited run", "price_cents": 9999,
         "currency": "USD", "stock": stock if product_stock is None else product_stock,
         "image_url": "https://example.com/p.png"})
     assert product.status_code == 201, product.text
     now = datetime.now(UTC)
-    sale = operator.call("POST", "/api/sales", json={
+    body: dict[str, Any] = {
         "product_id": product.json()["id"], "stock": stock, "price_cents": price_cents,
         "starts_at": (now + timedelta(seconds=starts_in)).isoformat(),
         "ends_at": (now + timedelta(hours=1)).isoformat(),
-        "per_user_limit": per_user_limit, "reservation_ttl_seconds": ttl})
+        "per_user_limit": per_user_limit, "reservation_ttl_seconds": ttl}
+    if lobby_opens_in is None:
+        body["lobby_opens_at"] = None
+    elif lobby_opens_in is not False:
+        body["lobby_opens_at"] = (now + timedelta(seconds=float(lobby_opens_in))).isoformat()
+    sale = operator.call("POST", "/api/sales", json=body)
     assert sale.status_code == 201, sale.text
     return sale.json()
 

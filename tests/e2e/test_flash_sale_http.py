@@ -3,6 +3,8 @@ beat, embedded Redis, MongoDB wire server and Stripe emulator sending signed web
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +44,7 @@ def shoppers(system):
 
 def test_200_shoppers_for_100_units_then_every_reservation_paid(system, shoppers):
     operator = admin(system.url)
-    sale = create_sale(operator, stock=100, product_stock=100)
+    sale = create_sale(operator, stock=100, product_stock=100, lobby_opens_in=None)
     sale_id = sale["id"]
     store = redis.Redis.from_url(system.services["redis"], decode_responses=True)
     lowest = {"available": 100}
@@ -126,7 +128,7 @@ def _signed(payload: bytes, secret: str, timestamp: int | None = None) -> str:
 
 def test_webhooks_are_verified_and_applied_once(system):
     operator = admin(system.url)
-    sale = create_sale(operator, stock=1, product_stock=1)
+    sale = create_sale(operator, stock=1, product_stock=1, lobby_opens_in=None)
     shopper = Shopper(system.url).register()
     ticket = shopper.join(sale["id"]).json()
     ticket = shopper.wait_for(ticket["id"], {"reserved"})
@@ -170,7 +172,7 @@ def test_webhooks_are_verified_and_applied_once(system):
 
 def test_unpaid_reservations_expire_and_go_to_the_next_in_line(system):
     operator = admin(system.url)
-    sale = create_sale(operator, stock=2, ttl=2, product_stock=2)
+    sale = create_sale(operator, stock=2, ttl=2, product_stock=2, lobby_opens_in=None)
     first = [Shopper(system.url).register() for _ in range(3)]
     tickets = [s.join(sale["id"]).json() for s in first]
     decided = [s.wait_for(t["id"], {"reserved", "sold_out"}) for s, t in zip(first, tickets, strict=True)]
@@ -189,3 +191,51 @@ def test_unpaid_reservations_expire_and_go_to_the_next_in_line(system):
     assert ticket["status"] == "reserved"
     stats = _stats(operator, sale["id"])
     assert stats["expired"] == 2 and stats["consistent"]
+
+
+def test_lobby_shoppers_get_the_committed_random_places_then_the_line_is_decided(system, shoppers):
+    """A sale opening in a few seconds: the shoppers join its lobby (no place yet), at the
+    start each gets the place the published seed gives (recomputed here with hashlib), a
+    late shopper queues behind the lobby, and the line is decided in place order."""
+    operator = admin(system.url)
+    sale = create_sale(operator, stock=10, product_stock=10, starts_in=5)
+    sale_id = sale["id"]
+    assert sale["status"] == "lobby" and sale["fairness"]["algorithm"] == "hmac-sha256-v1"
+    commitment = sale["fairness"]["commitment"]
+    crowd = shoppers[:30]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda s: s.join(sale_id), crowd))
+    assert [a.status_code for a in answers] == [202] * 30, [a.text for a in answers if a.status_code != 202]
+    tickets = [a.json() for a in answers]
+    assert {t["status"] for t in tickets} == {"lobby"}
+    assert all(t["position"] is None and t["outlook"] in ("likely", "possible", "unlikely")
+               for t in tickets)
+    before = requests.get(f"{system.url}/api/sales/{sale_id}/fairness", timeout=10).json()
+    assert before["seed"] is None and before["commitment"] == commitment
+
+    assert _wait(lambda: requests.get(f"{system.url}/api/sales/{sale_id}/fairness",
+                                      timeout=10).json()["seed"], timeout=30)
+    late = Shopper(system.url).register()
+    late_ticket = late.join(sale_id).json()
+    placed = [s.wait_for(t["id"], {"queued", "reserved", "sold_out"}, timeout=30)
+              for s, t in zip(crowd, tickets, strict=True)]
+    assert all(t["status"] != "lobby" for t in placed)
+
+    fairness = requests.get(f"{system.url}/api/sales/{sale_id}/fairness",
+                            params={"limit": 7}, timeout=10).json()
+    entries = list(fairness["entries"])
+    while fairness["next_cursor"]:
+        fairness = requests.get(f"{system.url}/api/sales/{sale_id}/fairness",
+                                params={"limit": 7, "cursor": fairness["next_cursor"]}, timeout=10).json()
+        entries += fairness["entries"]
+    seed = bytes.fromhex(fairness["seed"])
+    assert hashlib.sha256(seed).hexdigest() == commitment and fairness["lobby_size"] == 30
+    assert sorted(entries) == sorted(t["id"] for t in tickets)
+    order = sorted(entries, key=lambda i: hmac.new(seed, i.encode(), hashlib.sha256).digest())
+
+    finals = {t["id"]: s.wait_for(t["id"], {"reserved", "sold_out"}) for s, t in zip(crowd, tickets, strict=True)}
+    # The first ten places get the ten units; the shopper who came after the start is sold out.
+    assert {i for i in order[:10]} == {i for i, t in finals.items() if t["status"] == "reserved"}
+    assert late.wait_for(late_ticket["id"], {"reserved", "sold_out"})["status"] == "sold_out"
+    stats = _stats(operator, sale_id)
+    assert stats["consistent"] and stats["reserved"] == 10
