@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from common.auditing.audit import audit_sale, read_sale_snapshot
-from common.flash_sale import sale_keys, sales, ticket_events, waiting_room
+from common.flash_sale import lobby, sale_keys, sales, ticket_events, waiting_room
 from common.flash_sale.ticket_events import TicketFeed, follow_ticket, read_for_stream
 from tests.waiting_room_helpers import drain, make_product
 
@@ -145,3 +145,44 @@ def test_stream_tokens_open_their_own_ticket_only():
     assert ticket_events.stream_token_valid(key, "tkt_a", token)
     assert not ticket_events.stream_token_valid(key, "tkt_b", token)
     assert not ticket_events.stream_token_valid(ticket_events.stream_token_key("other"), "tkt_a", token)
+
+
+def test_a_streaming_lobby_ticket_learns_its_place_at_the_start(clients):
+    now = datetime.now(UTC)
+    starts_at = now + timedelta(seconds=1.5)
+    sale = sales.create_sale(
+        clients.db, clients.sales_redis, product_id=make_product(clients, 3), stock=3,
+        price_cents=1999, starts_at=starts_at, ends_at=now + timedelta(hours=1),
+        lobby_opens_at=now - timedelta(seconds=5))
+    sale_id = str(sale["_id"])
+    tickets = [waiting_room.admit(clients.sales_redis, sale_id, f"user-{i}", 1).ticket["id"]
+               for i in range(3)]
+    mine = tickets[1]
+    feed = TicketFeed(clients.sales_redis).start()
+    assert feed.subscribed.wait(5)
+    received: list = []
+    fields, progress = read_for_stream(clients.sales_redis, mine)
+    followers: list = []
+    events = follow_ticket(feed, clients.sales_redis, fields, progress, on_follow=followers.append)
+
+    def consume() -> None:
+        for event in events:
+            if event is not None:
+                received.append((time.monotonic(), event))
+
+    threading.Thread(target=consume, daemon=True).start()
+    try:
+        assert _wait(lambda: len(received) == 1)
+        assert received[0][1].ticket["status"] == "lobby"
+        time.sleep(max(0.0, (starts_at - datetime.now(UTC)).total_seconds()) + 0.05)
+        started = time.monotonic()
+        assert lobby.start_lobby(clients.sales_redis, sale_id).state == "placed"
+        # Well within the feed's one-second position pacing and far from its 60 s re-read.
+        assert _wait(lambda: len(received) == 2, timeout=0.5), "the placement reaches the stream"
+    finally:
+        followers[0].close()
+        feed.stop()
+    at, placed = received[1]
+    place = int(clients.sales_redis.hget(sale_keys.ticket_key(sale_id, mine), "seq"))
+    assert placed.ticket["status"] == "queued" and placed.ticket["position"] == place
+    assert at - started < 0.5
