@@ -7,6 +7,7 @@ import { loginPath } from './lib/navigation';
 import { AdminPage } from './pages/AdminPage';
 import { AdminSalePage } from './pages/AdminSalePage';
 import { CartPage } from './pages/CartPage';
+import { FairnessPage } from './pages/FairnessPage';
 import { LoginPage, RegisterPage } from './pages/AuthPages';
 import { NotFoundPage } from './pages/NotFoundPage';
 import { OrderPage } from './pages/OrderPage';
@@ -116,6 +117,7 @@ export function AppRoutes() {
       <Route path="/products/:productId" element={<ProductPage />} />
       <Route path="/sales" element={<SalesPage />} />
       <Route path="/sales/:saleId" element={<SalePage />} />
+      <Route path="/sales/:saleId/fairness" element={<FairnessPage />} />
       <Route path="/login" element={<LoginPage />} />
       <Route path="/register" element={<RegisterPage />} />
       <Route

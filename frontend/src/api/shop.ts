@@ -4,6 +4,7 @@ import type {
   AuthSession,
   Cart,
   Checkout,
+  FairnessPage,
   NewProduct,
   NewSale,
   Order,
@@ -68,6 +69,11 @@ export const sales = {
   join: (saleId: string, quantity = 1) => api.post<Ticket>(`/api/sales/${id(saleId)}/tickets`, { quantity }),
   myTicket: (saleId: string) => api.get<Ticket>(`/api/sales/${id(saleId)}/tickets/mine`),
   stats: (saleId: string) => api.get<SaleStats>(`/api/admin/sales/${id(saleId)}/stats`),
+  fairness: (saleId: string, cursor?: string | null, limit = 1000) =>
+    api.get<FairnessPage>(
+      `/api/sales/${id(saleId)}/fairness?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+      { auth: false },
+    ),
 };
 
 export const tickets = {

@@ -82,7 +82,13 @@ export interface Order {
   created_at: string;
 }
 
-export type SaleStatus = 'scheduled' | 'open' | 'sold_out' | 'ended';
+export type SaleStatus = 'scheduled' | 'lobby' | 'open' | 'sold_out' | 'ended';
+
+/** How the lobby's random order is drawn and the commitment to its seed (shared/API.md). */
+export interface SaleFairness {
+  algorithm: string;
+  commitment: string;
+}
 
 export interface Sale {
   id: string;
@@ -95,6 +101,22 @@ export interface Sale {
   stock_total: number;
   stock_available: number;
   queue_length: number;
+  /** When shoppers may join the lobby; null: no lobby. */
+  lobby_opens_at?: string | null;
+  /** Tickets that joined the lobby. */
+  lobby_size?: number;
+  fairness?: SaleFairness | null;
+}
+
+/** GET /api/sales/<id>/fairness: the draw, and the lobby's ticket ids in pages. */
+export interface FairnessPage {
+  algorithm: string;
+  commitment: string;
+  /** Hex; null until the lobby has closed at the start. */
+  seed: string | null;
+  lobby_size: number;
+  entries: string[];
+  next_cursor: string | null;
 }
 
 export interface NewSale {
@@ -117,6 +139,7 @@ export interface NewProduct {
 }
 
 export type TicketStatus =
+  | 'lobby'
   | 'queued'
   | 'reserved'
   | 'paid'
@@ -140,6 +163,9 @@ export function isFinalTicketStatus(status: TicketStatus): boolean {
   return FINAL_TICKET_STATUSES.includes(status);
 }
 
+/** A lobby or queued ticket's chance to buy (shared/API.md "Chance to buy"). */
+export type Outlook = 'likely' | 'possible' | 'unlikely';
+
 export interface Reservation {
   expires_at: string;
   payment_intent_id: string;
@@ -154,6 +180,9 @@ export interface Ticket {
   quantity: number;
   status: TicketStatus;
   position: number | null;
+  /** Lobby and queued tickets: units asked for by live tickets ahead. */
+  units_ahead?: number;
+  outlook?: Outlook;
   eta_seconds: number | null;
   poll_after_ms: number | null;
   /** Opens this ticket's event stream (EventSource cannot send the Authorization header). */

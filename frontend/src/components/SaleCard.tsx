@@ -7,6 +7,7 @@ import { Money } from './Money';
 
 export const SALE_STATUS_LABEL: Record<Sale['status'], string> = {
   scheduled: 'Starts soon',
+  lobby: 'Lobby open',
   open: 'Open now',
   sold_out: 'Sold out',
   ended: 'Ended',

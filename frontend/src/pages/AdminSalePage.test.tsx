@@ -55,3 +55,25 @@ describe('operator sale view', () => {
     expect(screen.getByTestId('admissions-chart').querySelectorAll('rect')).toHaveLength(2);
   });
 });
+
+describe('operator sale view of a lobby', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    tokens.set({ access_token: 'a' });
+  });
+
+  it('shows the lobby size and the commitment', async () => {
+    installFetch({
+      'GET /api/auth/me': () => json(200, admin),
+      'GET /api/sales/s1': () =>
+        json(200, sale({ status: 'lobby', lobby_opens_at: '2030-01-01T11:00:00Z', lobby_size: 812,
+          fairness: { algorithm: 'hmac-sha256-v1', commitment: 'ab'.repeat(32) } })),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/admin/sales/s1/stats': () => json(200, stats()),
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('admin-lobby-size').textContent).toContain('812 joined');
+    expect(screen.getByTestId('admin-commitment').textContent).toBe('ab'.repeat(32));
+  });
+});

@@ -79,6 +79,24 @@ export function AdminSalePage() {
           <Link to={`/sales/${encodeURIComponent(saleId)}`}>Shopper's view</Link>
         </p>
       ) : null}
+      {sale?.fairness ? (
+        <dl className="fairness-table" data-testid="admin-lobby">
+          <dt>Lobby</dt>
+          <dd data-testid="admin-lobby-size">
+            {sale.lobby_opens_at
+              ? `${sale.lobby_size ?? 0} joined (opens ${formatDateTime(sale.lobby_opens_at)})`
+              : 'none (shoppers queue in arrival order)'}
+          </dd>
+          <dt>Draw</dt>
+          <dd>{sale.fairness.algorithm}</dd>
+          <dt>Commitment</dt>
+          <dd data-testid="admin-commitment">{sale.fairness.commitment}</dd>
+          <dt>Check</dt>
+          <dd>
+            <Link to={`/sales/${encodeURIComponent(saleId)}/fairness`}>The draw recomputed in the browser</Link>
+          </dd>
+        </dl>
+      ) : null}
       <p className="connection-note" role="status">
         {error ? `${errorMessage(error)} Retrying…` : '\u00a0'}
       </p>

@@ -2,6 +2,7 @@ import { fireEvent, screen } from '@testing-library/react';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokens } from '../api/client';
 import { ticketForSale } from '../lib/ticketStore';
+import { formatTimeOfDay } from '../lib/time';
 import { customer, product, sale, ticket } from '../test/fixtures';
 import { apiError, installFetch, json, type Answer } from '../test/http';
 import { advance, renderRoute } from '../test/render';
@@ -84,5 +85,47 @@ describe('sale page', () => {
     await advance();
     expect(screen.getByTestId('resume-ticket').getAttribute('href')).toBe('/tickets/t7');
     expect(screen.queryByTestId('buy-button')).toBeNull();
+  });
+
+  it('joins the lobby before the start, then says when the places are drawn', async () => {
+    const lobbySale = sale({ status: 'lobby', lobby_opens_at: '2030-01-01T11:00:00Z', lobby_size: 3 });
+    const http = serve({
+      'GET /api/sales/s1': () => json(200, lobbySale),
+      'POST /api/sales/s1/tickets': () => json(202, ticket({ status: 'lobby', position: null })),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('sale-countdown').textContent).toBe('00:03');
+    expect(screen.queryByTestId('buy-button')).toBeNull();
+    const join = screen.getByTestId('join-lobby-button');
+    expect(join.textContent).toBe('Join the lobby');
+    fireEvent.click(join);
+    await advance();
+    expect(http.callsTo('POST', '/api/sales/s1/tickets')[0].body).toEqual({ quantity: 1 });
+    expect(screen.getByTestId('location').textContent).toBe('/tickets/t1');
+  });
+
+  it('a shopper back in the lobby is told they are in', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale({ status: 'lobby', lobby_opens_at: '2030-01-01T11:00:00Z' })),
+      'GET /api/sales/s1/tickets/mine': () => json(200, ticket({ status: 'lobby', position: null })),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('lobby-message').textContent).toBe(
+      `You're in: at ${formatTimeOfDay('2030-01-01T12:00:00Z')} everyone in the lobby gets a random place.`,
+    );
+    expect(screen.queryByTestId('join-lobby-button')).toBeNull();
+  });
+
+  it('before the lobby opens the button waits', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale({ status: 'scheduled', lobby_opens_at: '2030-01-01T11:59:59Z' })),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('buy-button')).toHaveProperty('disabled', true);
+    await advance(2000);
+    expect(screen.getByTestId('join-lobby-button')).toHaveProperty('disabled', false);
   });
 });

@@ -16,7 +16,7 @@ import { useNow, useResource, useTitle } from '../lib/hooks';
 import { loginPath } from '../lib/navigation';
 import { nextPollDelay, SALE_REFRESH_MS } from '../lib/polling';
 import { rememberTicket, ticketForSale } from '../lib/ticketStore';
-import { formatDateTime } from '../lib/time';
+import { formatDateTime, formatTimeOfDay } from '../lib/time';
 import { STATUS_LABEL } from './TicketPage';
 
 /** The sale, refreshed every few seconds while it can still change. */
@@ -120,7 +120,10 @@ export function SalePage() {
 
   const startsAt = Date.parse(sale.starts_at);
   const endsAt = Date.parse(sale.ends_at);
-  const beforeStart = sale.status === 'scheduled' && clock < startsAt;
+  const beforeStart = (sale.status === 'scheduled' || sale.status === 'lobby') && clock < startsAt;
+  // The lobby: between lobby_opens_at and starts_at shoppers join it and get a random place at the start.
+  const lobbyOpensAt = sale.lobby_opens_at ? Date.parse(sale.lobby_opens_at) : null;
+  const lobbyOpen = beforeStart && lobbyOpensAt !== null && clock >= lobbyOpensAt;
   const ended = sale.status === 'ended' || (sale.status !== 'sold_out' && clock >= endsAt);
   const isSoldOut = soldOut || sale.status === 'sold_out';
   const liveTicket = myTicket && !isFinalTicketStatus(myTicket.status) ? myTicket : null;
@@ -155,7 +158,21 @@ export function SalePage() {
   };
 
   let action;
-  if (liveTicket) {
+  if (liveTicket?.status === 'lobby') {
+    action = (
+      <div className="notice" data-testid="lobby-joined">
+        <p data-testid="lobby-message">
+          You're in: at <strong>{formatTimeOfDay(sale.starts_at)}</strong> everyone in the lobby gets a random place.
+        </p>
+        <Countdown to={sale.starts_at} testId="sale-countdown" label="Time until the places are drawn" onDone={reload} />
+        <p>
+          <Link className="button button-primary" to={`/tickets/${encodeURIComponent(liveTicket.id)}`} data-testid="resume-ticket">
+            Follow your place
+          </Link>
+        </p>
+      </div>
+    );
+  } else if (liveTicket) {
     action = (
       <div className="notice">
         <p>You already have a place in this sale ({STATUS_LABEL[liveTicket.status]}).</p>
@@ -182,9 +199,33 @@ export function SalePage() {
         <p>Starts in</p>
         <Countdown to={sale.starts_at} testId="sale-countdown" label="Time until the sale starts" onDone={reload} />
         <p className="muted">{formatDateTime(sale.starts_at)}</p>
-        <button type="button" className="button button-primary button-wide" disabled data-testid="buy-button">
-          Buy opens at the start
-        </button>
+        {lobbyOpen ? (
+          <>
+            <button
+              type="button"
+              className="button button-primary button-wide"
+              onClick={buy}
+              disabled={joining || rateLimited || user === undefined}
+              data-testid="join-lobby-button"
+            >
+              {joining ? 'Joining the lobby…' : 'Join the lobby'}
+            </button>
+            <p className="muted" data-testid="lobby-explainer">
+              Everyone in the lobby at {formatTimeOfDay(sale.starts_at)} gets a random place in line, drawn fairly:
+              joining now or a minute before the start makes no difference.
+              {sale.lobby_size ? ` ${sale.lobby_size} in the lobby.` : ''}
+            </p>
+          </>
+        ) : (
+          <>
+            <button type="button" className="button button-primary button-wide" disabled data-testid="buy-button">
+              Buy opens at the start
+            </button>
+            {lobbyOpensAt !== null && clock < lobbyOpensAt ? (
+              <p className="muted">The lobby opens at {formatDateTime(sale.lobby_opens_at)}.</p>
+            ) : null}
+          </>
+        )}
       </div>
     );
   } else {

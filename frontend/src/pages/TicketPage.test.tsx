@@ -5,6 +5,7 @@ import { ticketForSale } from '../lib/ticketStore';
 import { customer, order, product, sale, ticket } from '../test/fixtures';
 import { apiError, installFetch, json, type Answer } from '../test/http';
 import { advance, renderRoute } from '../test/render';
+import { formatTimeOfDay } from '../lib/time';
 import { TicketPage } from './TicketPage';
 
 const at = { path: '/tickets/t1', pattern: '/tickets/:ticketId' };
@@ -256,5 +257,42 @@ describe('queue page with live updates', () => {
     expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
     expect(screen.getByTestId('queue-position').textContent).toBe('3');
     expect(FakeEventSource.opened).toHaveLength(1); // polling from now on
+  });
+});
+
+describe('lobby ticket page', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T11:59:50Z'));
+    tokens.set({ access_token: 'a' });
+  });
+
+  it('waits in the lobby, then shows the drawn place, the outlook and the way to check the draw', async () => {
+    installFetch({
+      'GET /api/auth/me': () => json(200, customer),
+      'GET /api/tickets/t1': [
+        () => json(200, ticket({ status: 'lobby', position: null, units_ahead: 40, outlook: 'likely', poll_after_ms: 2000 })),
+        () => json(200, ticket({ status: 'queued', position: 140, units_ahead: 139, outlook: 'unlikely', poll_after_ms: 2000 })),
+      ],
+      'GET /api/sales/s1': () => json(200, sale({ status: 'lobby', lobby_size: 81, stock_available: 100 })),
+      'GET /api/products/p1': () => json(200, product),
+    });
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('lobby');
+    expect(screen.getByTestId('lobby-message').textContent).toBe(
+      `You're in: at ${formatTimeOfDay('2030-01-01T12:00:00Z')} everyone in the lobby gets a random place.`,
+    );
+    expect(screen.getByTestId('lobby-size').textContent).toBe('81 in the lobby');
+    expect(screen.getByTestId('ticket-outlook').dataset.outlook).toBe('likely');
+    expect(screen.getByTestId('outlook-line').textContent).toContain('likely to get one');
+    expect(screen.getByTestId('fairness-link').getAttribute('href')).toBe('/sales/s1/fairness?ticket=t1');
+
+    await advance(2000);
+    expect(screen.getByTestId('queue-position').textContent).toBe('140');
+    expect(screen.getByTestId('units-ahead').textContent).toBe('139');
+    expect(screen.getByTestId('outlook-line').textContent).toContain('unlikely to get one');
+    expect(screen.getByTestId('fairness-link').textContent).toBe('How was my place drawn?');
+    expect(ticketForSale('s1')?.firstPosition).toBe(140);
   });
 });

@@ -10,13 +10,15 @@ import { Countdown } from '../components/Countdown';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { Loading } from '../components/Loading';
 import { Money } from '../components/Money';
+import { OutlookNote } from '../components/Outlook';
 import { ProgressBar } from '../components/ProgressBar';
 import { useNow, useResource, useTitle } from '../lib/hooks';
 import { useSaleRefresh, useTicketPolling } from '../lib/polling';
 import { forgetTicket, rememberTicket } from '../lib/ticketStore';
-import { formatDateTime, formatWait } from '../lib/time';
+import { formatDateTime, formatTimeOfDay, formatWait } from '../lib/time';
 
 export const STATUS_LABEL: Record<TicketStatus, string> = {
+  lobby: 'In the lobby',
   queued: 'In line',
   reserved: 'Reserved for you',
   paid: 'Paid',
@@ -28,6 +30,7 @@ export const STATUS_LABEL: Record<TicketStatus, string> = {
 };
 
 const HEADING: Record<TicketStatus, string> = {
+  lobby: "You're in the lobby",
   queued: "You're in line",
   reserved: "It's your turn: pay to get it",
   paid: 'You got it!',
@@ -43,6 +46,8 @@ const ANNOUNCE_EVERY_MS = 15_000;
 
 function announcementFor(ticket: Ticket): string {
   switch (ticket.status) {
+    case 'lobby':
+      return "You're in the lobby. Everyone in it gets a random place at the start.";
     case 'queued':
       return ticket.position === 1
         ? "You're next in line."
@@ -133,6 +138,48 @@ function SaleStock({ sale }: { sale: Sale | undefined }) {
   );
 }
 
+/** Where a shopper checks the draw of their own place (FairnessPage). */
+export function fairnessPath(saleId: string, ticketId: string): string {
+  return `/sales/${encodeURIComponent(saleId)}/fairness?ticket=${encodeURIComponent(ticketId)}`;
+}
+
+function FairnessLink({ ticket }: { ticket: Ticket }) {
+  return (
+    <p>
+      <Link to={fairnessPath(ticket.sale_id, ticket.id)} data-testid="fairness-link">
+        How was my place drawn?
+      </Link>
+    </p>
+  );
+}
+
+/** Before the start: no place yet; at starts_at every lobby ticket gets a random one. */
+function LobbyView({ ticket, sale }: { ticket: Ticket; sale: Sale | undefined }) {
+  return (
+    <div className="queue lobby" data-testid="lobby-view">
+      <p className="notice" data-testid="lobby-message">
+        You're in: at <strong data-testid="lobby-start-time">{sale ? formatTimeOfDay(sale.starts_at) : '…'}</strong>{' '}
+        everyone in the lobby gets a random place.
+      </p>
+      {sale ? (
+        <div className="sale-countdown">
+          <p>Places are drawn in</p>
+          <Countdown to={sale.starts_at} testId="lobby-countdown" label="Time until the places are drawn" />
+        </div>
+      ) : null}
+      <p className="stat-line" data-testid="lobby-size">
+        {sale?.lobby_size !== undefined ? `${sale.lobby_size} in the lobby` : '\u00a0'}
+      </p>
+      <OutlookNote ticket={ticket} />
+      <p className="muted">
+        Arriving early or late within the lobby makes no difference: the order is drawn from a secret committed to
+        before anyone joined. Keep this page open; it shows your place as soon as it is drawn.
+      </p>
+      <FairnessLink ticket={ticket} />
+    </div>
+  );
+}
+
 function QueueView({
   ticket,
   sale,
@@ -167,9 +214,11 @@ function QueueView({
       </div>
       <ProgressBar value={progress} label="Progress to the front of the line" testId="queue-progress" />
       <SaleStock sale={sale} />
+      <OutlookNote ticket={ticket} />
       <p className="muted">
         Keep this page open; it moves on by itself. You can reload it or come back from the sale page.
       </p>
+      {sale?.lobby_size ? <FairnessLink ticket={ticket} /> : null}
       <LeaveButton ticket={ticket} onLeft={onLeft} label="Leave the queue" />
     </div>
   );
@@ -317,7 +366,7 @@ export function TicketPage() {
   const { ticketId = '' } = useParams();
   const poll = useTicketPolling(ticketId);
   const ticket = poll.ticket;
-  const live = ticket?.status === 'queued' || ticket?.status === 'reserved';
+  const live = ticket?.status === 'lobby' || ticket?.status === 'queued' || ticket?.status === 'reserved';
   const sale = useSaleRefresh(ticket?.sale_id, live);
   const product = useResource(
     () => (sale ? cachedProduct(sale.product_id) : Promise.resolve(undefined)),
@@ -374,7 +423,9 @@ export function TicketPage() {
       <p className="connection-note" data-testid="connection-note">
         {poll.error ? `${errorMessage(poll.error)} Trying again in ${retryIn} s.` : '\u00a0'}
       </p>
-      {ticket.status === 'queued' ? (
+      {ticket.status === 'lobby' ? (
+        <LobbyView ticket={ticket} sale={sale} />
+      ) : ticket.status === 'queued' ? (
         <QueueView ticket={ticket} sale={sale} firstPosition={firstPosition} onLeft={onLeft} />
       ) : ticket.status === 'reserved' ? (
         <ReservedView key={ticket.id} ticket={ticket} onLeft={onLeft} onDeclined={setPaymentNote} />
@@ -385,6 +436,9 @@ export function TicketPage() {
       ) : (
         <Loading label="Working on your ticket…" />
       )}
+      {ticket.status !== 'lobby' && ticket.status !== 'queued' && sale?.lobby_size ? (
+        <FairnessLink ticket={ticket} />
+      ) : null}
     </section>
   );
 }
