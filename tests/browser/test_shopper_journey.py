@@ -1,6 +1,7 @@
 """The shopper's journey in headless Chromium against `flashsale run`: sign up, wait for the
 sale to open, press Buy, wait in line, pay with the Stripe emulator's card element (and with a
-3-D Secure card), see the paid order; a second shopper behind in line ends sold out. Outcomes
+3-D Secure card), see the paid order; a second shopper behind in line ends sold out. With a
+lobby: join it before the start, get the drawn place, pay, and check the draw in the browser. Outcomes
 are checked through the API too. No token is readable by a script, a reload keeps the shopper
 signed in, and nothing breaks the Content-Security-Policy. Screenshots go to
 tests/artifacts/."""
@@ -8,6 +9,7 @@ tests/artifacts/."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import secrets
 import signal
@@ -167,6 +169,26 @@ def worker_paused(shop: RunningSystem) -> Iterator[None]:
                 worker.send_signal(signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def stripe_emulator_paused(shop: RunningSystem) -> Iterator[None]:
+    """Hold the Stripe emulator still (SIGSTOP): a ticket whose turn came waits for its
+    PaymentIntent, shown as `queued` at its place, long enough for a page to see it."""
+    found = []
+    for child in psutil.Process(shop.process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "common.development.localstripe_server" in child.cmdline():
+                found.append(child)
+    assert found, "no Stripe emulator under flashsale run"
+    for process in found:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in found:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGCONT)
+
+
 def _screenshot(shopper: BrowserShopper, path: Path) -> None:
     shopper.page.screenshot(path=str(path), full_page=True)
     SCREENSHOTS.append(path)
@@ -188,7 +210,9 @@ def test_shopper_queues_pays_and_the_next_one_sees_sold_out(
     first.register()
     second.register()
     # Opening a few seconds from now: the sale page shows its countdown first.
-    sale = create_sale(operator, stock=1, product_stock=1, starts_in=6, price_cents=4999)
+    # No lobby: this journey is the v1 line, in arrival order.
+    sale = create_sale(operator, stock=1, product_stock=1, starts_in=6, price_cents=4999,
+                       lobby_opens_in=None)
     sale_id = sale["id"]
     first.open_sale(sale_id)
     second.open_sale(sale_id)
@@ -250,7 +274,7 @@ def test_shopper_queues_pays_and_the_next_one_sees_sold_out(
 def test_three_d_secure_card_is_confirmed_in_the_emulator_dialog(
         shop: RunningSystem, operator: Shopper, new_shopper):
     shopper = new_shopper("three")
-    sale = create_sale(operator, stock=1, product_stock=1, price_cents=2500)
+    sale = create_sale(operator, stock=1, product_stock=1, price_cents=2500, lobby_opens_in=None)
     shopper.register(f"/sales/{sale['id']}")
     shopper.page.wait_for_url(re.compile(r"/sales/"))
     shopper.assert_no_readable_tokens()
@@ -275,4 +299,59 @@ def test_three_d_secure_card_is_confirmed_in_the_emulator_dialog(
     assert ticket and ticket["order_id"], ticket
     order = api.call("GET", f"/api/orders/{ticket['order_id']}").json()
     assert order["status"] == "paid" and order["amount_cents"] == 2500, order
+    assert not shopper.csp_violations(), shopper.problems
+
+
+def test_lobby_then_the_drawn_place_then_pay_and_the_draw_checks_out_in_the_browser(
+        shop: RunningSystem, operator: Shopper, new_shopper, artifacts: Path):
+    shopper = new_shopper("lobby")
+    shopper.register()
+    sale = create_sale(operator, stock=1, product_stock=1, starts_in=8, price_cents=3000)
+    sale_id = sale["id"]
+    shopper.open_sale(sale_id)
+    assert shopper.testid("sale-status").get_attribute("class").endswith("badge-lobby")
+    shopper.page.locator("[data-testid=join-lobby-button]:enabled").click()
+    shopper.page.wait_for_url(re.compile(r"/tickets/[^/]+$"))
+    ticket_id = shopper.page.url.rsplit("/", 1)[1]
+    shopper.testid("lobby-view").wait_for()
+    assert shopper.ticket_status() == "lobby"
+    message = shopper.testid("lobby-message").inner_text()
+    assert re.fullmatch(r"You're in: at \d\d:\d\d:\d\d everyone in the lobby gets a random place\.",
+                        message.strip()), message
+    shopper.page.wait_for_function(
+        "() => /1 in the lobby/.test(document.querySelector('[data-testid=lobby-size]')?.textContent ?? '')")
+    _screenshot(shopper, artifacts / "lobby-page.png")
+    assert shopper.api().ticket(ticket_id)["status"] == "lobby"
+
+    with stripe_emulator_paused(shop):
+        # At the start the lobby gets its places; the reservation waits for the emulator, so
+        # the page shows the drawn place first.
+        shopper.page.locator("[data-testid=queue-view]").wait_for(timeout=30_000)
+        assert shopper.testid("queue-position").inner_text().strip() == "1"
+        assert shopper.testid("fairness-link").inner_text() == "How was my place drawn?"
+
+    shopper.testid("payment-view").wait_for()
+    assert shopper.testid("payment-amount").inner_text().strip() == "$30.00"
+    shopper.testid("card-element").locator("input").first.wait_for()
+    shopper.pay(CARD)
+    shopper.testid("paid-order-status").wait_for()
+    assert shopper.testid("paid-order-status").inner_text() == "paid"
+
+    shopper.testid("fairness-link").click()
+    shopper.page.wait_for_url(re.compile(r"/sales/[^/]+/fairness\?ticket="))
+    verdict = shopper.page.locator("[data-testid=fairness-verdict]")
+    shopper.page.wait_for_function(
+        "() => document.querySelector('[data-testid=fairness-verdict]')?.textContent === 'matches'")
+    assert verdict.inner_text() == "matches"
+    assert shopper.testid("fairness-seed-check").inner_text() == "yes"
+    assert shopper.testid("fairness-computed-place").inner_text() == "1 of 1"
+    assert shopper.testid("fairness-commitment").inner_text() == sale["fairness"]["commitment"]
+    _screenshot(shopper, artifacts / "fairness-page.png")
+
+    # The same through the API: the published seed is the committed one, the ticket is paid.
+    fairness = shop.get(f"/api/sales/{sale_id}/fairness").json()
+    assert hashlib.sha256(bytes.fromhex(fairness["seed"])).hexdigest() == sale["fairness"]["commitment"]
+    assert fairness["entries"] == [ticket_id] and fairness["lobby_size"] == 1
+    assert shopper.testid("fairness-seed").inner_text() == fairness["seed"]
+    assert _wait_api(lambda: shopper.api().ticket(ticket_id)["status"] == "paid")
     assert not shopper.csp_violations(), shopper.problems

@@ -72,7 +72,7 @@ def admin(base: str) -> Shopper:
 
 def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: int = 4999,
                 product_stock: int | None = None, per_user_limit: int = 1,
-                starts_in: float = -1, lobby_opens_in: float | None | bool = False) -> dict[str, Any]:
+                starts_in: float = -1, lobby_opens_in: float | bool | None = False) -> dict[str, Any]:
     """A product and its sale opening `starts_in` seconds from now. `lobby_opens_in`: False
     leaves lobby_opens_at out (the API's default: the lobby opens at creation), None sends
     null (no lobby, the v1 flow), a number opens the lobby that many seconds from now."""
