@@ -89,6 +89,10 @@ def test_a_stream_follows_its_ticket_through_the_one_subscription(clients):
     try:
         assert _wait(lambda: len(received) == 1)
         assert received[0].ticket["status"] == "queued" and received[0].ticket["position"] == 2
+        # The chance to buy travels with the stream too, as on a poll: one unit for two.
+        assert (received[0].ticket["units_ahead"], received[0].ticket["outlook"]) == (1, "unlikely")
+        assert received[0].ticket["outlook"] == waiting_room.read_ticket(
+            clients.sales_redis, mine)["outlook"]
         assert feed.open_streams == 1
         drain(clients, sale_id)  # `ahead` takes the one unit, `mine` is sold out
         reader.join(10)

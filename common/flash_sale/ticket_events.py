@@ -33,7 +33,7 @@ import redis
 from redis.exceptions import RedisError
 
 from common.flash_sale import sale_keys
-from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, TicketStatus, public_ticket
+from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, Chances, TicketStatus, public_ticket
 from common.platform.clock import now_ms
 from common.platform.errors import NotFound
 
@@ -101,11 +101,13 @@ def is_final(fields: dict[str, str]) -> bool:
 
 @dataclass
 class SaleProgress:
-    """What a sale's messages carry: the served counter, when it moved, the service rate."""
+    """What a sale's messages carry: the served counter, when it moved, the service rate; and
+    the counters behind units_ahead and outlook, read once per message for the whole sale."""
 
     served: int = 0
     served_at_ms: int = 0
     rate: float = 0.0
+    chances: Chances = field(default_factory=Chances)
 
     def advance(self, served: int, served_at_ms: int, rate: float) -> bool:
         if served < self.served or (served == self.served and served_at_ms <= self.served_at_ms):
@@ -139,11 +141,12 @@ def read_for_stream(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str
         raise NotFound("No such ticket.")
     pipe = redis_client.pipeline(transaction=False)
     pipe.hgetall(sale_keys.ticket_key(sale_id, ticket_id))
-    pipe.hmget(sale_keys.counters_key(sale_id), "served", "served_at_ms", "rate")
-    fields, (served, served_at, rate) = pipe.execute()
+    pipe.hmget(sale_keys.counters_key(sale_id), "served", "served_at_ms", "rate", *Chances.FIELDS)
+    fields, (served, served_at, rate, *chances) = pipe.execute()
     if not fields:
         raise NotFound("No such ticket.")
-    return fields, SaleProgress(int(served or 0), int(served_at or 0), float(rate or 0.0))
+    return fields, SaleProgress(int(served or 0), int(served_at or 0), float(rate or 0.0),
+                                Chances.from_values(chances))
 
 
 def note_presence(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
@@ -223,7 +226,8 @@ class TicketFeed:
         with self._lock:
             self._followers.setdefault(sale_id, set()).add(follower)
             known = self._progress.setdefault(sale_id, SaleProgress())
-            known.advance(progress.served, progress.served_at_ms, progress.rate)
+            if known.advance(progress.served, progress.served_at_ms, progress.rate):
+                known.chances = progress.chances
         return follower
 
     def forget(self, follower: Follower) -> None:
@@ -238,7 +242,7 @@ class TicketFeed:
     def progress(self, sale_id: str) -> SaleProgress:
         with self._lock:
             known = self._progress.get(sale_id) or SaleProgress()
-            return SaleProgress(known.served, known.served_at_ms, known.rate)
+            return SaleProgress(known.served, known.served_at_ms, known.rate, known.chances)
 
     # -- the subscription ---------------------------------------------------------------
 
@@ -246,12 +250,20 @@ class TicketFeed:
         """Wake the followers a message concerns (called by the subscription's thread)."""
         named = set(message.ticket_ids)
         with self._lock:
+            followed = message.sale_id in self._followers
+        # Every change of a sale may move its units (a decision, a release, a payment): one read
+        # of its counters per message, for all its followers, keeps their outlook current.
+        chances = (Chances.from_values(self.redis.hmget(
+            sale_keys.counters_key(message.sale_id), *Chances.FIELDS)) if followed else None)
+        with self._lock:
             group = list(self._followers.get(message.sale_id, ()))
             moved = False
             if message.progress is not None:
                 known = self._progress.setdefault(message.sale_id, SaleProgress())
                 moved = known.advance(message.progress.served, message.progress.served_at_ms,
                                       message.progress.rate)
+            if chances is not None and message.sale_id in self._progress:
+                self._progress[message.sale_id].chances = chances
         for follower in group:
             if follower.ticket_id in named:
                 follower.status_changed = True
@@ -337,6 +349,13 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
     if on_follow is not None:
         on_follow(follower)
     try:
+        # A change published between the caller's read and follow() reached no follower (the
+        # load test's shoppers, opening their stream as the decider took them, waited for the
+        # 60 s re-read): read the ticket once more now that the stream is registered.
+        try:
+            fields, _ = read_for_stream(redis_client, ticket_id)
+        except NotFound:
+            return
         sent_version = last_event_id or 0
         sent_ticket: dict[str, Any] | None = None
         sent_at = last_read = ping_at = time.monotonic()
@@ -345,7 +364,7 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             follower.waiting = fields.get("status") in WAITING
             progress = feed.progress(sale_id)
             version = event_version(fields, progress.served_at_ms)
-            ticket = public_ticket(fields, progress.served, progress.rate)
+            ticket = public_ticket(fields, progress.served, progress.rate, progress.chances)
             now = time.monotonic()
             if version > sent_version and ticket != sent_ticket:
                 status_news = sent_ticket is None or ticket["status"] != sent_ticket["status"]
