@@ -12,12 +12,18 @@ from api.auth import BEARER, admin_required, current_user_id, login_required
 from api.extensions import clients, limiter, settings
 from api.schemas import PageQuerySchema, RequestSchema, TicketSchema
 from api.task_queue import send_task
-from common.flash_sale import lobby, sales, waiting_room
+from common.flash_sale import lobby, sales, ticket_events, waiting_room
 from common.flash_sale.lobby import MAX_ENTRIES_PAGE
 from common.platform import metrics
 from common.platform.errors import DomainError
 
 blp = Blueprint("sales", __name__, url_prefix="/api", description="Flash sales and the waiting room")
+
+
+def _presence_timeout(seconds: int) -> None:
+    if not ticket_events.presence_timeout_allowed(seconds):
+        raise ma.ValidationError("Must be 0 (off) or at least "
+                                 f"{ticket_events.MIN_PRESENCE_TIMEOUT_SECONDS} seconds.")
 
 
 class SaleCreateSchema(RequestSchema):
@@ -31,6 +37,12 @@ class SaleCreateSchema(RequestSchema):
                                        validate=ma.validate.Range(min=1, max=100))
     reservation_ttl_seconds = ma.fields.Integer(load_default=300, strict=True,
                                                 validate=ma.validate.Range(min=1, max=86_400))
+    presence_timeout_seconds = ma.fields.Integer(
+        load_default=0, strict=True,
+        validate=[ma.validate.Range(max=86_400), _presence_timeout],
+        metadata={"description": "0: off. Else a ticket whose owner had no open event stream "
+                                 "and made no poll for this long when its turn comes ends "
+                                 "`abandoned` and its units go to the next in line"})
     lobby_opens_at = ma.fields.AwareDateTime(allow_none=True, default_timezone=None, metadata={
         "description": "when shoppers may join the lobby (default: now); null: no lobby"})
 
@@ -63,8 +75,9 @@ class SaleSchema(ma.Schema):
     ends_at = ma.fields.String(required=True)
     per_user_limit = ma.fields.Integer()
     reservation_ttl_seconds = ma.fields.Integer()
+    presence_timeout_seconds = ma.fields.Integer()
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(
-        ["scheduled", "lobby", "open", "sold_out", "ended"]))
+        [status.value for status in sales.SaleStatus]))
     stock_total = ma.fields.Integer(required=True)
     stock_available = ma.fields.Integer(required=True)
     queue_length = ma.fields.Integer(required=True)
@@ -94,6 +107,8 @@ class SaleStatsSchema(ma.Schema):
     expired = ma.fields.Integer(required=True)
     cancelled = ma.fields.Integer(required=True)
     payment_failed = ma.fields.Integer(required=True)
+    abandoned = ma.fields.Integer(metadata={
+        "description": "tickets whose owner was away when their turn came (presence)"})
     paid = ma.fields.Integer()
     returned = ma.fields.Integer(metadata={
         "description": "units given back to the catalogue after the sale ended unsold"})

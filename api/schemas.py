@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from api import stream_tokens
+from common.flash_sale.tickets import PUBLIC_STATUS, TicketStatus
 from common.platform.pagination import MAX_PAGE_SIZE
 
 
@@ -35,7 +37,8 @@ class TicketSchema(ma.Schema):
     sale_id = ma.fields.String(required=True)
     quantity = ma.fields.Integer(required=True)
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(
-        ["lobby", "queued", "reserved", "paid", "sold_out", "expired", "cancelled", "payment_failed"]))
+        # What a shopper may see: every status but the internal steps shown as a neighbour.
+        [status.value for status in TicketStatus if status not in PUBLIC_STATUS]))
     position = ma.fields.Integer(allow_none=True)
     units_ahead = ma.fields.Integer(metadata={
         "description": "lobby and queued tickets: units asked for by live tickets ahead (in the "
@@ -54,3 +57,6 @@ class TicketSchema(ma.Schema):
                        "share (`per_user_limit`)"})
     created_at = ma.fields.String(allow_none=True)
     updated_at = ma.fields.String(allow_none=True)
+    stream_token = ma.fields.Function(lambda ticket: stream_tokens.token_for(ticket["id"]), metadata={
+        "description": "read-only: opens this ticket's event stream "
+                       "(`GET /api/tickets/<id>/events?stream_token=`), and nothing else"})

@@ -239,6 +239,7 @@ def test_a_start_step_killed_halfway_then_run_again_gives_one_place_each(clients
             break
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
+    process.stdout.close()
     placed = int(clients.redis.hget(sale_keys.counters_key(sale_id), "lobby_placed"))
     assert 1000 <= placed < 3000, placed
     # Admitted while the step lay dead: behind the lobby.
@@ -256,3 +257,23 @@ def test_a_start_step_killed_halfway_then_run_again_gives_one_place_each(clients
     snapshot = read_sale_snapshot(clients.redis, clients.db, sale_id, stripe_client=clients.stripe)
     assert audit_sale(snapshot, intents_closed=False) == []
     assert [waiting_room.read_ticket(clients.redis, t)["status"] for t in order[:50]] == ["reserved"] * 50
+
+
+def test_flashsale_audit_fairness_recomputes_from_the_public_answer(clients, settings):
+    sale = lobby_sale(clients, stock=5, starts_in=1.5)
+    sale_id = sale["_id"]
+    for i in range(30):
+        waiting_room.admit(clients.redis, sale_id, f"a{i}", 1)
+    wait_until(sale["starts_at"])
+    lobby.start_lobby(clients.redis, sale_id)
+    command = [sys.executable, "-m", "common.cli", "audit-fairness", "--sale", sale_id]
+    fair = subprocess.run(command, env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    assert fair.returncode == 0, fair.stdout + fair.stderr
+    assert "OK" in fair.stdout and "30 lobby tickets, 0 differences" in fair.stdout
+    # Two places swapped: found.
+    members = [str(t) for t in clients.redis.zrange(sale_keys.lobby_key(sale_id), 0, -1)]
+    first, second = contract_order(sale["fairness_seed"], members)[:2]
+    clients.redis.hset(sale_keys.ticket_key(sale_id, first), "seq", 2)
+    clients.redis.hset(sale_keys.ticket_key(sale_id, second), "seq", 1)
+    unfair = subprocess.run(command, env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    assert unfair.returncode == 1 and "2 differences" in unfair.stdout

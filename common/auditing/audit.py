@@ -35,9 +35,11 @@ import redis
 import stripe
 from pymongo.database import Database
 
+from common.billing.stripe_gateway import CANCELED, SUCCEEDED
 from common.flash_sale import sale_keys
 from common.flash_sale.sales import SaleCounters
 from common.flash_sale.tickets import FINAL, HOLDING, TRANSITIONS, TicketStatus
+from common.shop.orders import OrderStatus
 
 # Units counted in `sold`: the payment moved them, the order may still be being written.
 SELLING = frozenset({TicketStatus.SETTLING, TicketStatus.PAID})
@@ -46,9 +48,7 @@ HELD = HOLDING | {TicketStatus.SETTLING}
 NOT_PAID_FINAL = frozenset(FINAL - {TicketStatus.PAID})
 # Final statuses whose count is kept in the sale's counters hash, by counter name.
 COUNTED_STATUSES = (TicketStatus.SOLD_OUT, TicketStatus.EXPIRED, TicketStatus.CANCELLED,
-                    TicketStatus.PAYMENT_FAILED, TicketStatus.PAID)
-SUCCEEDED = "succeeded"
-CANCELED = "canceled"
+                    TicketStatus.PAYMENT_FAILED, TicketStatus.PAID, TicketStatus.ABANDONED)
 PAGE = 1000
 READ_ATTEMPTS = 4
 
@@ -192,7 +192,7 @@ class SaleSnapshot:
         return sum(t.quantity for t in self.tickets.values() if t.status in wanted)
 
     def paid_orders(self) -> list[OrderRecord]:
-        return [o for o in self.orders if o.status == "paid"]
+        return [o for o in self.orders if o.status == OrderStatus.PAID]
 
     def intents_for(self, ticket: TicketRecord) -> list[IntentRecord]:
         if self.intents is None:

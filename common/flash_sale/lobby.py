@@ -210,3 +210,37 @@ def fairness_page(db: Database, redis_client: redis.Redis, sale_id: str, *,
             next_cursor = encode_id_cursor(entries[-1])
     return {**public, "seed": sale.get("fairness_seed") if started else None,
             "lobby_size": size, "entries": entries, "next_cursor": next_cursor}
+
+
+# ------------------------------------------------------------------ checking the draw
+
+
+def recompute_order(answer: dict[str, Any], entries: list[str]) -> list[str]:
+    """The order from the public fairness answer alone (seed, algorithm, every page's entries),
+    after checking the seed against the commitment."""
+    if answer.get("algorithm") != ALGORITHM:
+        raise ValueError(f"unknown algorithm {answer.get('algorithm')!r}")
+    if not answer.get("seed"):
+        raise ValueError("the seed is not published yet (the lobby has not closed)")
+    seed = bytes.fromhex(str(answer["seed"]))
+    if commitment(seed) != answer.get("commitment"):
+        raise ValueError("the seed does not match the commitment")
+    if len(entries) != int(answer.get("lobby_size") or 0):
+        raise ValueError(f"{len(entries)} entries but lobby_size {answer.get('lobby_size')}")
+    return draw_order(seed, entries)
+
+
+def placed_lobby(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str]) -> dict[str, int | None]:
+    """Each lobby ticket's place as the sale holds it (None while it has none)."""
+    pipe = redis_client.pipeline(transaction=False)
+    for ticket_id in ticket_ids:
+        pipe.hget(sale_keys.ticket_key(sale_id, ticket_id), "seq")
+    return {t: int(s) if s else None for t, s in zip(ticket_ids, pipe.execute(), strict=True)}
+
+
+def order_differences(order: list[str], places: dict[str, int | None]) -> list[str]:
+    """Every ticket whose place is not its rank in the recomputed order (empty when fair)."""
+    out = [f"{t}: place {places.get(t)}, drawn {rank}" for rank, t in enumerate(order, 1)
+           if places.get(t) != rank]
+    out += [f"{t}: placed but not in the public entries" for t in places if t not in set(order)]
+    return out

@@ -10,9 +10,7 @@ was already decided. PaymentIntents are created concurrently, off the decision l
 from __future__ import annotations
 
 import logging
-import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from common.billing.stripe_gateway import StripeGateway
 from common.flash_sale import lobby, sale_keys
 from common.flash_sale.tickets import TicketStatus
 from common.flash_sale.waiting_room import release_ticket
-from common.platform import metrics
+from common.platform import ids, metrics
 from common.platform.clock import now_ms
 from common.platform.errors import PaymentProviderBusy, PaymentProviderError
 from common.platform.locks import RedisLock
@@ -83,10 +81,12 @@ def ensure_group(redis_client: redis.Redis, sale_id: str) -> None:
 
 def decide_batch(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
                  rate_sample: float = 0.0) -> list[tuple[str, str]]:
-    """Reserve or sell out each ticket, in the given (arrival) order, atomically."""
+    """Reserve or sell out each ticket, in the given (arrival) order, atomically; a ticket
+    whose owner is absent past the sale's presence timeout ends abandoned. Published once on
+    the sale's events channel."""
     keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
             sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-            sale_keys.expiry_key(sale_id)]
+            sale_keys.expiry_key(sale_id), sale_keys.presence_key(sale_id)]
     keys += [sale_keys.ticket_key(sale_id, tid) for tid in ticket_ids]
     flat = scripts_for(redis_client).reserve_batch(keys=keys, args=[rate_sample])
     return list(zip(flat[0::2], flat[1::2], strict=True))
@@ -140,7 +140,7 @@ class Decider:
         self.options = options
         self.pool = intent_pool
         # The pid in the name tells an operator (and the crash tests) who holds a sale.
-        self.consumer = consumer or f"decider-{os.getpid()}-{secrets.token_hex(4)}"
+        self.consumer = consumer or ids.new_decider_name()
         self.stream = sale_keys.stream_key(sale_id)
         self.lock = RedisLock(redis_client, sale_keys.drain_lock_key(sale_id), LOCK_TTL_MS,
                               holder=self.consumer)
@@ -232,10 +232,10 @@ class Decider:
         decisions = decide_batch(self.redis, self.sale_id, ids, rate_sample)
         done_now: list[str] = []
         for (entry_id, _), (ticket_id, outcome) in zip(entries, decisions, strict=True):
-            if outcome in ("reserving", f"already:{TicketStatus.RESERVING.value}"):
-                if outcome == "reserving":
+            if outcome in (TicketStatus.RESERVING, f"already:{TicketStatus.RESERVING.value}"):
+                if outcome == TicketStatus.RESERVING:
                     self.report.reserved += 1
-                    metrics.DECISIONS.labels("reserved").inc()
+                    metrics.DECISIONS.labels(TicketStatus.RESERVED.value).inc()
                 with self._report_lock:
                     if entry_id in self._in_flight:
                         continue
@@ -243,8 +243,10 @@ class Decider:
                 self._pending_intents.append(
                     self.pool.submit(self._attach_then_ack, entry_id, ticket_id))
             else:
-                if outcome in ("sold_out", "limit_reached"):
+                if outcome in (TicketStatus.SOLD_OUT, "limit_reached"):
                     self.report.sold_out += 1
+                    metrics.DECISIONS.labels(outcome).inc()
+                elif outcome == TicketStatus.ABANDONED.value:
                     metrics.DECISIONS.labels(outcome).inc()
                 done_now.append(entry_id)
         self.report.decided += sum(1 for _, o in decisions if not o.startswith("already:"))
@@ -385,6 +387,11 @@ def sales_needing_drain(redis_client: redis.Redis, sale_ids: list[str]) -> list[
     return needing
 
 
+# What release_ticket reports for a ticket in the expiry set that no longer holds stock.
+ENDED_OR_SETTLING = frozenset({TicketStatus.PAID, TicketStatus.SETTLING, TicketStatus.CANCELLED,
+                               TicketStatus.PAYMENT_FAILED, TicketStatus.EXPIRED, "missing"})
+
+
 def expire_due_reservations(redis_client: redis.Redis, sale_id: str,
                             limit: int = 500) -> list[tuple[str, str]]:
     """Mark reservations past expires_at `expired`, returning their stock to the sale.
@@ -402,7 +409,7 @@ def expire_due_reservations(redis_client: redis.Redis, sale_id: str,
         if released:
             expired.append((str(ticket_id), intent_id))
             metrics.EXPIRED.inc()
-        elif intent_id in ("paid", "settling", "cancelled", "payment_failed", "expired", "missing"):
+        elif intent_id in ENDED_OR_SETTLING:
             redis_client.zrem(sale_keys.expiry_key(sale_id), ticket_id)
     return expired
 

@@ -4,22 +4,16 @@ so each Lua script touches a single cluster slot."""
 from __future__ import annotations
 
 import re
-import secrets
+
+# Re-exported: whoever builds a sale's keys makes its ids with them (common/platform/ids.py).
+from common.platform.ids import new_sale_id as new_sale_id
+from common.platform.ids import new_ticket_id as new_ticket_id
 
 SALES_INDEX_KEY = "flashsale:sales"
 CONSUMER_GROUP = "deciders"
 
 SALE_ID_PATTERN = re.compile(r"^sal_[0-9a-f]{16}$")
 TICKET_ID_PATTERN = re.compile(r"^tkt_([0-9a-f]{16})_[0-9a-f]{32}$")
-
-
-def new_sale_id() -> str:
-    return "sal_" + secrets.token_hex(8)
-
-
-def new_ticket_id(sale_id: str) -> str:
-    # The sale is readable from the ticket id; the random part makes it unguessable.
-    return f"tkt_{sale_id[4:]}_{secrets.token_hex(16)}"
 
 
 def sale_of_ticket(ticket_id: str) -> str | None:
@@ -102,6 +96,23 @@ def after_lobby_key(sale_id: str) -> str:
 
 def lobby_start_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":lobby-start"
+
+
+def presence_key(sale_id: str) -> str:
+    """Hash ticket_id -> when its owner was last seen (ms): a poll, or an open event stream
+    (refreshed every few seconds per API process, common/flash_sale/ticket_events.py)."""
+    return _tag(sale_id) + ":presence"
+
+
+# Pub/sub channel `{sale:<id>}:events`: the Lua scripts that change tickets publish there
+# (platform/lua/library.lua publish_ticket_events), every API process listens to the pattern.
+EVENTS_PATTERN = "{sale:*}:events"
+
+
+def sale_of_events_channel(channel: str) -> str | None:
+    if channel.startswith("{sale:") and channel.endswith("}:events"):
+        return channel[len("{sale:"):-len("}:events")]
+    return None
 
 
 def drain_lock_key(sale_id: str) -> str:

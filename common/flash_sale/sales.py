@@ -10,16 +10,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import redis
 from pymongo.database import Database
 
 from common.flash_sale import lobby, sale_keys
+from common.platform import ids
 from common.platform.clock import utc_now
 from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
 from common.platform.lua_scripts import scripts_for
+from common.shop.orders import OrderStatus
+
+
+class SaleStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    LOBBY = "lobby"  # before the start, joining the lobby (lobby.py)
+    OPEN = "open"
+    SOLD_OUT = "sold_out"
+    ENDED = "ended"
+
 
 # Redis keeps a sale's keys this long after it ends (tickets stay readable for shoppers).
 KEEP_AFTER_END = timedelta(days=7)
@@ -52,6 +63,7 @@ class SaleCounters:
     # Units given back to the catalogue after the sale ended unsold (already taken out of
     # stock_total, which counts the units the sale still owns).
     returned: int = 0
+    abandoned: int = 0
     # Tickets in the lobby now (not yet placed), and every ticket that joined it.
     lobby: int = 0
     lobby_size: int = 0
@@ -77,6 +89,7 @@ def _iso(moment: datetime) -> str:
 def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, stock: int,
                 price_cents: int, starts_at: datetime, ends_at: datetime, per_user_limit: int = 1,
                 reservation_ttl_seconds: int = 300,
+                presence_timeout_seconds: int = 0,
                 lobby_opens_at: datetime | Unset | None = UNSET) -> dict[str, Any]:
     """Store a sale, taking its units out of the product's stock, and load it into Redis.
 
@@ -108,7 +121,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
                                 details={"product_stock": int(current.get("stock", 0)),
                                          "requested": stock})
     sale = {
-        "_id": sale_keys.new_sale_id(),
+        "_id": ids.new_sale_id(),
         "product_id": product_id,
         "stock_total": stock,
         "price_cents": price_cents,
@@ -117,6 +130,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "ends_at": ends_at,
         "per_user_limit": per_user_limit,
         "reservation_ttl_seconds": reservation_ttl_seconds,
+        "presence_timeout_seconds": presence_timeout_seconds,
         "lobby_opens_at": lobby_opens_at,
         "fairness": {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)},
         # Secret until the lobby closes: never in an answer or a log line before the start.
@@ -143,7 +157,8 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
         keys=[sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id)],
         args=[sale_id, sale["stock_total"], _to_ms(sale["starts_at"]), _to_ms(sale["ends_at"]),
               sale["per_user_limit"], sale["reservation_ttl_seconds"], sale["price_cents"],
-              sale["currency"], sale["product_id"], expire_at, 0, _lobby_opens_ms(sale),
+              sale["currency"], sale["product_id"], expire_at,
+              sale.get("presence_timeout_seconds", 0), _lobby_opens_ms(sale),
               sale.get("fairness_seed") or ""],
     )
     # The index spans every sale (another cluster slot): added after the sale's own keys.
@@ -194,23 +209,23 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         queued=number("queued"), sold_out=number("sold_out"), expired=number("expired"),
         cancelled=number("cancelled"), payment_failed=number("payment_failed"),
         paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
-        lobby=number("lobby"), lobby_size=number("lobby_size"),
+        abandoned=number("abandoned"), lobby=number("lobby"), lobby_size=number("lobby_size"),
     )
 
 
-def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: datetime) -> str:
+def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: datetime) -> SaleStatus:
     starts = sale["starts_at"].replace(tzinfo=sale["starts_at"].tzinfo or UTC)
     ends = sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
     if now < starts:
         opens = sale.get("lobby_opens_at")
         if opens is not None and now >= opens.replace(tzinfo=opens.tzinfo or UTC):
-            return "lobby"
-        return "scheduled"
+            return SaleStatus.LOBBY
+        return SaleStatus.SCHEDULED
     if now >= ends:
-        return "ended"
+        return SaleStatus.ENDED
     if counters and counters.available <= 0 and counters.reserved <= 0:
-        return "sold_out"
-    return "open"
+        return SaleStatus.SOLD_OUT
+    return SaleStatus.OPEN
 
 
 def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
@@ -225,7 +240,8 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "ends_at": _iso(sale["ends_at"]),
         "per_user_limit": sale["per_user_limit"],
         "reservation_ttl_seconds": sale["reservation_ttl_seconds"],
-        "status": sale_status(sale, counters, now),
+        "presence_timeout_seconds": sale.get("presence_timeout_seconds", 0),
+        "status": sale_status(sale, counters, now).value,
         "stock_total": sale["stock_total"],
         "stock_available": counters.available if counters else sale["stock_total"],
         "queue_length": counters.queued if counters else 0,
@@ -250,7 +266,7 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
     counters = read_counters(redis_client, sale_id)
     if counters is None:
         raise NotFound("The sale is not loaded.")
-    orders = db.orders.count_documents({"sale_id": sale_id, "status": "paid"})
+    orders = db.orders.count_documents({"sale_id": sale_id, "status": str(OrderStatus.PAID)})
     return {
         "stock_total": counters.stock_total,
         "available": counters.available,
@@ -262,6 +278,7 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
         "expired": counters.expired,
         "cancelled": counters.cancelled,
         "payment_failed": counters.payment_failed,
+        "abandoned": counters.abandoned,
         "paid": counters.paid,
         "returned": counters.returned,
         "orders": orders,

@@ -28,6 +28,9 @@ class TicketStatus(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     PAYMENT_FAILED = "payment_failed"
+    # Its turn came while its owner had been away (no open stream, no poll) for longer than
+    # the sale's presence_timeout_seconds: the units went to the next in line.
+    ABANDONED = "abandoned"
 
 
 # The only moves a ticket can make. The Lua scripts enforce them atomically; this table is
@@ -35,7 +38,7 @@ class TicketStatus(StrEnum):
 TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.LOBBY: frozenset({TicketStatus.QUEUED}),
     TicketStatus.QUEUED: frozenset({TicketStatus.RESERVING, TicketStatus.SOLD_OUT,
-                                    TicketStatus.CANCELLED}),
+                                    TicketStatus.CANCELLED, TicketStatus.ABANDONED}),
     TicketStatus.RESERVING: frozenset({TicketStatus.RESERVED, TicketStatus.SETTLING,
                                        TicketStatus.EXPIRED, TicketStatus.CANCELLED,
                                        TicketStatus.PAYMENT_FAILED}),
@@ -50,11 +53,12 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.EXPIRED: frozenset({TicketStatus.SETTLING}),
     TicketStatus.CANCELLED: frozenset(),
     TicketStatus.PAYMENT_FAILED: frozenset(),
+    TicketStatus.ABANDONED: frozenset(),
 }
 
 HOLDING = frozenset({TicketStatus.RESERVING, TicketStatus.RESERVED})
 FINAL = frozenset({TicketStatus.PAID, TicketStatus.SOLD_OUT, TicketStatus.EXPIRED,
-                   TicketStatus.CANCELLED, TicketStatus.PAYMENT_FAILED})
+                   TicketStatus.CANCELLED, TicketStatus.PAYMENT_FAILED, TicketStatus.ABANDONED})
 PUBLIC_STATUS = {
     TicketStatus.RESERVING: TicketStatus.QUEUED,
     TicketStatus.SETTLING: TicketStatus.RESERVED,

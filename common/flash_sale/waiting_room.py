@@ -13,8 +13,9 @@ from typing import Any
 import limits
 import redis
 
-from common.flash_sale import sale_keys
+from common.flash_sale import sale_keys, ticket_events
 from common.flash_sale.tickets import Chances, TicketStatus, public_ticket
+from common.platform import ids
 from common.platform.errors import (
     NotFound,
     PurchaseLimitReached,
@@ -77,7 +78,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
-    ticket_id = sale_keys.new_ticket_id(sale_id)
+    ticket_id = ids.new_ticket_id(sale_id)
     keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
     # One round trip: the script's reply carries everything the answer needs (no pipeline:
     # a Redis Cluster client does not pipeline EVALSHA).
@@ -98,7 +99,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         raise RateLimited(details={"limit": rate.text}, headers={"Retry-After": str(retry_after)})
     if outcome == "not_open":
         raise SaleNotOpen(details={"sale_status": result[1]})
-    if outcome == "sold_out":
+    if outcome == TicketStatus.SOLD_OUT:
         raise SoldOut()
     if outcome == "over_limit":
         raise QuantityTooLarge(details={"per_user_limit": int(result[1])})
@@ -132,6 +133,9 @@ def read_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str | None 
     fields, served, rate, chances = read_ticket_view(redis_client, ticket_id)
     if owner_id is not None and fields.get("user_id") != owner_id:
         raise NotFound("No such ticket.")
+    if owner_id is not None and fields.get("status") in ticket_events.WAITING:
+        # Its owner is here: a waiting ticket keeps its place under the sale's presence rule.
+        ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
     return public_ticket(fields, served, rate, chances)
 
 

@@ -1,5 +1,7 @@
 -- The start of a sale with a lobby: close the lobby (frozen from now on) and keep places
 -- 1..lobby_size for its tickets, once; safe to call again at any time.
+-- Publishes nothing: no ticket changes here (lobby tickets stay `lobby` until place_lobby.lua
+-- places them, and publishes them).
 -- KEYS: 1 config, 2 counters
 -- ARGV: none
 -- Returns {"no_lobby"} | {"not_yet", ms until starts_at}

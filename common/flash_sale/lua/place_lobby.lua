@@ -3,6 +3,8 @@
 -- before it, and enters the stream, so the deciders take the lobby first, in place order.
 -- Idempotent: places up to the counter `lobby_placed` are kept as they are (a ticket never
 -- gets a second place); a chunk that would leave a gap is refused.
+-- The tickets placed now are published once per chunk on the sale's events channel, so a
+-- lobby ticket whose stream is open learns its place at once (ticket_events.py).
 -- KEYS: 1 counters, 2 stream, 3.. ticket keys in place order, starting at place ARGV[1]
 -- ARGV: 1 the first ticket's place (1 = first)
 -- Returns {"placed", lobby_placed, lobby_size} | {"gap", lobby_placed, lobby_size}
@@ -18,6 +20,7 @@ local size, placed, units = tonumber(state[2] or '0'), tonumber(state[3] or '0')
 if first_place > placed + 1 then return {'gap', placed, size} end
 local now = now_ms()
 local moved = 0
+local changed = {}
 for i = FIRST_TICKET, #KEYS do
   local place = first_place + i - FIRST_TICKET
   if place > placed and place <= size then
@@ -28,6 +31,7 @@ for i = FIRST_TICKET, #KEYS do
       redis.call('XADD', stream_key, '*', 'ticket_id', ticket[1], 'seq', place)
       units = units + tonumber(ticket[3])
       moved = moved + 1
+      changed[moved] = ticket[1]
     end
     placed = place
   end
@@ -36,5 +40,6 @@ redis.call('HSET', counters_key, 'lobby_placed', placed, 'lobby_placed_units', u
 if moved > 0 then
   redis.call('HINCRBY', counters_key, 'lobby', -moved)
   redis.call('HINCRBY', counters_key, 'queued', moved)
+  publish_ticket_events(counters_key, '- - -', changed)
 end
 return {'placed', placed, size}

@@ -6,6 +6,8 @@
 -- ARGV: none
 -- Returns {"moved", n, done(0|1)} | {"not_placed", 0, 0} | {"changed", 0, 0} (the list's head
 -- is not what the caller read: another step moved it; read again)
+-- Publishes nothing: the tickets moved were `queued` with their place since admission; only
+-- their stream entry is new, which no shopper sees.
 local counters_key, stream_key, after_lobby_key = KEYS[1], KEYS[2], KEYS[3]
 local FIRST_TICKET = 4
 local state = redis.call('HMGET', counters_key, 'lobby_size', 'lobby_placed', 'lobby_done')

@@ -3,17 +3,24 @@
 -- A ticket whose owner already holds or bought their share (a late payment for an expired
 -- ticket was honoured meanwhile) is not reserved: it ends sold out with reason
 -- `per_user_limit`, and its turn passes to the next in line.
--- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6.. ticket keys (in stream order)
+-- With the sale's presence_timeout_s > 0, a ticket whose owner has not been seen (admission,
+-- poll or open event stream, in the presence hash) for that long ends `abandoned`, and the
+-- units go to the next ticket of this same batch.
+-- The batch is published once on the sale's events channel (served counter and the tickets
+-- decided), for the API processes that stream tickets to shoppers.
+-- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6 presence, 7.. ticket keys (in stream order)
 -- ARGV: 1 decisions-per-second sample (0 = none)
 -- Returns a flat list: ticket_id, outcome, per ticket; outcome is "reserving", "sold_out",
--- "limit_reached", "missing" or "already:<status>".
-local config_key, counters_key, live_key, held_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local FIRST_TICKET = 6
+-- "limit_reached", "abandoned", "missing" or "already:<status>".
+local config_key, counters_key, live_key, held_key, expiry_key, presence_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local FIRST_TICKET = 7
 local rate_sample = tonumber(ARGV[1])
 
-local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit')
+local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit', 'presence_timeout_s')
 local ttl_ms = tonumber(config[1]) * 1000
 local per_user_limit = tonumber(config[2])
+local presence_timeout_ms = tonumber(config[3] or '0') * 1000
 local now = now_ms()
 local available = tonumber(redis.call('HGET', counters_key, 'available'))
 local served = tonumber(redis.call('HGET', counters_key, 'served') or '0')
@@ -24,10 +31,11 @@ local function pass_units(units_before, quantity)
   if units_before then served_units = math.max(served_units, tonumber(units_before) + tonumber(quantity)) end
 end
 local out = {}
-local reserved_units, sold_out, decided = 0, 0, 0
+local reserved_units, sold_out, abandoned, decided = 0, 0, 0, 0
+local changed = {}
 for i = FIRST_TICKET, #KEYS do
   local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'quantity', 'user_id', 'seq',
-    'units_before')
+    'created_at_ms', 'units_before')
   local id, status = ticket[1], ticket[2]
   if not id then
     out[#out + 1] = KEYS[i]
@@ -36,11 +44,22 @@ for i = FIRST_TICKET, #KEYS do
     out[#out + 1] = id
     out[#out + 1] = 'already:' .. status
     served = math.max(served, tonumber(ticket[5]))
-    pass_units(ticket[6], ticket[3])
+    pass_units(ticket[7], ticket[3])
   else
     local quantity = tonumber(ticket[3])
     local held = tonumber(redis.call('HGET', held_key, ticket[4]) or '0')
-    if held + quantity > per_user_limit then
+    local last_seen = 0
+    if presence_timeout_ms > 0 then
+      last_seen = math.max(tonumber(redis.call('HGET', presence_key, id) or '0'),
+        tonumber(ticket[6] or '0'))
+    end
+    if presence_timeout_ms > 0 and now - last_seen > presence_timeout_ms then
+      redis.call('HSET', KEYS[i], 'status', 'abandoned', 'updated_at_ms', now)
+      unlink_live_ticket(live_key, ticket[4], id)
+      abandoned = abandoned + 1
+      out[#out + 1] = id
+      out[#out + 1] = 'abandoned'
+    elseif held + quantity > per_user_limit then
       redis.call('HSET', KEYS[i], 'status', 'sold_out', 'reason', 'per_user_limit',
         'updated_at_ms', now)
       unlink_live_ticket(live_key, ticket[4], id)
@@ -65,18 +84,25 @@ for i = FIRST_TICKET, #KEYS do
       out[#out + 1] = 'sold_out'
     end
     decided = decided + 1
+    changed[#changed + 1] = id
+    redis.call('HDEL', presence_key, id)
     served = math.max(served, tonumber(ticket[5]))
-    pass_units(ticket[6], ticket[3])
+    pass_units(ticket[7], ticket[3])
   end
 end
-redis.call('HSET', counters_key, 'available', available, 'served', served,
+redis.call('HSET', counters_key, 'available', available, 'served', served, 'served_at_ms', now,
   'served_units', served_units)
 if reserved_units > 0 then redis.call('HINCRBY', counters_key, 'reserved', reserved_units) end
 if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) end
+if abandoned > 0 then redis.call('HINCRBY', counters_key, 'abandoned', abandoned) end
 if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end
 if rate_sample > 0 then
   local rate = tonumber(redis.call('HGET', counters_key, 'rate') or '0')
   if rate <= 0 then rate = rate_sample else rate = rate * 0.7 + rate_sample * 0.3 end
   redis.call('HSET', counters_key, 'rate', tostring(rate))
+end
+if decided > 0 then
+  publish_ticket_events(counters_key, served .. ' ' .. now .. ' ' ..
+    (redis.call('HGET', counters_key, 'rate') or '0'), changed)
 end
 return out

@@ -13,6 +13,18 @@ local function unlink_live_ticket(live_key, user_id, ticket_id)
   if redis.call('HGET', live_key, user_id) == ticket_id then redis.call('HDEL', live_key, user_id) end
 end
 
+-- Tell the API processes following a sale's tickets what changed, in one message per batch or
+-- change on the sale's channel `{sale:<id>}:events` (derived from any key of the sale; a
+-- channel is not a key): "<served> <served_at_ms> <rate> <ticket_id>..." where the first three
+-- are "-" when the served counter did not move. Read by common/flash_sale/ticket_events.py.
+local function publish_ticket_events(sale_key, head, ticket_ids)
+  local tag = string.match(sale_key, '^{sale:[^}]*}')
+  if not tag then return end
+  local body = head
+  if #ticket_ids > 0 then body = body .. ' ' .. table.concat(ticket_ids, ' ') end
+  redis.call('PUBLISH', tag .. ':events', body)
+end
+
 -- Close a sale's lobby at its start, once (the waiting room's lobby, flash_sale/lobby.py):
 -- places 1..lobby_size are kept for the lobby's tickets (`issued` and `units_issued` jump past
 -- them), so every ticket admitted from now on queues behind the lobby. An empty lobby is
