@@ -29,6 +29,14 @@ from common.platform.settings import settings_or_exit
               help="Seconds a paying shopper takes to type a card (0,0: at once).")
 @click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
               show_default=True, help="surge: 10,000 shoppers within 5 s for 500 units.")
+@click.option("--updates", type=click.Choice(["sse", "poll"]), default="sse", show_default=True,
+              help="How shoppers follow their ticket: its event stream, or polling with "
+                   "poll_after_ms.")
+@click.option("--leavers", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              metavar="FRACTION", help="This fraction of shoppers close their stream / stop "
+              "polling once queued and never come back; presence is on (15 s) and everyone joins "
+              "the lobby 25 s before the opening. Checks no leaver gets a unit and every unit "
+              "goes to a stayer while stayers remain.")
 @click.option("--soak", is_flag=True, help="Shoppers start journey after journey; records the "
               "API's and worker's memory every 10 s.")
 @click.option("--services", type=click.Path(dir_okay=False, path_type=Path),
@@ -38,7 +46,8 @@ from common.platform.settings import settings_or_exit
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
               help="[default: loadtests/results]")
 def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str | None,
-             arrival_window: float | None, pay: bool, card_entry: str, scenario: str, soak: bool,
+             arrival_window: float | None, pay: bool, card_entry: str, scenario: str,
+             updates: str, leavers: float, soak: bool,
              services: Path | None, admin_email: str | None, admin_password: str | None,
              results_dir: Path | None) -> None:
     """Load-test the running system, verify the sale's invariants, print one summary.
@@ -61,6 +70,7 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
     options = LoadTestOptions(
         users=users, stock=stock, spawn_rate=spawn_rate, duration=duration,
         arrival_window=arrival_window, pay=pay, card_entry=card_entry, scenario=scenario, soak=soak,
+        updates=updates, leavers=leavers,
         services=services or services_file(settings.var_dir),
         admin_email=admin_email or settings.admin_email or "",
         admin_password=admin_password or settings.admin_password or "",

@@ -1,7 +1,8 @@
 """Shoppers of one flash sale, for locust.
 
 Each shopper signs in (an account handed over by the runner, else registers one), waits for the
-sale to open, joins its waiting room, polls its ticket honouring `poll_after_ms`, and in pay
+sale to open, joins its waiting room, follows its ticket over the ticket's event stream (or,
+with --updates poll or when the stream fails, polls it honouring `poll_after_ms`), and in pay
 mode pays its reservation the way the browser does: a card token from Stripe's `/v1/tokens`
 with the publishable key (what Stripe.js `createToken` does), then `POST /api/tickets/<id>/pay`,
 then polls until the ticket is `paid`.
@@ -24,6 +25,11 @@ Options (each also an environment variable, for `flashsale loadtest` and for the
   --quit-when-done / LOADTEST_QUIT_WHEN_DONE     stop the run once every shopper is done
   --admissions-log / LOADTEST_ADMISSIONS_LOG     CSV of every admission request (for the plot)
   --outcomes-file / LOADTEST_OUTCOMES            JSON of journey outcomes, written at the end
+  --updates / LOADTEST_UPDATES       sse (default): follow the ticket's event stream; poll
+  --leavers / LOADTEST_LEAVERS       fraction of shoppers who close their stream / stop polling
+                                     once queued and never come back (ids to --leavers-file)
+  --join-early / LOADTEST_JOIN_EARLY            arrivals start this many seconds before the
+                                     opening (in the sale's lobby)
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000       # web UI
 """
@@ -46,8 +52,15 @@ import gevent
 from locust import FastHttpUser, between, events, task
 from locust.exception import StopUser
 
+from loadtests.ticket_stream import (
+    FINAL,
+    StreamFailed,
+    is_leaver,
+    leave_after_first_event,
+    wait_over_stream,
+)
+
 ADMISSION = "admission"
-FINAL = {"paid", "sold_out", "expired", "cancelled", "payment_failed"}
 JOURNEY_TIMEOUT_S = 180.0
 PASSWORD = "load-test-password-1"
 
@@ -59,6 +72,7 @@ class Run:
     next_account = itertools.count()
     outcomes: Counter[str] = Counter()
     admissions: list[tuple[float, float, int]] = []
+    leavers: list[str] = []
     shoppers_done = 0
     lock = threading.Lock()
     sale: dict[str, Any] | None = None
@@ -88,6 +102,14 @@ def _options(parser: Any) -> None:
                         include_in_web_ui=False)
     parser.add_argument("--outcomes-file", env_var="LOADTEST_OUTCOMES", default="",
                         include_in_web_ui=False)
+    parser.add_argument("--updates", env_var="LOADTEST_UPDATES", choices=["sse", "poll"],
+                        default="sse", help="Follow the ticket over its event stream, or poll")
+    parser.add_argument("--leavers", env_var="LOADTEST_LEAVERS", type=float, default=0.0,
+                        help="Fraction of shoppers who leave once queued, for good")
+    parser.add_argument("--leavers-file", env_var="LOADTEST_LEAVERS_FILE", default="",
+                        include_in_web_ui=False)
+    parser.add_argument("--join-early", env_var="LOADTEST_JOIN_EARLY", type=float, default=0.0,
+                        help="Arrivals start this many seconds before the opening")
 
 
 @events.init.add_listener
@@ -119,6 +141,8 @@ def _write_results(environment: Any, **_kwargs: Any) -> None:
             writer.writerows((f"{t:.4f}", f"{ms:.2f}", s) for t, ms, s in Run.admissions)
     if options.outcomes_file:
         Path(options.outcomes_file).write_text(json.dumps(dict(Run.outcomes), indent=2))
+    if options.leavers_file:
+        Path(options.leavers_file).write_text(json.dumps(Run.leavers))
 
 
 def _epoch(iso: str) -> float:
@@ -139,6 +163,7 @@ class Shopper(FastHttpUser):
         self.access_token = ""
         self.refresh_token = ""
         index = next(Run.next_account)
+        self.leaves = is_leaver(index, self.options.leavers)
         if index < len(Run.accounts):
             account = Run.accounts[index]
             self.access_token, self.refresh_token = account["access_token"], account["refresh_token"]
@@ -199,7 +224,7 @@ class Shopper(FastHttpUser):
 
     def _wait_for_opening(self) -> None:
         assert Run.sale is not None
-        opens_in = _epoch(Run.sale["starts_at"]) - time.time()
+        opens_in = _epoch(Run.sale["starts_at"]) - time.time() - self.options.join_early
         if opens_in > 0:
             # Shoppers watching the countdown press Buy within a moment of the opening.
             gevent.sleep(opens_in + random.uniform(0, self.options.arrival_window))
@@ -239,6 +264,11 @@ class Shopper(FastHttpUser):
         if isinstance(joined, str):
             return joined
         started = time.monotonic()
+        if self.leaves and joined["status"] in ("lobby", "queued"):
+            if self.options.updates == "sse":
+                leave_after_first_event(self.host, joined, self.access_token)
+            Run.leavers.append(joined["id"])
+            return "left"
         ticket: dict[str, Any] | None = joined
         while ticket is not None:
             status = ticket["status"]
@@ -300,7 +330,21 @@ class Shopper(FastHttpUser):
 
     def _wait_until(self, ticket: dict[str, Any], statuses: set[str],
                     started: float) -> dict[str, Any] | None:
-        """Poll the ticket, each time after the pause the server asks for."""
+        """Follow the ticket's event stream (one 'ticket events' request in the statistics,
+        timed to the wanted status), else poll it, each time after the pause the server asks."""
+        if self.options.updates == "sse":
+            began = time.perf_counter()
+            try:
+                followed = wait_over_stream(self.host, ticket, statuses, access_token=self.access_token,
+                                            deadline=started + JOURNEY_TIMEOUT_S)
+                self.environment.events.request.fire(
+                    request_type="SSE", name="ticket events", context={}, exception=None,
+                    response_time=(time.perf_counter() - began) * 1000, response_length=0)
+                return followed
+            except (StreamFailed, OSError, ValueError) as exc:  # then poll, like the page
+                self.environment.events.request.fire(
+                    request_type="SSE", name="ticket events", context={}, exception=exc,
+                    response_time=(time.perf_counter() - began) * 1000, response_length=0)
         current: dict[str, Any] | None = ticket
         while current is not None and current["status"] not in statuses:
             if time.monotonic() - started > JOURNEY_TIMEOUT_S:

@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,13 +29,19 @@ from common.platform.settings import PROJECT_ROOT
 from loadtests import charts
 from loadtests.monitor import MemoryGrowth, RssSampler, StatsSampler
 from loadtests.shop import AccountPool, Operator, pool_path, write_accounts
-from loadtests.verify import Check, VerifyReport, clients_for, load_services, verify_sale
+from loadtests.ticket_stream import is_leaver
+from loadtests.verify import Check, Ticket, VerifyReport, clients_for, load_services, verify_sale
 
 RESULTS_DIR = PROJECT_ROOT / "loadtests" / "results"
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ADMISSION = "admission"
 DECISION_TARGET_MS = 2000
 SOAK_PER_USER_LIMIT = 100
+# The leavers scenario: presence on at its shortest, and shoppers who join the lobby this long
+# before the opening, so a leaver has been away longer than the timeout when its turn comes.
+LEAVERS_PRESENCE_TIMEOUT_S = 15
+LEAVERS_JOIN_EARLY_S = LEAVERS_PRESENCE_TIMEOUT_S + 10
+GOT_A_UNIT = frozenset({"reserving", "reserved", "settling", "paid", "expired"})
 
 
 def parse_duration(text: str) -> float:
@@ -69,6 +76,11 @@ class LoadTestOptions:
     settle_timeout: float | None = None
     register_concurrency: int = 8
     connections: int = 1000
+    # How shoppers follow their ticket: its event stream ("sse") or polling ("poll").
+    updates: str = "sse"
+    # Fraction of shoppers who leave once queued, for good (presence on; see resolved()).
+    leavers: float = 0.0
+    join_early: float = 0.0
 
     @property
     def run_time(self) -> str:
@@ -87,6 +99,9 @@ class LoadTestOptions:
         made.duration = made.duration or ("10m" if made.soak else "5m" if made.scenario == "surge"
                                           else "2m")
         made.spawn_rate = made.spawn_rate or float(made.users)
+        if made.leavers > 0:
+            made.join_early = float(LEAVERS_JOIN_EARLY_S)
+            made.open_in = max(made.open_in, made.join_early + 5)
         return made
 
 
@@ -151,7 +166,9 @@ class RunSummary:
 
     def render(self) -> str:
         opts = self.options
-        mode = "pay" if opts["pay"] else "reserve only"
+        mode = ("pay" if opts["pay"] else "reserve only") + f", updates over {opts['updates']}"
+        if opts["leavers"]:
+            mode += f", {opts['leavers']:.2f} of them leave once queued (presence on)"
         head = (f"{self.scenario}: {opts['users']} shoppers for {opts['stock']} units, {mode}"
                 f"{', soak ' + opts['duration'] if opts['soak'] else ''}; sale {self.sale_id}")
         rows = [
@@ -247,6 +264,10 @@ def _drivers_env(options: LoadTestOptions, services: dict[str, Any], sale: dict[
         "LOADTEST_QUIT_WHEN_DONE": "false" if options.soak else "true",
         "LOADTEST_PAY": "true" if options.pay else "false",
         "LOADTEST_LOOP": "true" if options.soak else "false",
+        "LOADTEST_UPDATES": options.updates,
+        "LOADTEST_LEAVERS": str(options.leavers),
+        "LOADTEST_LEAVERS_FILE": str(out / "leavers.json"),
+        "LOADTEST_JOIN_EARLY": str(options.join_early),
         "PYTHONUNBUFFERED": "1",
     })
     return env
@@ -268,7 +289,9 @@ def _surge_command(options: LoadTestOptions, services: dict[str, Any], sale: dic
                "--out", str(out), "--sale-id", sale["id"], "--accounts", str(accounts_file),
                "--arrival-window", str(options.arrival_window),
                "--connections", str(options.connections),
-               "--run-time", str(parse_duration(options.run_time))]
+               "--run-time", str(parse_duration(options.run_time)),
+               "--updates", options.updates, "--leavers", str(options.leavers),
+               "--join-early", str(options.join_early)]
     if options.pay:
         command += ["--pay", "--stripe-api-base", str(services.get("stripe_api_base", ""))]
     return command
@@ -312,7 +335,8 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         stock=options.stock or 100, starts_at=opens,
         lasts=timedelta(seconds=max(3600.0, duration_s * 2 + 600)),
         per_user_limit=SOAK_PER_USER_LIMIT if options.soak else 1,
-        reservation_ttl_seconds=options.reservation_ttl)
+        reservation_ttl_seconds=options.reservation_ttl,
+        presence_timeout_seconds=LEAVERS_PRESENCE_TIMEOUT_S if options.leavers > 0 else 0)
     sale_id = sale["id"]
     opened_at = opens.timestamp()
     echo(f"loadtest: sale {sale_id} ({options.stock} units) opens at {opens.isoformat()}; "
@@ -352,7 +376,8 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         from common.platform.clients import mongo_database_name
 
         db = mongo[mongo_database_name(services["mongodb"], "flashsale")]
-        expect_sold_out = options.pay and not options.soak and options.users >= (options.stock or 0)
+        stayers = options.users - sum(is_leaver(i, options.leavers) for i in range(options.users))
+        expect_sold_out = options.pay and not options.soak and stayers >= (options.stock or 0)
         report = verify_sale(redis_client, db, sale_id, expect_sold_out=expect_sold_out,
                              lowest_available_seen=sampler.lowest("available"))
     finally:
@@ -388,7 +413,7 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
     summary.checks = list(report.checks)
     if counters:
         summary.issued, summary.sold_out, summary.paid = counters.issued, counters.sold_out, counters.paid
-    summary.reserved = sum(1 for t in audit.tickets if t.decided_at_ms and t.status != "sold_out")
+    summary.reserved = sum(1 for t in audit.tickets if t.status in GOT_A_UNIT)
     outcomes_path = out / "outcomes.json"
     outcomes = json.loads(outcomes_path.read_text()) if outcomes_path.exists() else {}
     summary.sold_out_at_door = int(outcomes.get("sold_out_at_door", 0))
@@ -412,7 +437,7 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
     final_check = Check(
         "every ticket decided" + (" and every reservation paid" if options.pay else ""),
         summary.undecided == 0 and (not options.pay or options.soak or all(
-            t.status in ("paid", "sold_out") for t in audit.tickets)),
+            t.status in ("paid", "sold_out", "abandoned") for t in audit.tickets)),
         f"{summary.undecided} tickets never decided" + (
             f", {sum(1 for t in audit.tickets if t.status not in ('paid', 'sold_out'))} tickets "
             "neither paid nor sold out" if options.pay else ""))
@@ -424,8 +449,32 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
             f"{finished} of {options.users} journeys finished" + (
                 "" if finished >= options.users else
                 f" (--duration {options.duration} ran out, or see {out / 'driver.log'})")))
+    if options.leavers > 0:
+        leavers_path = out / "leavers.json"
+        leavers = set(json.loads(leavers_path.read_text())) if leavers_path.exists() else set()
+        summary.checks += leaver_checks(audit.tickets, leavers, counters.stock_total if counters else 0)
     if driver_exit not in (0, 1):
         # locust exits 1 when some request failed (reported above); anything else is a crash.
         summary.checks.append(Check("the shoppers' driver ran to the end", False,
                                     f"exit status {driver_exit}: see {out / 'driver.log'}"))
     return summary
+
+
+def leaver_checks(tickets: list[Ticket], leavers: set[str], stock: int) -> list[Check]:
+    """The leavers scenario: every leaver's ticket ended `abandoned` (none got a unit), and
+    the units went to those who stayed, as long as stayers remained."""
+    left = [t for t in tickets if t.id in leavers]
+    stayed = [t for t in tickets if t.id not in leavers]
+    left_statuses = Counter(t.status for t in left)
+    to_stayers = sum(t.quantity for t in stayed if t.status in GOT_A_UNIT)
+    wanted = sum(t.quantity for t in stayed)
+    abandoned_stayers = sum(1 for t in stayed if t.status == "abandoned")
+    return [
+        Check("no leaver got a unit", bool(left) and left_statuses == Counter({"abandoned": len(left)}),
+              f"{len(left)} leavers' tickets: " + (", ".join(
+                  f"{status} {n}" for status, n in sorted(left_statuses.items())) or "none")),
+        Check("every unit to a stayer while stayers remain",
+              to_stayers == min(stock, wanted) and abandoned_stayers == 0,
+              f"{to_stayers} units to {len(stayed)} stayers (wanting {wanted}) of stock {stock}; "
+              f"{abandoned_stayers} stayers abandoned"),
+    ]

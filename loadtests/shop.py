@@ -89,8 +89,10 @@ class Operator:
 
     def create_sale(self, *, stock: int, product_stock: int | None = None, price_cents: int = 4999,
                     starts_at: datetime | None = None, lasts: timedelta = timedelta(hours=2),
-                    per_user_limit: int = 1, reservation_ttl_seconds: int = 300) -> dict[str, Any]:
-        """A product with `product_stock` units (default: the sale's) and a sale of it."""
+                    per_user_limit: int = 1, reservation_ttl_seconds: int = 300,
+                    presence_timeout_seconds: int = 0) -> dict[str, Any]:
+        """A product with `product_stock` units (default: the sale's) and a sale of it
+        (with presence on when `presence_timeout_seconds` > 0)."""
         product = _expect(self.call("POST", "/api/products", json={
             "name": f"Load-test drop {secrets.token_hex(3)}", "description": "Limited run",
             "price_cents": price_cents * 2, "currency": "USD",
@@ -101,7 +103,9 @@ class Operator:
             "product_id": product["id"], "stock": stock, "price_cents": price_cents,
             "starts_at": opens.isoformat(), "ends_at": (opens + lasts).isoformat(),
             "per_user_limit": per_user_limit,
-            "reservation_ttl_seconds": reservation_ttl_seconds}), 201, "create sale")
+            "reservation_ttl_seconds": reservation_ttl_seconds,
+            **({"presence_timeout_seconds": presence_timeout_seconds} if presence_timeout_seconds else {}),
+        }), 201, "create sale")
 
     def stats(self, sale_id: str) -> dict[str, Any]:
         return _expect(self.call("GET", f"/api/admin/sales/{sale_id}/stats", timeout=10), 200,

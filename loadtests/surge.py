@@ -2,10 +2,13 @@
 gevent greenlets over one pool of keep-alive connections (10,000 locust users would cost more
 CPU than the system under test on a small machine).
 
-Each shopper does what a locust shopper does: join at its arrival time, poll its ticket
-honouring `poll_after_ms`, and with --pay pay a reservation with a card token from Stripe's
-`/v1/tokens`. Writes admissions.csv, outcomes.json and driver.json (request and failure
-counts) into --out. Run by `flashsale loadtest --scenario surge`.
+Each shopper does what a locust shopper does: join at its arrival time, follow its ticket over
+its event stream (--updates sse, the default; back to polling if the stream fails) or poll it
+honouring `poll_after_ms` (--updates poll), and with --pay pay a reservation with a card token
+from Stripe's `/v1/tokens`. With --leavers a fraction of them close their stream or stop
+polling once queued and never come back. Writes admissions.csv, outcomes.json, leavers.json
+(the leavers' ticket ids) and driver.json (request and failure counts) into --out. Run by
+`flashsale loadtest --scenario surge`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,15 @@ import gevent
 from gevent.pool import Pool
 
 from loadtests.gevent_http import Answer, JsonClient
+from loadtests.ticket_stream import (
+    FINAL,
+    UPDATES,
+    StreamFailed,
+    is_leaver,
+    leave_after_first_event,
+    wait_over_stream,
+)
 
-FINAL = {"paid", "sold_out", "expired", "cancelled", "payment_failed"}
 JOURNEY_TIMEOUT_S = 180.0
 
 
@@ -45,6 +55,7 @@ class Surge:
         self.outcomes: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.requests = 0
+        self.leavers: list[str] = []
 
     def call(self, what: str, client: JsonClient, method: str, path: str, expected: tuple[int, ...],
              **kwargs: Any) -> Answer | None:
@@ -58,11 +69,33 @@ class Surge:
             self.failures[f"{what}: {answer.status} {answer.error_code()}"] += 1
         return answer
 
-    def shopper(self, account: dict[str, str], arrive_at: float) -> None:
+    def shopper(self, account: dict[str, str], arrive_at: float, leaves: bool = False) -> None:
         gevent.sleep(max(0.0, arrive_at - time.time()))
-        self.outcomes[self.journey(account)] += 1
+        self.outcomes[self.journey(account, leaves)] += 1
 
-    def journey(self, account: dict[str, str]) -> str:
+    def wait_for(self, ticket: dict[str, Any], want: set[str], token: str,
+                 started: float) -> dict[str, Any] | None:
+        """The ticket once its status is in `want`: over its stream, else by polling."""
+        if self.args.updates == "sse":
+            self.requests += 1
+            try:
+                return wait_over_stream(self.args.host, ticket, want, access_token=token,
+                                        deadline=started + JOURNEY_TIMEOUT_S)
+            except (StreamFailed, OSError, ValueError) as exc:
+                self.failures[f"ticket events: {str(exc)[:80]}"] += 1  # then poll, like the page
+        while ticket["status"] not in want:
+            if time.monotonic() - started > JOURNEY_TIMEOUT_S:
+                self.failures["ticket not decided in time"] += 1
+                return None
+            gevent.sleep((ticket.get("poll_after_ms") or 1000) / 1000)
+            polled = self.call("ticket", self.api, "GET", f"/api/tickets/{ticket['id']}", (200,),
+                               token=token)
+            if polled is None or polled.status != 200:
+                return None
+            ticket = polled.body
+        return ticket
+
+    def journey(self, account: dict[str, str], leaves: bool = False) -> str:
         token, sale_id = account["access_token"], self.args.sale_id
         for _attempt in range(20):
             self.requests += 1
@@ -86,6 +119,14 @@ class Surge:
             return "error"
         ticket = answer.body
         started = time.monotonic()
+        if leaves and ticket["status"] in ("lobby", "queued"):
+            if self.args.updates == "sse":
+                try:
+                    leave_after_first_event(self.args.host, ticket, token)
+                except (StreamFailed, OSError) as exc:
+                    self.failures[f"ticket events: {str(exc)[:80]}"] += 1
+            self.leavers.append(ticket["id"])
+            return "left"
         while time.monotonic() - started < JOURNEY_TIMEOUT_S:
             status = ticket["status"]
             if status == "reserved" and self.args.pay:
@@ -96,16 +137,10 @@ class Surge:
                 return str(status)
             else:
                 want = {"reserved"} | FINAL
-            while ticket["status"] not in want:
-                if time.monotonic() - started > JOURNEY_TIMEOUT_S:
-                    self.failures["ticket not decided in time"] += 1
-                    return "error"
-                gevent.sleep((ticket.get("poll_after_ms") or 1000) / 1000)
-                polled = self.call("ticket", self.api, "GET", f"/api/tickets/{ticket['id']}", (200,),
-                                   token=token)
-                if polled is None or polled.status != 200:
-                    return "error"
-                ticket = polled.body
+            followed = self.wait_for(ticket, want, token, started)
+            if followed is None:
+                return "error"
+            ticket = followed
             if ticket["status"] in FINAL:
                 return str(ticket["status"])
         self.failures["ticket not decided in time"] += 1
@@ -132,8 +167,11 @@ class Surge:
             self.stripe = JsonClient(args.stripe_api_base, min(args.connections, 200))
         opens = datetime.fromisoformat(sale["starts_at"].replace("Z", "+00:00")).timestamp()
         pool = Pool(len(accounts))
-        for account in accounts:
-            pool.spawn(self.shopper, account, opens + random.uniform(0, args.arrival_window))
+        # --join-early: shoppers arrive that long before the opening (in the sale's lobby).
+        first = opens - args.join_early
+        for index, account in enumerate(accounts):
+            pool.spawn(self.shopper, account, first + random.uniform(0, args.arrival_window),
+                       is_leaver(index, args.leavers))
         pool.join(timeout=max(opens - time.time(), 0) + args.run_time)
         pool.kill(block=True, timeout=10)
 
@@ -143,6 +181,7 @@ class Surge:
             writer.writerow(["started_at", "response_time_ms", "status"])
             writer.writerows((f"{t:.4f}", f"{ms:.2f}", s) for t, ms, s in self.admissions)
         (out / "outcomes.json").write_text(json.dumps(dict(self.outcomes), indent=2))
+        (out / "leavers.json").write_text(json.dumps(self.leavers))
         (out / "driver.json").write_text(json.dumps({
             "requests": self.requests, "failed": sum(self.failures.values()),
             "failures": dict(self.failures), "outcomes": dict(self.outcomes)}, indent=2))
@@ -159,6 +198,10 @@ def main() -> None:
     parser.add_argument("--run-time", type=float, default=300.0, help="seconds after the opening")
     parser.add_argument("--pay", action="store_true")
     parser.add_argument("--stripe-api-base", default="")
+    parser.add_argument("--updates", choices=UPDATES, default="sse")
+    parser.add_argument("--leavers", type=float, default=0.0, help="fraction who leave once queued")
+    parser.add_argument("--join-early", type=float, default=0.0,
+                        help="seconds before the opening the arrivals start")
     args = parser.parse_args()
     surge = Surge(args)
     surge.run()

@@ -50,7 +50,8 @@ class Ticket:
     payment_intent_id: str
     order_id: str
     created_at_ms: int
-    # When a worker decided it (reserved or sold out); 0 while it waits or if never decided.
+    # When a worker decided it (reserved, sold out or abandoned); 0 while it waits or if never
+    # decided.
     decided_at_ms: int
 
 
@@ -107,7 +108,7 @@ def _ticket(record: auditor.TicketRecord, ttl_ms: int) -> Ticket:
     if record.expires_at_ms:
         # reserve_batch sets expires_at = decision time + the sale's reservation TTL.
         decided = record.expires_at_ms - ttl_ms
-    elif record.status == TicketStatus.SOLD_OUT:
+    elif record.status in (TicketStatus.SOLD_OUT, TicketStatus.ABANDONED):
         decided = record.updated_at_ms
     else:
         decided = 0

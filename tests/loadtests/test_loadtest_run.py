@@ -42,3 +42,26 @@ def test_small_paid_loadtest_passes_every_invariant(tmp_path):
     run_dir = next(results.glob("*-shoppers"))
     for name in ("locust_stats.csv", "report.html", "chart.png", "admissions.csv", "summary.txt"):
         assert (run_dir / name).stat().st_size > 0, name
+
+
+def test_leavers_give_their_units_to_those_who_stayed(tmp_path):
+    system = start_system(tmp_path)
+    try:
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "flashsale"), "loadtest", "--users", "60", "--stock", "20",
+             "--leavers", str(1 / 3), "--duration", "60s",
+             "--services", str(system.var_dir / "run" / "services.json"),
+             "--admin-email", ADMIN_EMAIL, "--admin-password", ADMIN_PASSWORD,
+             "--results-dir", str(tmp_path / "results")],
+            capture_output=True, text=True, timeout=400, env=clean_environ())
+    finally:
+        stop_system(system.process)
+    summary = run.stdout
+    assert run.returncode == 0, summary + run.stderr[-3000:]
+    assert "updates over sse" in summary, summary
+    # 20 leavers, all abandoned; the 20 units went to 20 of the 40 who stayed.
+    assert re.search(r"PASS  no leaver got a unit: 20 leavers' tickets: abandoned 20", summary), summary
+    assert re.search(r"PASS  every unit to a stayer while stayers remain: 20 units to 40 stayers", summary), summary
+    assert re.search(r"failed requests\s+0 of", summary), summary
+    invariants = re.findall(r"^\s+(PASS|FAIL)  (.+?):", summary, flags=re.MULTILINE)
+    assert all(verdict == "PASS" for verdict, _ in invariants), summary
