@@ -16,6 +16,7 @@ from common.billing.payments import HANDLED_EVENTS, record_webhook_event
 from common.billing.stripe_gateway import StripeGateway
 from common.platform import metrics
 from common.platform.errors import InvalidWebhook
+from common.platform.task_routes import TaskName
 
 log = logging.getLogger("api.webhooks")
 blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks", description="Stripe webhooks")
@@ -50,5 +51,5 @@ def stripe_webhook():
     if not record_webhook_event(clients().db, event):
         metrics.WEBHOOKS.labels(event_type, "duplicate").inc()
         return {"received": True, "duplicate": True}
-    send_task("worker.tasks.apply_payment_event", event["id"], intent_id, event_type)
+    send_task(TaskName.APPLY_PAYMENT_EVENT, event["id"], intent_id, event_type)
     return {"received": True}

@@ -6,27 +6,28 @@ from __future__ import annotations
 from typing import Any
 
 from common.platform.settings import Settings
+from common.platform.task_routes import TaskName
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
-        "drain-open-sales": {"task": "worker.tasks.drain_open_sales", "schedule": 1.0},
+        "drain-open-sales": {"task": TaskName.DRAIN_OPEN_SALES, "schedule": 1.0},
         # A lobby gets its places at its sale's start (the first admission after it too).
-        "start-lobbies": {"task": "worker.tasks.start_lobbies", "schedule": 1.0},
+        "start-lobbies": {"task": TaskName.START_LOBBIES, "schedule": 1.0},
         "expire-reservations": {
-            "task": "worker.tasks.expire_reservations",
+            "task": TaskName.EXPIRE_RESERVATIONS,
             "schedule": settings.expiry_interval_seconds,
         },
         "sweep-intent-cancellations": {
-            "task": "worker.tasks.sweep_intent_cancellations",
+            "task": TaskName.SWEEP_INTENT_CANCELLATIONS,
             "schedule": settings.expiry_interval_seconds,
         },
         "return-unsold-units": {
-            "task": "worker.tasks.return_unsold_units",
+            "task": TaskName.RETURN_UNSOLD_UNITS,
             "schedule": settings.reconcile_interval_seconds,
         },
         "reconcile-sales": {
-            "task": "worker.tasks.reconcile_sales",
+            "task": TaskName.RECONCILE_SALES,
             "schedule": settings.reconcile_interval_seconds,
         },
     }

@@ -16,6 +16,7 @@ from common.flash_sale import lobby, reservations, sales
 from common.platform import metrics
 from common.platform.clock import utc_now
 from common.platform.errors import PaymentProviderBusy
+from common.platform.task_routes import TaskName
 from worker.app import celery_app, settings
 from worker.runtime import intent_pool, payment_context, runtime_clients, stripe_gateway, with_lock
 
@@ -25,6 +26,33 @@ log = logging.getLogger("worker.tasks")
 # retries are counted apart and never spend the task's own max_retries; up to this many
 # (about an hour at the 60 s cap) before the task is given up.
 MAX_THROTTLED_RETRIES = 60
+
+
+class RetriedTask(Task):
+    """The policy of every task that reacts to an event (a nudge, a webhook), declared once:
+    any exception is retried with jittered exponential backoff capped at a minute, up to
+    TASK_MAX_RETRIES times; a task that still fails is dead-lettered (the `dead_letters`
+    collection, a metric and an error line), never dropped silently."""
+
+    autoretry_for = (Exception,)
+    retry_backoff = True
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = settings.task_max_retries
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        _dead_letter_task(self.name, list(args), exc)
+
+
+class PeriodicTask(Task):
+    """Beat's sweeps: never retried (beat runs them again on its next tick, under a lock), a
+    failure is logged once."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        log.error("periodic task failed; beat runs it again",
+                  extra={"task": self.name, "error": f"{type(exc).__name__}: {exc}"})
 
 
 def backoff_seconds(retries: int) -> float:
@@ -39,13 +67,13 @@ def _drain_options() -> reservations.DrainOptions:
         max_deliveries=settings.max_deliveries, idle_seconds=settings.drain_idle_seconds)
 
 
-@celery_app.task(name="worker.tasks.ping")
+@celery_app.task(name=TaskName.PING)
 def ping() -> str:
     log.info("pong")
     return "pong"
 
 
-@celery_app.task(name="worker.tasks.drain_sale", ignore_result=True)
+@celery_app.task(name=TaskName.DRAIN_SALE, base=RetriedTask, ignore_result=True)
 def drain_sale(sale_id: str) -> dict[str, Any]:
     """Decide a sale's waiting tickets in arrival order (no-op if another worker is on it)."""
     report = reservations.drain_sale(runtime_clients().sales_redis, stripe_gateway(), sale_id,
@@ -58,7 +86,7 @@ def drain_sale(sale_id: str) -> dict[str, Any]:
     return {"decided": report.decided, "locked_out": report.locked_out}
 
 
-@celery_app.task(name="worker.tasks.drain_open_sales", ignore_result=True)
+@celery_app.task(name=TaskName.DRAIN_OPEN_SALES, base=PeriodicTask, ignore_result=True)
 def drain_open_sales() -> int:
     """Beat's safety net: load sales Redis lacks and nudge every sale with waiting tickets."""
     clients = runtime_clients()
@@ -69,7 +97,7 @@ def drain_open_sales() -> int:
     return len(needing)
 
 
-@celery_app.task(name="worker.tasks.start_lobbies", ignore_result=True)
+@celery_app.task(name=TaskName.START_LOBBIES, base=PeriodicTask, ignore_result=True)
 def start_lobbies() -> int:
     """At a sale's start: give every lobby ticket its drawn place (idempotent, crash-safe),
     then drain the sale."""
@@ -80,7 +108,7 @@ def start_lobbies() -> int:
     return len(started)
 
 
-@celery_app.task(name="worker.tasks.expire_reservations", ignore_result=True)
+@celery_app.task(name=TaskName.EXPIRE_RESERVATIONS, base=PeriodicTask, ignore_result=True)
 def expire_reservations() -> int:
     """Expire unpaid reservations and give their stock back; their PaymentIntents are queued
     in the cancellation outbox by the same step, and swept at once."""
@@ -99,7 +127,7 @@ def expire_reservations() -> int:
         return count
 
 
-@celery_app.task(name="worker.tasks.sweep_intent_cancellations", ignore_result=True)
+@celery_app.task(name=TaskName.SWEEP_INTENT_CANCELLATIONS, base=PeriodicTask, ignore_result=True)
 def sweep_intent_cancellations(sale_id: str | None = None) -> dict[str, int]:
     """Cancel released tickets' PaymentIntents until Stripe confirms (the outbox); settle or
     refund any that were paid first. Beat runs it for every sale."""
@@ -117,7 +145,7 @@ def sweep_intent_cancellations(sale_id: str | None = None) -> dict[str, int]:
     return totals
 
 
-@celery_app.task(name="worker.tasks.return_unsold_units", ignore_result=True)
+@celery_app.task(name=TaskName.RETURN_UNSOLD_UNITS, base=PeriodicTask, ignore_result=True)
 def return_unsold_units() -> int:
     """Give the unsold units of ended sales back to their products' catalogue stock."""
     clients = runtime_clients()
@@ -134,8 +162,10 @@ def return_unsold_units() -> int:
         return returned
 
 
-@celery_app.task(name="worker.tasks.apply_payment_event", bind=True, ignore_result=True,
-                 max_retries=settings.task_max_retries)
+# RetriedTask's policy, with one refinement it cannot express: Stripe's throttling does not
+# spend the task's own retries (so autoretry is off and the retry is asked for here).
+@celery_app.task(name=TaskName.APPLY_PAYMENT_EVENT, base=RetriedTask, bind=True,
+                 ignore_result=True, autoretry_for=())
 def apply_payment_event(self: Task, event_id: str, intent_id: str, event_type: str,
                         throttled: int = 0) -> str:
     """Apply a Stripe webhook: read the intent's current state, move things forward once.
@@ -146,8 +176,7 @@ def apply_payment_event(self: Task, event_id: str, intent_id: str, event_type: s
         busy = isinstance(exc, PaymentProviderBusy) and throttled < MAX_THROTTLED_RETRIES
         throttled += int(busy)
         if not busy and self.request.retries - throttled >= self.max_retries:
-            _dead_letter_task("apply_payment_event", [event_id, intent_id, event_type], exc)
-            raise
+            raise  # RetriedTask.on_failure dead-letters it
         raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries),
                          kwargs={"throttled": throttled},
                          max_retries=self.max_retries + throttled) from exc
@@ -158,7 +187,7 @@ def apply_payment_event(self: Task, event_id: str, intent_id: str, event_type: s
     return outcome
 
 
-@celery_app.task(name="worker.tasks.reconcile_sales", ignore_result=True)
+@celery_app.task(name=TaskName.RECONCILE_SALES, base=PeriodicTask, ignore_result=True)
 def reconcile_sales() -> list[dict[str, Any]]:
     """Check available + reserved + sold == stock_total per sale; repair what is provable."""
     with with_lock("flashsale:lock:reconcile", ttl_seconds=120) as acquired:
@@ -168,7 +197,7 @@ def reconcile_sales() -> list[dict[str, Any]]:
         return [r.as_dict() for r in reports]
 
 
-def _dead_letter_task(name: str, args: list[Any], exc: Exception) -> None:
+def _dead_letter_task(name: str, args: list[Any], exc: BaseException) -> None:
     runtime_clients().db.dead_letters.insert_one({
         "task": name, "args": args, "error": f"{type(exc).__name__}: {exc}",
         "created_at": utc_now()})
