@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from common.auditing.audit import audit_sale, read_sale_snapshot
 from common.flash_sale import lobby, sale_keys, sales, ticket_events, waiting_room
-from common.flash_sale.ticket_events import TicketFeed, follow_ticket, read_for_stream
+from common.flash_sale.ticket_events import (
+    SaleMessage,
+    SaleProgress,
+    TicketFeed,
+    follow_ticket,
+    read_for_stream,
+)
 from tests.waiting_room_helpers import drain, make_product
 
 
@@ -190,3 +196,16 @@ def test_a_streaming_lobby_ticket_learns_its_place_at_the_start(clients):
     place = int(clients.sales_redis.hget(sale_keys.ticket_key(sale_id, mine), "seq"))
     assert placed.ticket["status"] == "queued" and placed.ticket["position"] == place
     assert at - started < 0.5
+
+
+def test_a_paced_stream_is_woken_by_its_own_change_but_not_by_every_move(clients):
+    sale_id = _sale(clients, stock=1)
+    feed = TicketFeed(clients.sales_redis)  # dispatch is called here as the subscription would
+    paced = feed.follow("tkt_paced", sale_id, SaleProgress())
+    eager = feed.follow("tkt_eager", sale_id, SaleProgress())
+    paced.quiet_until = time.monotonic() + 60  # it has just been sent its position
+    feed.dispatch(SaleMessage(sale_id, SaleProgress(5, 1_000, 10.0), []))
+    assert paced.moved and not paced.wake.is_set(), "a move during its pause wakes nothing"
+    assert eager.wake.is_set()
+    feed.dispatch(SaleMessage(sale_id, None, ["tkt_paced"]))
+    assert paced.wake.is_set() and paced.status_changed, "its own change wakes it at once"
