@@ -61,7 +61,8 @@ def test_leavers_give_their_units_to_those_who_stayed(tmp_path):
     assert "updates over sse" in summary, summary
     # 20 leavers, all abandoned; the 20 units went to 20 of the 40 who stayed.
     assert re.search(r"PASS  no leaver got a unit: 20 leavers' tickets: abandoned 20", summary), summary
-    assert re.search(r"PASS  every unit to a stayer while stayers remain: 20 units to 40 stayers", summary), summary
+    assert re.search(r"PASS  every unit to a stayer while stayers remain: 20 units to 40 stayers",
+                     summary), summary
     assert re.search(r"failed requests\s+0 of", summary), summary
     invariants = re.findall(r"^\s+(PASS|FAIL)  (.+?):", summary, flags=re.MULTILINE)
     assert all(verdict == "PASS" for verdict, _ in invariants), summary
