@@ -79,7 +79,8 @@ def test_demo_run_seeds_an_operator_and_a_sale_once(tmp_path):
         while not sales and time.monotonic() < deadline:
             sales = system.get("/api/sales").json()["items"]
             time.sleep(0.3)
-        assert len(sales) == 1 and sales[0]["status"] == "scheduled"
+        # The demo's sale opens a minute later, with its lobby open already (API v2's default).
+        assert len(sales) == 1 and sales[0]["status"] == "lobby"
         assert sales[0]["stock_total"] == sales[0]["stock_available"] == 100
         assert "operator login admin@example.com" in system.log_path.read_text()
     finally:

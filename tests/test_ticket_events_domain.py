@@ -155,6 +155,9 @@ def test_stream_tokens_open_their_own_ticket_only():
     assert ticket_events.stream_token_valid(key, "tkt_a", token)
     assert not ticket_events.stream_token_valid(key, "tkt_b", token)
     assert not ticket_events.stream_token_valid(ticket_events.stream_token_key("other"), "tkt_a", token)
+    # Anything a client puts in the query string is refused, never an error (found by fuzzing).
+    for junk in ("", "\U000fe10e", "é" * 32, token + "\x00"):
+        assert not ticket_events.stream_token_valid(key, "tkt_a", junk)
 
 
 def test_a_streaming_lobby_ticket_learns_its_place_at_the_start(clients):

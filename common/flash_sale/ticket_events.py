@@ -40,7 +40,9 @@ from common.platform.errors import NotFound
 log = logging.getLogger("common.flash_sale.ticket_events")
 
 PING_SECONDS = 15.0
-# Position and ETA change with every batch; a shopper is told at most this often.
+# Position and ETA change with every batch; a shopper is told at most this often, and far
+# from the front only as often as a poll would ask (the ticket's poll_after_ms, up to 10 s):
+# 10,000 streams told once a second cost more than two cores (loadtests/bench_sse.py).
 POSITION_EVERY_SECONDS = 1.0
 PRESENCE_REFRESH_SECONDS = 5.0
 # Three refreshes: a stream is never taken for absent because one write was late.
@@ -74,7 +76,9 @@ def stream_token(key: bytes, ticket_id: str) -> str:
 
 
 def stream_token_valid(key: bytes, ticket_id: str, token: str) -> bool:
-    return hmac.compare_digest(stream_token(key, ticket_id), token)
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters, and a token
+    # is whatever a client put in the query string.
+    return hmac.compare_digest(stream_token(key, ticket_id).encode(), token.encode("utf-8", "replace"))
 
 
 # ------------------------------------------------------------------ what a stream sends
@@ -198,6 +202,9 @@ class TicketFeed:
         self.retry_seconds = retry_seconds
         self.presence_refresh_seconds = presence_refresh_seconds
         self._followers: dict[str, set[Follower]] = {}
+        # The same followers by ticket: a message naming one ticket (a payment, an intent
+        # attached) wakes its streams without walking every stream of the sale.
+        self._by_ticket: dict[str, list[Follower]] = {}
         self._progress: dict[str, SaleProgress] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -229,6 +236,7 @@ class TicketFeed:
         follower = Follower(ticket_id, sale_id)
         with self._lock:
             self._followers.setdefault(sale_id, set()).add(follower)
+            self._by_ticket.setdefault(ticket_id, []).append(follower)
             known = self._progress.setdefault(sale_id, SaleProgress())
             if known.advance(progress.served, progress.served_at_ms, progress.rate):
                 known.chances = progress.chances
@@ -236,6 +244,11 @@ class TicketFeed:
 
     def forget(self, follower: Follower) -> None:
         with self._lock:
+            same_ticket = self._by_ticket.get(follower.ticket_id, [])
+            if follower in same_ticket:
+                same_ticket.remove(follower)
+                if not same_ticket:
+                    del self._by_ticket[follower.ticket_id]
             group = self._followers.get(follower.sale_id)
             if group is not None:
                 group.discard(follower)
@@ -260,7 +273,6 @@ class TicketFeed:
         chances = (Chances.from_values(self.redis.hmget(
             sale_keys.counters_key(message.sale_id), *Chances.FIELDS)) if followed else None)
         with self._lock:
-            group = list(self._followers.get(message.sale_id, ()))
             moved = False
             if message.progress is not None:
                 known = self._progress.setdefault(message.sale_id, SaleProgress())
@@ -268,12 +280,17 @@ class TicketFeed:
                                       message.progress.rate)
             if chances is not None and message.sale_id in self._progress:
                 self._progress[message.sale_id].chances = chances
+            own = [f for ticket_id in named for f in self._by_ticket.get(ticket_id, ())
+                   if f.sale_id == message.sale_id]
+            group = list(self._followers.get(message.sale_id, ())) if moved else []
+        for follower in own:
+            follower.status_changed = True
+            follower.wake.set()
         now = time.monotonic()
         for follower in group:
-            if follower.ticket_id in named:
-                follower.status_changed = True
-                follower.wake.set()
-            elif moved and follower.waiting:
+            if follower.status_changed:
+                continue
+            if follower.waiting:
                 follower.moved = True
                 if now >= follower.quiet_until:
                     follower.wake.set()
@@ -348,7 +365,8 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
                   ) -> Generator[TicketEvent | None, None, None]:
     """What one stream sends: the current ticket at once (unless `last_event_id` is as new),
     then every change (status at once, position and ETA at most every `position_every`
-    seconds), and None when a ping is due; it ends after a final status, or when the follower
+    seconds, and no more often than the ticket's poll_after_ms asks a poller to come back),
+    and None when a ping is due; it ends after a final status, or when the follower
     is closed. Closing the iterator forgets the follower at once."""
     ticket_id, sale_id = fields["id"], fields["sale_id"]
     follower = feed.follow(ticket_id, sale_id, progress)
@@ -364,7 +382,7 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             return
         sent_version = last_event_id or 0
         sent_ticket: dict[str, Any] | None = None
-        sent_at = last_read = ping_at = time.monotonic()
+        last_read = ping_at = time.monotonic()
         while True:
             follower.waiting = fields.get("status") in WAITING
             progress = feed.progress(sale_id)
@@ -373,10 +391,11 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             now = time.monotonic()
             if version > sent_version and ticket != sent_ticket:
                 status_news = sent_ticket is None or ticket["status"] != sent_ticket["status"]
-                if status_news or now - sent_at >= position_every:
+                if status_news or now >= follower.quiet_until:
                     yield TicketEvent(version, ticket)
-                    sent_version, sent_ticket, sent_at, ping_at = version, ticket, now, now
-                    follower.quiet_until = now + position_every
+                    sent_version, sent_ticket, ping_at = version, ticket, now
+                    follower.quiet_until = now + max(position_every,
+                                                     (ticket.get("poll_after_ms") or 0) / 1000)
             if is_final(fields):
                 return
             timeout = ping_at + ping_seconds - now
