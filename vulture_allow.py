@@ -125,3 +125,6 @@ algorithm  # FairnessSchema field (api/sales.py)
 audit_fairness  # click command `flashsale audit-fairness` (common/cli.py)
 start_lobbies  # Celery beat task (worker/tasks.py)
 _.released_now  # LobbyStart.released_now, read by tests/test_lobby.py
+AccessLog  # gunicorn logger_class (api/gunicorn.conf.py)
+access  # gunicorn calls AccessLog.access (api/access_log.py)
+logger_class  # gunicorn setting (api/gunicorn.conf.py)

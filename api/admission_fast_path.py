@@ -34,12 +34,14 @@ from api.sales import AdmissionSchema
 from api.schemas import TicketSchema
 from api.task_queue import TaskQueue
 from common.accounts import tokens
+from common.accounts.verified_tokens import VerifiedTokens
 from common.flash_sale import waiting_room
 from common.platform import metrics
 from common.platform.clients import Clients
 from common.platform.errors import DomainError
 from common.platform.logs import request_id_from, request_id_var
 from common.platform.settings import Settings
+from common.platform.task_routes import TaskName
 
 log = logging.getLogger("api.admission")
 
@@ -59,6 +61,8 @@ class AdmissionFastPath:
         self.tasks = tasks
         self.jwt_key = settings.jwt_secret()
         self.rate = waiting_room.AdmissionRate.parse(settings.admission_rate_limit)
+        # Signatures checked once per token; expiry and revocation still on every request.
+        self.verified = VerifiedTokens()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
@@ -99,7 +103,7 @@ class AdmissionFastPath:
                 metrics.ADMISSIONS.labels("issued" if admission.created else "existing").inc()
                 if admission.kick:
                     try:
-                        self.tasks.send("worker.tasks.drain_sale", sale_id)
+                        self.tasks.send(TaskName.DRAIN_SALE, sale_id)
                     except Exception:  # beat drains every second anyway; the ticket is safe in the stream
                         pass
                 status, payload = (202 if admission.created else 200), TICKET_SCHEMA.dump(admission.ticket)
@@ -130,12 +134,15 @@ class AdmissionFastPath:
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme != "Bearer" or not token:
             return None
-        try:
-            claims = _decode(token, self.jwt_key)
-        except pyjwt.PyJWTError:
-            return None
-        if claims.get("type") != "access" or not isinstance(claims.get("sub"), str):
-            return None
+        claims = self.verified.get(token)
+        if claims is None:
+            try:
+                claims = _decode(token, self.jwt_key)
+            except pyjwt.PyJWTError:
+                return None
+            if claims.get("type") != "access" or not isinstance(claims.get("sub"), str):
+                return None
+            self.verified.put(token, claims)
         try:
             if tokens.is_access_token_revoked(self.clients.redis, claims["jti"], claims.get("fam"),
                                               self.clients.denylist):

@@ -31,3 +31,6 @@ timeout = 30
 keepalive = 75
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# Writes access_log_format's line without gunicorn's per-request dict of every header
+# (api/access_log.py), and honours ACCESS_LOG_SAMPLE_RATE.
+logger_class = "api.access_log.AccessLog"

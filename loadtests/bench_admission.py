@@ -298,9 +298,8 @@ def _capacity_run(label: str, services: dict[str, Any], nodes: dict[int, redis.R
 
 def bench_capacity(root: Path, args: argparse.Namespace) -> list[CapacityRow]:
     """1 sale on 1 shard against 3 sales on 3 shards, side by side, on a local Redis Cluster."""
-    env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret}
     (root / "cluster-run").mkdir(exist_ok=True)
-    with running_system(root / "cluster-run", env, args=("--redis-cluster",)) as services:
+    with running_system(root / "cluster-run", args.system_env, args=("--redis-cluster",)) as services:
         nodes = _cluster_nodes(services["redis_cluster_nodes"])
         cluster = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", port) for port in nodes],
                                decode_responses=True)
@@ -503,9 +502,9 @@ def main() -> None:
     parser.add_argument("--polls", type=int, default=3000)
     parser.add_argument("--poll-shoppers", type=int, default=20)
     parser.add_argument("--status-reads", type=int, default=5000, help="GET /api/tickets/<id> measured")
-    parser.add_argument("--capacity-shoppers", type=int, default=6000,
+    parser.add_argument("--capacity-shoppers", type=int, default=4000,
                         help="admissions per capacity scenario (on the cluster)")
-    parser.add_argument("--capacity-rounds", type=int, default=1)
+    parser.add_argument("--capacity-rounds", type=int, default=2)
     parser.add_argument("--skip", default="",
                         help="comma list of parts to skip: admission,capacity,decisions,polls")
     args = parser.parse_args()
@@ -515,7 +514,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flashsale-bench-") as tmp:
         root = Path(tmp)
         args.jwt_secret = secrets.token_hex(32)
-        env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret}
+        # Every request logged, as in production (flashsale run samples 5% by default).
+        env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret,
+               "ACCESS_LOG_SAMPLE_RATE": "1.0"}
+        args.system_env = env
         with running_system(root, env) as services, \
                 running_redis(root) as redis_url:
             if "admission" not in skip:

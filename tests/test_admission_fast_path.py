@@ -150,3 +150,19 @@ def test_a_rate_limited_shopper_gets_429_with_retry_after(app, settings, clients
     assert (status, code) == (429, "rate_limited") and int(kept["Retry-After"]) >= 59
     # Per shopper and sale: the same shopper joins another sale at once.
     assert _answer(served, f"/api/sales/{second}/tickets", headers, {})[0] == 202
+
+
+def test_a_token_verified_before_is_still_refused_once_revoked(paths, settings, clients):
+    served, _flask_only, calls = paths
+    first, second = open_sale(clients, stock=10), open_sale(clients, stock=10)
+    token = _token(settings, "usr_cached")
+    headers = {"Authorization": "Bearer " + token}
+    assert _answer(served, f"/api/sales/{first}/tickets", headers, {})[0] == 202  # now cached
+    claims = jwt.decode(token, settings.jwt_secret(), algorithms=["HS256"])
+    tokens.revoke_access_token(clients.redis, claims["jti"], claims["exp"])
+    deadline = time.monotonic() + 5
+    while not clients.denylist.is_denied([revocations.access_member(claims["jti"])]):
+        assert time.monotonic() < deadline, "the revocation never reached this process"
+        time.sleep(0.02)
+    answer = _answer(served, f"/api/sales/{second}/tickets", headers, {})
+    assert answer[:2] == (401, "token_revoked") and calls["n"] == 1

@@ -93,6 +93,8 @@ def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
         env["ADMIN_EMAIL"] = DEV_ADMIN_EMAIL
         env["ADMIN_PASSWORD"] = dev_admin_password(settings.var_dir)
     env["PORT"] = str(settings.port)
+    # Every access log line crosses this process's relay: one in twenty is plenty locally.
+    env.setdefault("ACCESS_LOG_SAMPLE_RATE", "0.05")
     env["VAR_DIR"] = str(settings.var_dir)
     api_url = settings.public_url or f"http://{settings.host}:{settings.port}"
     env.setdefault("PUBLIC_URL", api_url)

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # no header: anyone could write one.
     trusted_proxy_count: int = Field(0, ge=0, le=10)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The fraction of requests that get an access log line (api/access_log.py); `flashsale run`
+    # lowers it in development, where each line also crosses the supervisor.
+    access_log_sample_rate: float = Field(1.0, ge=0, le=1)
     log_format: Literal["json", "text"] = "json"
 
     # Waiting room.

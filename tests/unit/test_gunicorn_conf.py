@@ -36,6 +36,7 @@ def test_the_api_runs_on_gevent_with_the_settings_values(conf: dict[str, object]
         "bind": "0.0.0.0:8123", "graceful_timeout": 10, "timeout": 30, "keepalive": 75,
         "accesslog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
+        "logger_class": "api.access_log.AccessLog",
     }
 
 
