@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-dev
 TEST_STAMP := $(VENV)/.installed-test
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test test-fast lint venv frontend clean bench bench-register browser-deps
+.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse browser-deps
 
 venv: $(TEST_STAMP)
 
@@ -55,6 +55,11 @@ test: venv frontend lint browser-deps
 
 bench: venv
 	$(BIN)/python -m loadtests.bench_admission
+
+# N shoppers on event streams against the same N polling, and the first burst of a surge;
+# prints figures (BENCH_SSE_ARGS, e.g. --shoppers 2000,5000,10000).
+bench-sse: venv
+	$(BIN)/python -m loadtests.bench_sse $(BENCH_SSE_ARGS)
 
 # Admission latency alone and during a flood of sign-ups (argon2 hashes); prints figures.
 bench-register: venv
