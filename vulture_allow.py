@@ -128,3 +128,10 @@ _.released_now  # LobbyStart.released_now, read by tests/test_lobby.py
 AccessLog  # gunicorn logger_class (api/gunicorn.conf.py)
 access  # gunicorn calls AccessLog.access (api/access_log.py)
 logger_class  # gunicorn setting (api/gunicorn.conf.py)
+
+# Celery reads these on task classes (worker/tasks.py RetriedTask, PeriodicTask).
+autoretry_for  # unused variable (worker/tasks.py)
+retry_backoff  # unused variable (worker/tasks.py)
+retry_backoff_max  # unused variable (worker/tasks.py)
+retry_jitter  # unused variable (worker/tasks.py)
+_.on_failure  # unused method (worker/tasks.py)

@@ -16,6 +16,7 @@ from common.flash_sale import lobby, sales, ticket_events, waiting_room
 from common.flash_sale.lobby import MAX_ENTRIES_PAGE
 from common.platform import metrics
 from common.platform.errors import DomainError
+from common.platform.task_routes import TaskName
 
 blp = Blueprint("sales", __name__, url_prefix="/api", description="Flash sales and the waiting room")
 
@@ -184,7 +185,7 @@ def join_waiting_room(body: dict, sale_id: str):
     metrics.ADMISSIONS.labels("issued" if admission.created else "existing").inc()
     if admission.kick:
         try:
-            send_task("worker.tasks.drain_sale", sale_id)
+            send_task(TaskName.DRAIN_SALE, sale_id)
         except Exception:  # beat drains every second anyway; the ticket is safe in the stream
             pass
     response: Response = jsonify(TICKET_SCHEMA.dump(admission.ticket))

@@ -40,8 +40,8 @@ class RetriedTask(Task):
     retry_jitter = True
     max_retries = settings.task_max_retries
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(self, exc: BaseException, _task_id: str, args: Any, _kwargs: Any,
+                   _einfo: Any) -> None:
         _dead_letter_task(self.name, list(args), exc)
 
 
@@ -49,8 +49,8 @@ class PeriodicTask(Task):
     """Beat's sweeps: never retried (beat runs them again on its next tick, under a lock), a
     failure is logged once."""
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(self, exc: BaseException, _task_id: str, _args: Any, _kwargs: Any,
+                   _einfo: Any) -> None:
         log.error("periodic task failed; beat runs it again",
                   extra={"task": self.name, "error": f"{type(exc).__name__}: {exc}"})
 
