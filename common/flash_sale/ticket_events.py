@@ -103,6 +103,10 @@ def is_final(fields: dict[str, str]) -> bool:
     return PUBLIC_STATUS.get(status, status) in FINAL
 
 
+# How stale a sale's outlook counters may get between moves of its line (one read per sale).
+CHANCES_REFRESH_SECONDS = 0.5
+
+
 @dataclass
 class SaleProgress:
     """What a sale's messages carry: the served counter, when it moved, the service rate; and
@@ -206,6 +210,7 @@ class TicketFeed:
         # attached) wakes its streams without walking every stream of the sale.
         self._by_ticket: dict[str, list[Follower]] = {}
         self._progress: dict[str, SaleProgress] = {}
+        self._chances_read_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -255,6 +260,7 @@ class TicketFeed:
                 if not group:
                     del self._followers[follower.sale_id]
                     self._progress.pop(follower.sale_id, None)
+                    self._chances_read_at.pop(follower.sale_id, None)
 
     def progress(self, sale_id: str) -> SaleProgress:
         with self._lock:
@@ -268,10 +274,16 @@ class TicketFeed:
         named = set(message.ticket_ids)
         with self._lock:
             followed = message.sale_id in self._followers
-        # Every change of a sale may move its units (a decision, a release, a payment): one read
-        # of its counters per message, for all its followers, keeps their outlook current.
-        chances = (Chances.from_values(self.redis.hmget(
-            sale_keys.counters_key(message.sale_id), *Chances.FIELDS)) if followed else None)
+        # A change of a sale may move its units (a decision, a release, a payment): its counters
+        # are read for all its followers at once, at most every CHANCES_REFRESH_SECONDS (a drain
+        # publishes once per reserved ticket's intent), and on every move of the line.
+        now = time.monotonic()
+        due = now - self._chances_read_at.get(message.sale_id, 0.0) >= CHANCES_REFRESH_SECONDS
+        chances = None
+        if followed and (due or message.progress is not None):
+            self._chances_read_at[message.sale_id] = now
+            chances = Chances.from_values(self.redis.hmget(
+                sale_keys.counters_key(message.sale_id), *Chances.FIELDS))
         with self._lock:
             moved = False
             if message.progress is not None:
