@@ -16,7 +16,6 @@ answer and callers ask Redis (`ZMSCORE`, one round trip) as before.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ import redis
 from redis.exceptions import RedisError
 
 from common.platform.clock import now_ms
+from common.platform.subscriptions import Subscription
 
 log = logging.getLogger("common.accounts.revocations")
 
@@ -69,31 +69,20 @@ def is_denied(redis_client: redis.Redis, members: Sequence[str]) -> bool:
                for score in redis_client.zmscore(DENYLIST_KEY, list(members)))
 
 
-class DenylistCopy:
+class DenylistCopy(Subscription):
     """This process's copy of the denylist, kept by a background thread (a greenlet under
     gevent). `is_denied` answers True/False from memory, or None when the copy cannot vouch
     for being current."""
 
+    thread_name = "denylist-copy"
+    outage_message = "denylist copy interrupted; asking Redis until it is back"
+
     def __init__(self, redis_client: redis.Redis, retry_seconds: float = 1.0) -> None:
+        super().__init__(retry_seconds)
         self.redis = redis_client
-        self.retry_seconds = retry_seconds
         self._until_ms: dict[str, int] = {}
         self._current_since: float | None = None  # monotonic time the copy was last known current
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pubsub: redis.client.PubSub | None = None  # the live subscription, for tests
-        self._failing = False
-
-    def start(self) -> DenylistCopy:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="denylist-copy", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     @property
     def current(self) -> bool:
@@ -109,17 +98,8 @@ class DenylistCopy:
     def note(self, member: str, until_ms: int) -> None:
         self._until_ms[member] = max(until_ms, self._until_ms.get(member, 0))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except (RedisError, OSError, ValueError) as exc:
-                if not self._failing and not self._stop.is_set():  # one warning per outage
-                    log.warning("denylist copy interrupted; asking Redis until it is back",
-                                extra={"error": f"{type(exc).__name__}: {exc}"})
-                self._failing = True
-            self._current_since = None
-            self._stop.wait(self.retry_seconds)
+    def _interrupted(self) -> None:
+        self._current_since = None
 
     def _follow(self) -> None:
         pubsub = self._pubsub = self.redis.pubsub()

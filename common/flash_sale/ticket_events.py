@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
 
 from common.flash_sale import sale_keys
 from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, Chances, TicketStatus, public_ticket
 from common.platform.clock import now_ms
 from common.platform.errors import NotFound
+from common.platform.subscriptions import Subscription
 
 log = logging.getLogger("common.flash_sale.ticket_events")
 
@@ -194,16 +194,19 @@ class Follower:
         self.wake.set()
 
 
-class TicketFeed:
+class TicketFeed(Subscription):
     """This process's one subscription to every sale's events, and its open streams."""
+
+    thread_name = "ticket-feed"
+    outage_message = "ticket feed interrupted; streams re-read their tickets when it is back"
 
     def __init__(self, redis_client: redis.Redis, retry_seconds: float = 1.0,
                  presence_refresh_seconds: float = PRESENCE_REFRESH_SECONDS,
                  subscriber: redis.Redis | None = None) -> None:
+        super().__init__(retry_seconds)
         self.redis = redis_client
         # Pub/sub needs a plain connection: with a cluster, one of its nodes.
         self.subscriber = subscriber or redis_client
-        self.retry_seconds = retry_seconds
         self.presence_refresh_seconds = presence_refresh_seconds
         self._followers: dict[str, set[Follower]] = {}
         # The same followers by ticket: a message naming one ticket (a payment, an intent
@@ -212,23 +215,7 @@ class TicketFeed:
         self._progress: dict[str, SaleProgress] = {}
         self._chances_read_at: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failing = False
         self.subscribed = threading.Event()
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> TicketFeed:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ticket-feed", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     # -- followers ----------------------------------------------------------------------
 
@@ -322,17 +309,8 @@ class TicketFeed:
         for sale_id, ticket_ids in waiting.items():
             note_presence(self.redis, sale_id, ticket_ids, seen)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except (RedisError, OSError, ValueError) as exc:
-                if not self._failing and not self._stop.is_set():  # one warning per outage
-                    log.warning("ticket feed interrupted; streams re-read their tickets when "
-                                "it is back", extra={"error": f"{type(exc).__name__}: {exc}"})
-                self._failing = True
-            self.subscribed.clear()
-            self._stop.wait(self.retry_seconds)
+    def _interrupted(self) -> None:
+        self.subscribed.clear()
 
     def _follow(self) -> None:
         pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
