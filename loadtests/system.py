@@ -30,7 +30,9 @@ ADMIN_EMAIL = "bench-admin@example.com"
 ADMIN_PASSWORD = "bench-admin-password-1"
 
 
-def _stop(process: subprocess.Popen, timeout: float = 30) -> None:
+def stop_system(process: subprocess.Popen, timeout: float = 30) -> int:
+    """Stop `flashsale run` as Ctrl-C does; what is still there after `timeout` is killed.
+    Returns its exit status."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -38,6 +40,7 @@ def _stop(process: subprocess.Popen, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+    return process.returncode
 
 
 @contextmanager
@@ -65,7 +68,7 @@ def running_system(root: Path, extra_env: dict[str, str] | None = None,
             time.sleep(0.3)
         yield {**json.loads(services_path.read_text()), "system_pid": process.pid}
     finally:
-        _stop(process)
+        stop_system(process)
         log.close()
 
 
@@ -118,7 +121,7 @@ def running_redis(root: Path) -> Iterator[str]:
             raise RuntimeError("redis-server did not start")
         yield url
     finally:
-        _stop(process, timeout=10)
+        stop_system(process, timeout=10)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from common.development import embedded
 from common.development.ports import free_port, wait_for_port
 from common.platform.clients import Clients
 from common.platform.settings import PROJECT_ROOT, Settings, load_settings
+from loadtests.system import stop_system
 
 SERVICE_ENV = (
     "REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
@@ -214,17 +215,6 @@ def start_system(root: Path, extra_env: dict[str, str] | None = None,
         time.sleep(0.3)
     stop_system(process)
     raise RuntimeError("flashsale run did not become ready:\n" + log_path.read_text()[-4000:])
-
-
-def stop_system(process: subprocess.Popen, timeout: float = 30) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-    return process.returncode
 
 
 @pytest.fixture(scope="session")

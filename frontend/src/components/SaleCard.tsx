@@ -3,7 +3,7 @@ import { cachedProduct } from '../api/shop';
 import type { Sale } from '../api/types';
 import { useResource } from '../lib/hooks';
 import { formatDateTime } from '../lib/time';
-import { Money } from './Money';
+import { SalePrice } from './SalePrice';
 
 export const SALE_STATUS_LABEL: Record<Sale['status'], string> = {
   scheduled: 'Starts soon',
@@ -23,17 +23,7 @@ export function SaleCard({ sale }: { sale: Sale }) {
         <h3 className="card-title">
           <Link to={`/sales/${encodeURIComponent(sale.id)}`}>{name}</Link>
         </h3>
-        <p className="price">
-          <Money cents={sale.price_cents} currency={sale.currency} />
-          {product.data && product.data.price_cents > sale.price_cents ? (
-            <>
-              {' '}
-              <s className="muted">
-                <Money cents={product.data.price_cents} currency={product.data.currency} />
-              </s>
-            </>
-          ) : null}
-        </p>
+        <SalePrice sale={sale} product={product.data} />
         <p className="muted">
           {sale.status === 'scheduled' ? `Starts ${formatDateTime(sale.starts_at)}` : `Ends ${formatDateTime(sale.ends_at)}`}
         </p>

@@ -8,9 +8,9 @@ import { useAuth } from '../auth/AuthContext';
 import { Countdown } from '../components/Countdown';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { Loading } from '../components/Loading';
-import { Money } from '../components/Money';
 import { ProductImage } from '../components/ProductCard';
 import { SALE_STATUS_LABEL } from '../components/SaleCard';
+import { SalePrice } from '../components/SalePrice';
 import { now } from '../lib/clock';
 import { useNow, useResource, useTitle } from '../lib/hooks';
 import { loginPath } from '../lib/navigation';
@@ -250,17 +250,7 @@ export function SalePage() {
           {SALE_STATUS_LABEL[sale.status] ?? sale.status}
         </p>
         <h1>{product.data?.name ?? 'Flash sale'}</h1>
-        <p className="price price-large">
-          <Money cents={sale.price_cents} currency={sale.currency} testId="sale-price" />
-          {product.data && product.data.price_cents > sale.price_cents ? (
-            <>
-              {' '}
-              <s className="muted">
-                <Money cents={product.data.price_cents} currency={product.data.currency} />
-              </s>
-            </>
-          ) : null}
-        </p>
+        <SalePrice sale={sale} product={product.data} className="price price-large" testId="sale-price" />
         {product.data?.description ? <p>{product.data.description}</p> : null}
         <p className="stat-line" data-testid="sale-stock">
           {sale.stock_available} of {sale.stock_total} left · {sale.queue_length} in line
