@@ -21,21 +21,30 @@ from common.platform.settings import settings_or_exit
               help="Shoppers started per second [default: all within a second].")
 @click.option("--duration", help="Longest the shoppers may take (30s, 10m, 1h30m); a soak runs "
               "this long [default: 2m; surge 5m; soak 10m].")
+@click.option("--arrival", type=click.Choice(["lobby", "opening"]),
+              help="lobby: the sale's lobby is open and it starts --lobby-window s later; shoppers "
+                   "arrive over that window and wait in the lobby. opening: no lobby, everyone "
+                   "presses Buy within --arrival-window of the opening [default: surge and "
+                   "--leavers lobby, otherwise opening].")
+@click.option("--lobby-window", type=click.FloatRange(min=2),
+              help="Seconds from the lobby's opening to the sale's start, over which shoppers "
+                   "arrive [default: 60; --leavers 30].")
 @click.option("--arrival-window", type=click.FloatRange(min=0),
-              help="Shoppers waiting for the opening press Buy within this many seconds of it "
-                   "[default: 1; surge 5].")
+              help="With --arrival opening, shoppers waiting for the opening press Buy within "
+                   "this many seconds of it [default: 1; surge 5].")
 @click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
 @click.option("--card-entry", default="3,8", show_default=True, metavar="MIN,MAX",
               help="Seconds a paying shopper takes to type a card (0,0: at once).")
 @click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
-              show_default=True, help="surge: 10,000 shoppers within 5 s for 500 units.")
+              show_default=True, help="surge: 10,000 shoppers for 500 units, arriving over a "
+              "60 s lobby.")
 @click.option("--updates", type=click.Choice(["sse", "poll"]), default="sse", show_default=True,
               help="How shoppers follow their ticket: its event stream, or polling with "
                    "poll_after_ms.")
 @click.option("--leavers", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               metavar="FRACTION", help="This fraction of shoppers close their stream / stop "
               "polling once queued and never come back; presence is on (15 s) and everyone joins "
-              "the lobby 25 s before the opening. Checks no leaver gets a unit and every unit "
+              "the lobby at least 25 s before the opening. Checks no leaver gets a unit and every unit "
               "goes to a stayer while stayers remain.")
 @click.option("--soak", is_flag=True, help="Shoppers start journey after journey; records the "
               "API's and worker's memory every 10 s.")
@@ -46,7 +55,8 @@ from common.platform.settings import settings_or_exit
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
               help="[default: loadtests/results]")
 def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str | None,
-             arrival_window: float | None, pay: bool, card_entry: str, scenario: str,
+             arrival: str | None, lobby_window: float | None, arrival_window: float | None,
+             pay: bool, card_entry: str, scenario: str,
              updates: str, leavers: float, soak: bool,
              services: Path | None, admin_email: str | None, admin_password: str | None,
              results_dir: Path | None) -> None:
@@ -70,7 +80,7 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
     options = LoadTestOptions(
         users=users, stock=stock, spawn_rate=spawn_rate, duration=duration,
         arrival_window=arrival_window, pay=pay, card_entry=card_entry, scenario=scenario, soak=soak,
-        updates=updates, leavers=leavers,
+        updates=updates, leavers=leavers, arrival=arrival, lobby_window=lobby_window,
         services=services or services_file(settings.var_dir),
         admin_email=admin_email or settings.admin_email or "",
         admin_password=admin_password or settings.admin_password or "",

@@ -6,6 +6,14 @@ compact gevent driver of the surge) as a subprocess; it waits until every ticket
 (and paid, in pay mode); then it runs the verifier and prints one summary. Everything of a run
 is kept under loadtests/results/<timestamp>-<scenario>/: locust's CSV and HTML, the admissions
 log, the chart, the summary. The exit status is non-zero when an invariant fails.
+
+Shoppers arrive one of two ways (`--arrival`). `lobby` (the surge's default): the sale's lobby
+is open from its creation and it starts `--lobby-window` seconds later; shoppers arrive spread
+over that window, join the lobby, and wait for their drawn place and the result, as people do
+when a drop is announced; the summary adds how long after `starts_at` every lobby ticket had its
+place and the lobby's admission latency. `opening`: a sale without a lobby that opens a few
+seconds ahead, every shopper pressing Buy within `--arrival-window` of the opening (the
+millisecond race the lobby replaces).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 
 from common.platform.settings import PROJECT_ROOT
 from loadtests import charts
+from loadtests.lobby_watch import LobbyWatch, lobby_admissions
 from loadtests.monitor import MemoryGrowth, RssSampler, StatsSampler
 from loadtests.shop import AccountPool, Operator, pool_path, write_accounts
 from loadtests.ticket_stream import is_leaver
@@ -37,10 +46,14 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ADMISSION = "admission"
 DECISION_TARGET_MS = 2000
 SOAK_PER_USER_LIMIT = 100
-# The leavers scenario: presence on at its shortest, and shoppers who join the lobby this long
+LOBBY_WINDOW_S = 60.0
+# Lobby arrivals end this long before the start, so that every one of them is in the lobby.
+LOBBY_LAST_ARRIVAL_S = 1.0
+# The leavers scenario: presence on at its shortest, and lobby arrivals that end this long
 # before the opening, so a leaver has been away longer than the timeout when its turn comes.
 LEAVERS_PRESENCE_TIMEOUT_S = 15
 LEAVERS_JOIN_EARLY_S = LEAVERS_PRESENCE_TIMEOUT_S + 10
+LEAVERS_LOBBY_WINDOW_S = LEAVERS_JOIN_EARLY_S + 5.0
 GOT_A_UNIT = frozenset({"reserving", "reserved", "settling", "paid", "expired"})
 
 
@@ -80,6 +93,10 @@ class LoadTestOptions:
     updates: str = "sse"
     # Fraction of shoppers who leave once queued, for good (presence on; see resolved()).
     leavers: float = 0.0
+    # "lobby" (shoppers arrive over the lobby window) or "opening" (no lobby, all at the opening).
+    arrival: str | None = None
+    lobby_window: float | None = None
+    # Seconds before the opening the first arrival may come (the driver's --join-early).
     join_early: float = 0.0
 
     @property
@@ -87,21 +104,31 @@ class LoadTestOptions:
         return self.duration or "2m"
 
     def resolved(self) -> LoadTestOptions:
-        """Scenario defaults: the surge is 10,000 shoppers in 5 s for 500 units."""
+        """Scenario defaults: the surge is 10,000 shoppers for 500 units, arriving over a 60 s
+        lobby (or, with arrival "opening", within 5 s of the opening). Leavers need the lobby."""
         made = LoadTestOptions(**asdict(self))
+        made.arrival = made.arrival or ("lobby" if made.scenario == "surge" or made.leavers > 0
+                                        else "opening")
         if made.scenario == "surge":
             made.users = made.users if made.users != 200 else 10_000
             made.stock = made.stock or 500
-            made.arrival_window = made.arrival_window if made.arrival_window is not None else 5.0
+            if made.arrival == "opening":
+                made.arrival_window = made.arrival_window if made.arrival_window is not None else 5.0
         made.stock = made.stock or (made.users * SOAK_PER_USER_LIMIT if made.soak else 100)
+        if made.arrival == "lobby":
+            last = LEAVERS_JOIN_EARLY_S if made.leavers > 0 else LOBBY_LAST_ARRIVAL_S
+            window = made.lobby_window or (LEAVERS_LOBBY_WINDOW_S if made.leavers > 0 else LOBBY_WINDOW_S)
+            made.lobby_window = max(window, last + 1.0)
+            # Arrivals spread over the window, from its start until `last` seconds before the start.
+            made.open_in = made.join_early = made.lobby_window
+            made.arrival_window = made.lobby_window - last
+        else:
+            made.lobby_window = None
         made.arrival_window = made.arrival_window if made.arrival_window is not None else 1.0
         # The surge's backlog takes minutes to drain on a small machine; a soak is a soak.
         made.duration = made.duration or ("10m" if made.soak else "5m" if made.scenario == "surge"
                                           else "2m")
         made.spawn_rate = made.spawn_rate or float(made.users)
-        if made.leavers > 0:
-            made.join_early = float(LEAVERS_JOIN_EARLY_S)
-            made.open_in = max(made.open_in, made.join_early + 5)
         return made
 
 
@@ -141,6 +168,11 @@ class RunSummary:
     memory: list[MemoryGrowth] = field(default_factory=list)
     chart: str = ""
     driver_exit: int = 0
+    # The lobby (arrival "lobby"): its size, when every ticket of it had its place, counted
+    # from starts_at (NaN when never seen), and the latency of the admissions sent before it.
+    lobby_size: int = 0
+    lobby_placed_after_s: float = math.nan
+    lobby_admission: Latency = field(default_factory=Latency)
     load_before: str = ""
     load_after: str = ""
 
@@ -157,18 +189,31 @@ class RunSummary:
             ("no failed requests", self.failed_requests == 0),
             ("admission p95 < 100 ms", self.admission.p95 < 100),
             ("admission p99 < 200 ms", self.admission.p99 < 200),
-            ("every ticket decided within 2 s of admission",
+            ("every ticket decided within 2 s of admission (or the start)",
              self.undecided == 0 and self.decision.max <= DECISION_TARGET_MS),
         ]
         found += [(f"{m.group} memory growth < 10%", m.stable) for m in self.memory
                   if m.group in ("api", "worker")]
         return found
 
+    def lobby_rows(self) -> list[tuple[str, str]]:
+        if self.options["arrival"] != "lobby":
+            return []
+        placed = (f"every lobby ticket had its place {self.lobby_placed_after_s:.2f} s after starts_at"
+                  if not math.isnan(self.lobby_placed_after_s) else "not seen placed")
+        return [("lobby", f"{self.lobby_size} tickets joined; {placed}"),
+                ("lobby admission latency", self.lobby_admission.describe())]
+
     def render(self) -> str:
         opts = self.options
         mode = ("pay" if opts["pay"] else "reserve only") + f", updates over {opts['updates']}"
         if opts["leavers"]:
             mode += f", {opts['leavers']:.2f} of them leave once queued (presence on)"
+        if opts["arrival"] == "lobby":
+            mode += (f", arriving over the {opts['lobby_window']:g} s lobby (until "
+                     f"{opts['lobby_window'] - opts['arrival_window']:g} s before the opening)")
+        else:
+            mode += f", pressing Buy within {opts['arrival_window']:g} s of the opening (no lobby)"
         head = (f"{self.scenario}: {opts['users']} shoppers for {opts['stock']} units, {mode}"
                 f"{', soak ' + opts['duration'] if opts['soak'] else ''}; sale {self.sale_id}")
         rows = [
@@ -183,9 +228,11 @@ class RunSummary:
              ("" if not self.failures else "  " + "; ".join(
                  f"{k}: {v}" for k, v in sorted(self.failures.items(), key=lambda kv: -kv[1])[:5]))),
             ("admission latency", self.admission.describe()),
+            *self.lobby_rows(),
             ("sale open -> last decision", f"{self.open_to_last_decision_s:.2f} s"),
             ("admission -> decision", self.decision.describe().replace("requests", "tickets")
-             + (f", {self.undecided} never decided" if self.undecided else "")),
+             + (f", {self.undecided} never decided" if self.undecided else "")
+             + (", a lobby ticket's from starts_at" if opts["arrival"] == "lobby" else "")),
         ]
         width = max(len(name) for name, _ in rows)
         lines = [f"flashsale loadtest: {head}", f"  results: {self.results}",
@@ -277,7 +324,9 @@ def _locust_command(options: LoadTestOptions, base: str, out: Path) -> list[str]
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
-        "--run-time", options.run_time, "--host", base, "--csv", str(out / "locust"),
+        # locust's clock starts now; the shoppers' --duration counts from the opening.
+        "--run-time", f"{parse_duration(options.run_time) + options.open_in:.0f}s",
+        "--host", base, "--csv", str(out / "locust"),
         "--csv-full-history", "--html", str(out / "report.html"), "--only-summary",
         "--stop-timeout", "10", "--loglevel", "WARNING",
     ]
@@ -299,6 +348,13 @@ def _surge_command(options: LoadTestOptions, services: dict[str, Any], sale: dic
 
 def _load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def lobby_redis(services: dict[str, Any]) -> Any:
+    """A Redis client of its own for the lobby watch (it polls every 20 ms from the opening)."""
+    from common.platform.clients import make_redis
+
+    return make_redis(services["redis"], socket_timeout=30)
 
 
 def _settled(stats: dict[str, Any], pay: bool) -> bool:
@@ -336,7 +392,8 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         lasts=timedelta(seconds=max(3600.0, duration_s * 2 + 600)),
         per_user_limit=SOAK_PER_USER_LIMIT if options.soak else 1,
         reservation_ttl_seconds=options.reservation_ttl,
-        presence_timeout_seconds=LEAVERS_PRESENCE_TIMEOUT_S if options.leavers > 0 else 0)
+        presence_timeout_seconds=LEAVERS_PRESENCE_TIMEOUT_S if options.leavers > 0 else 0,
+        lobby=options.arrival == "lobby")
     sale_id = sale["id"]
     opened_at = opens.timestamp()
     echo(f"loadtest: sale {sale_id} ({options.stock} units) opens at {opens.isoformat()}; "
@@ -345,6 +402,9 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
     load_before = _load_average()
     sampler = StatsSampler(operator, sale_id)
     sampler.start()
+    watch = LobbyWatch(lobby_redis(services), sale_id, opened_at) if options.arrival == "lobby" else None
+    if watch:
+        watch.start()
     rss = RssSampler(int(services["pid"])) if options.soak and services.get("pid") else None
     if rss:
         rss.start()
@@ -368,6 +428,9 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         time.sleep(0.5)
     time.sleep(1.0)  # one more stats sample after the last change
     sampler.stop()
+    if watch:
+        watch.stop()
+        watch.redis.close()
     if rss:
         rss.stop()
 
@@ -390,6 +453,10 @@ def run_loadtest(options: LoadTestOptions, echo: Callable[[str], None] = print) 
         summary.memory = [g for g in (rss.growth("api"), rss.growth("worker")) if g]
         (out / "rss.json").write_text(json.dumps(rss.samples))
     admissions = charts.read_admissions(out / "admissions.csv")
+    if watch:
+        summary.lobby_size, summary.lobby_placed_after_s = watch.lobby_size, watch.placed_after_s
+        summary.lobby_admission = latency_of(lobby_admissions(admissions, opened_at))
+        summary.checks.append(lobby_check(watch))
     try:
         chart = charts.plot_run(
             out / "chart.png", opened_at=opened_at, admissions=admissions, samples=sampler.samples,
@@ -433,7 +500,9 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
     summary.undecided = sum(1 for t in audit.tickets if not t.decided_at_ms and t.status != "cancelled")
     if decided:
         summary.open_to_last_decision_s = (max(t.decided_at_ms for t in decided) - audit.starts_at_ms) / 1000
-        summary.decision = latency_of([float(t.decided_at_ms - t.created_at_ms) for t in decided])
+        # A lobby ticket cannot be decided before the start: its wait counts from then.
+        summary.decision = latency_of([float(t.decided_at_ms - max(t.created_at_ms, audit.starts_at_ms))
+                                       for t in decided])
     final_check = Check(
         "every ticket decided" + (" and every reservation paid" if options.pay else ""),
         summary.undecided == 0 and (not options.pay or options.soak or all(
@@ -458,6 +527,14 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
         summary.checks.append(Check("the shoppers' driver ran to the end", False,
                                     f"exit status {driver_exit}: see {out / 'driver.log'}"))
     return summary
+
+
+def lobby_check(watch: LobbyWatch) -> Check:
+    """Every lobby ticket got its place (the lobby closed and lobby_placed reached its size)."""
+    placed = not math.isnan(watch.placed_after_s)
+    return Check("every lobby ticket got its place", placed,
+                 f"{watch.lobby_size} lobby tickets placed {watch.placed_after_s:.2f} s after starts_at"
+                 if placed else "the lobby was not seen placed before the run ended")
 
 
 def leaver_checks(tickets: list[Ticket], leavers: set[str], stock: int) -> list[Check]:

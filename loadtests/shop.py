@@ -90,9 +90,10 @@ class Operator:
     def create_sale(self, *, stock: int, product_stock: int | None = None, price_cents: int = 4999,
                     starts_at: datetime | None = None, lasts: timedelta = timedelta(hours=2),
                     per_user_limit: int = 1, reservation_ttl_seconds: int = 300,
-                    presence_timeout_seconds: int = 0) -> dict[str, Any]:
+                    presence_timeout_seconds: int = 0, lobby: bool = True) -> dict[str, Any]:
         """A product with `product_stock` units (default: the sale's) and a sale of it
-        (with presence on when `presence_timeout_seconds` > 0)."""
+        (with presence on when `presence_timeout_seconds` > 0; its lobby open from now, or
+        no lobby at all when `lobby` is false)."""
         product = _expect(self.call("POST", "/api/products", json={
             "name": f"Load-test drop {secrets.token_hex(3)}", "description": "Limited run",
             "price_cents": price_cents * 2, "currency": "USD",
@@ -105,6 +106,7 @@ class Operator:
             "per_user_limit": per_user_limit,
             "reservation_ttl_seconds": reservation_ttl_seconds,
             **({"presence_timeout_seconds": presence_timeout_seconds} if presence_timeout_seconds else {}),
+            **({} if lobby else {"lobby_opens_at": None}),
         }), 201, "create sale")
 
     def stats(self, sale_id: str) -> dict[str, Any]:

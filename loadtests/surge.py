@@ -1,6 +1,7 @@
-"""The surge: thousands of shoppers arriving within seconds of a sale's opening, driven by
-gevent greenlets over one pool of keep-alive connections (10,000 locust users would cost more
-CPU than the system under test on a small machine).
+"""The surge: thousands of shoppers arriving over a sale's lobby window (--join-early, spread
+over --arrival-window) or within seconds of its opening, driven by gevent greenlets over one
+pool of keep-alive connections (10,000 locust users would cost more CPU than the system under
+test on a small machine).
 
 Each shopper does what a locust shopper does: join at its arrival time, follow its ticket over
 its event stream (--updates sse, the default; back to polling if the stream fails) or poll it
@@ -56,6 +57,7 @@ class Surge:
         self.failures: Counter[str] = Counter()
         self.requests = 0
         self.leavers: list[str] = []
+        self.opens = 0.0
 
     def call(self, what: str, client: JsonClient, method: str, path: str, expected: tuple[int, ...],
              **kwargs: Any) -> Answer | None:
@@ -118,7 +120,8 @@ class Surge:
         else:
             return "error"
         ticket = answer.body
-        started = time.monotonic()
+        # A lobby ticket waits for the opening first: its journey's time counts from then.
+        started = time.monotonic() + max(0.0, self.opens - time.time())
         if leaves and ticket["status"] in ("lobby", "queued"):
             if self.args.updates == "sse":
                 try:
@@ -165,7 +168,7 @@ class Surge:
         self.publishable_key = config["stripe_publishable_key"]
         if args.pay:
             self.stripe = JsonClient(args.stripe_api_base, min(args.connections, 200))
-        opens = datetime.fromisoformat(sale["starts_at"].replace("Z", "+00:00")).timestamp()
+        opens = self.opens = datetime.fromisoformat(sale["starts_at"].replace("Z", "+00:00")).timestamp()
         pool = Pool(len(accounts))
         # --join-early: shoppers arrive that long before the opening (in the sale's lobby).
         first = opens - args.join_early

@@ -66,3 +66,34 @@ def test_leavers_give_their_units_to_those_who_stayed(tmp_path):
     assert re.search(r"failed requests\s+0 of", summary), summary
     invariants = re.findall(r"^\s+(PASS|FAIL)  (.+?):", summary, flags=re.MULTILINE)
     assert all(verdict == "PASS" for verdict, _ in invariants), summary
+
+
+def test_a_lobby_surge_reports_when_the_lobby_was_placed(tmp_path):
+    """40 shoppers arrive over a 6 s lobby for 10 units: every one is in the lobby, gets a
+    place after the start and a result over its stream; the invariants hold."""
+    system = start_system(tmp_path)
+    try:
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "flashsale"), "loadtest", "--scenario", "surge",
+             "--users", "40", "--stock", "10", "--lobby-window", "6", "--duration", "60s",
+             "--services", str(system.var_dir / "run" / "services.json"),
+             "--admin-email", ADMIN_EMAIL, "--admin-password", ADMIN_PASSWORD,
+             "--results-dir", str(tmp_path / "results")],
+            capture_output=True, text=True, timeout=400, env=clean_environ())
+    finally:
+        stop_system(system.process)
+    summary = run.stdout
+    assert run.returncode == 0, summary + run.stderr[-3000:]
+    assert "arriving over the 6 s lobby" in summary, summary
+    placed = re.search(r"lobby\s+40 tickets joined; every lobby ticket had its place ([\d.]+) s "
+                       r"after starts_at", summary)
+    assert placed and 0 <= float(placed.group(1)) < 10, summary
+    lobby_latency = re.search(r"lobby admission latency\s+p50 (\d+) ms, p95 (\d+) ms.*\((\d+) requests\)",
+                              summary)
+    assert lobby_latency and int(lobby_latency.group(3)) == 40, summary
+    assert re.search(r"tickets issued\s+40\b", summary), summary
+    assert re.search(r"reserved\s+10 tickets", summary), summary
+    assert re.search(r"failed requests\s+0 of", summary), summary
+    assert "PASS  every lobby ticket got its place: 40 lobby tickets placed" in summary, summary
+    invariants = re.findall(r"^\s+(PASS|FAIL)  (.+?):", summary, flags=re.MULTILINE)
+    assert len(invariants) >= 8 and all(verdict == "PASS" for verdict, _ in invariants), summary

@@ -38,11 +38,48 @@ def test_shoppers_follow_the_stream_by_default_and_leavers_turn_presence_on(tmp_
 
     assert LoadTestOptions().resolved().updates == "sse"
     made = LoadTestOptions(leavers=1 / 3, updates="poll").resolved()
-    assert made.updates == "poll" and made.join_early == LEAVERS_JOIN_EARLY_S
-    assert made.open_in > made.join_early  # everyone joins the lobby before the opening
+    assert made.updates == "poll" and made.arrival == "lobby"
+    # everyone has joined the lobby 25 s before the opening: away longer than presence's 15 s
+    assert made.open_in == made.join_early
+    assert made.join_early - made.arrival_window == LEAVERS_JOIN_EARLY_S
     assert sum(is_leaver(i, 1 / 3) for i in range(60)) == 20
     assert [is_leaver(i, 0.5) for i in range(4)] == [False, True, False, True]
     result = CliRunner().invoke(main, ["loadtest", "--updates", "poll", "--leavers", "0.33",
                                        "--services", str(tmp_path / "missing.json")])
     assert "--updates" not in result.output and "--leavers" not in result.output
     assert result.exit_code != 0  # it fails later, on the missing services file
+
+
+def test_the_surge_arrives_over_a_lobby_by_default_and_the_opening_race_is_kept():
+    from loadtests.runner import LoadTestOptions
+
+    surge = LoadTestOptions(scenario="surge").resolved()
+    assert (surge.arrival, surge.users, surge.stock, surge.lobby_window) == ("lobby", 10_000, 500, 60.0)
+    # the sale starts a lobby window after its creation; arrivals span it, the last 1 s before
+    assert surge.open_in == surge.join_early == 60.0 and surge.arrival_window == 59.0
+    small = LoadTestOptions(scenario="surge", users=40, stock=10, lobby_window=6).resolved()
+    assert (small.open_in, small.join_early, small.arrival_window) == (6.0, 6.0, 5.0)
+    race = LoadTestOptions(scenario="surge", arrival="opening").resolved()
+    assert (race.arrival, race.lobby_window, race.join_early) == ("opening", None, 0.0)
+    assert race.arrival_window == race.open_in == 5.0
+    shoppers = LoadTestOptions().resolved()
+    assert (shoppers.arrival, shoppers.arrival_window) == ("opening", 1.0)
+
+
+@pytest.mark.parametrize(("args", "hint"), [(["--arrival", "race"], "--arrival"),
+                                            (["--lobby-window", "1"], "--lobby-window"),
+                                            (["--lobby-window", "soon"], "--lobby-window")])
+def test_arrival_and_lobby_window_are_checked(args, hint, tmp_path):
+    result = CliRunner().invoke(main, ["loadtest", "--scenario", "surge", *args,
+                                       "--services", str(tmp_path / "missing.json")])
+    assert result.exit_code == 2, result.output
+    assert hint in result.output
+
+
+def test_valid_arrival_options_get_past_the_checks(tmp_path):
+    result = CliRunner().invoke(main, ["loadtest", "--scenario", "surge", "--arrival", "opening",
+                                       "--arrival-window", "2", "--services", str(tmp_path / "missing.json")])
+    assert "--arrival" not in result.output and result.exit_code != 0  # fails on the services file
+    result = CliRunner().invoke(main, ["loadtest", "--scenario", "surge", "--lobby-window", "30",
+                                       "--services", str(tmp_path / "missing.json")])
+    assert "--lobby-window" not in result.output and result.exit_code != 0
