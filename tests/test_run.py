@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common.development.cli import write_private
 from common.development.supervisor import FIRST_RESTART_DELAY, MAX_RESTART_DELAY, restart_delay
+from common.platform.files import write_private
 from common.platform.settings import PROJECT_ROOT
 
 
@@ -108,3 +108,31 @@ def test_services_file_is_created_readable_by_its_owner_only(tmp_path, umask):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == '{"stripe_secret_key": "sk_test_y"}'
     assert [p.name for p in tmp_path.iterdir()] == ["services.json"]
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_generated_secrets_are_never_readable_by_others(tmp_path, umask, monkeypatch):
+    """The development JWT key and admin password are created 0600, never chmod-ed after
+    (a file readable for a moment can be opened by another user and stays readable)."""
+    from pathlib import Path
+
+    from common.development.demo import dev_admin_password
+    from common.platform.settings import load_settings
+
+    def no_chmod(*_args, **_kwargs):
+        raise AssertionError("created with a wider mode, then chmod-ed")
+
+    monkeypatch.setattr(Path, "chmod", no_chmod)
+    monkeypatch.setattr(os, "chmod", no_chmod)
+    old = os.umask(umask)
+    try:
+        settings = load_settings(var_dir=tmp_path, jwt_secret_key=None)
+        key = settings.jwt_secret()
+        password = dev_admin_password(tmp_path)
+    finally:
+        os.umask(old)
+    secrets_dir = tmp_path / "secrets"
+    assert stat.S_IMODE((secrets_dir / "jwt_secret_key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((secrets_dir / "admin_password").stat().st_mode) == 0o600
+    assert key == settings.jwt_secret() and password == dev_admin_password(tmp_path)
+    assert sorted(p.name for p in secrets_dir.iterdir()) == ["admin_password", "jwt_secret_key"]

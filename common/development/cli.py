@@ -26,6 +26,7 @@ import requests
 # At import, so that without the development extra (honcho) these commands say what is
 # missing instead of failing half-way.
 from common.development.supervisor import ProcfileSupervisor, describe_exit, restart_delay
+from common.platform.files import write_private
 from common.platform.settings import PROJECT_ROOT, settings_or_exit
 
 PROCFILE = PROJECT_ROOT / "Procfile"
@@ -58,20 +59,6 @@ def _wait_ready(api_url: str, timeout: float, stop: threading.Event) -> bool:
 
 def services_file(var_dir: Path) -> Path:
     return var_dir / "run" / "services.json"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically with a file only its owner can read (it holds a secret).
-
-    The mode is given to open(): a file created world-readable and chmod-ed after could be
-    opened by another user in between, and would keep being readable through that handle.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # O_EXCL below: never write through a file or link left there
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)
 
 
 @click.command()

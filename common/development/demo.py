@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 
 from common.platform.clock import utc_now
+from common.platform.files import write_private
 
 DEV_ADMIN_EMAIL = "admin@example.com"
 CATALOGUE_UNITS = 20
@@ -20,8 +21,7 @@ def dev_admin_password(var_dir: Path) -> str:
     path = var_dir / "secrets" / "admin_password"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(12))
     return path.read_text().strip()
 
 

@@ -17,6 +17,8 @@ import limits
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.platform.files import create_private
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Exit status for a configuration error (EX_CONFIG from sysexits.h).
@@ -195,8 +197,7 @@ class Settings(BaseSettings):
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             candidate = path.with_name(f".jwt_secret_key.{secrets.token_hex(4)}")
-            candidate.write_text(secrets.token_hex(32))
-            candidate.chmod(0o600)
+            create_private(candidate, secrets.token_hex(32))
             try:
                 # link() never overwrites: when processes race, the first secret wins.
                 os.link(candidate, path)
