@@ -36,7 +36,10 @@ def test_every_task_has_a_declared_policy_and_a_named_constant(tasks):
 def test_a_task_that_keeps_failing_is_retried_then_dead_lettered(tasks, monkeypatch):
     dead: list[tuple[str, list]] = []
     monkeypatch.setattr(tasks, "_dead_letter_task", lambda name, args, _exc: dead.append((name, args)))
+    # Nothing of the worker's runtime is reached: its settings may be another test's.
     monkeypatch.setattr(tasks, "runtime_clients", lambda: SimpleNamespace(sales_redis=None))
+    monkeypatch.setattr(tasks, "stripe_gateway", lambda: None)
+    monkeypatch.setattr(tasks, "intent_pool", lambda: None)
 
     calls = []
 

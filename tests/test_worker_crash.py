@@ -54,13 +54,16 @@ def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
         time.sleep(6)  # let the victim boot alone, so it is the one that takes the sale
         TaskQueue(settings.broker_url).send("worker.tasks.drain_sale", sale_id)
         counters_key = sale_keys.counters_key(sale_id)
-        deadline = time.monotonic() + 30
+        # Kill while the victim holds the sale with decisions made (a loaded machine boots it
+        # slowly: wait for both).
+        deadline = time.monotonic() + 60
+        holder = ""
         while time.monotonic() < deadline:
             reserved = int(clients.sales_redis.hget(counters_key, "reserved") or 0)
-            if reserved >= 10:
+            holder = clients.sales_redis.get(sale_keys.drain_lock_key(sale_id)) or ""
+            if reserved >= 10 and holder:
                 break
             time.sleep(0.005)
-        holder = clients.sales_redis.get(sale_keys.drain_lock_key(sale_id)) or ""
         served_at_kill = int(clients.sales_redis.hget(counters_key, "served") or 0)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
