@@ -24,17 +24,16 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-import jwt as pyjwt
 import marshmallow as ma
 from redis.exceptions import RedisError
 
 from api.auth import REQUIRED_CLAIMS
 from api.errors import error_body, unavailable_body
 from api.sales import AdmissionSchema
-from api.schemas import TicketSchema
+from api.schemas import ticket_body
 from api.task_queue import TaskQueue
 from common.accounts import tokens
-from common.accounts.verified_tokens import VerifiedTokens
+from common.accounts.verified_tokens import AccessTokenCheck, VerifiedTokens
 from common.flash_sale import waiting_room
 from common.platform import metrics
 from common.platform.clients import Clients
@@ -49,7 +48,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ADMISSION_PATH = re.compile(r"^/api/sales/([^/]+)/tickets$")
 ENDPOINT = "/api/sales/<sale_id>/tickets"  # the Flask rule, so both paths share metric labels
 MAX_BODY = 1024  # an admission body is `{"quantity": n}`; anything larger goes to Flask
-TICKET_SCHEMA = TicketSchema()
 ADMISSION_SCHEMA = AdmissionSchema()  # one instance: loading is reentrant
 
 
@@ -59,7 +57,9 @@ class AdmissionFastPath:
         self.settings = settings
         self.clients = clients
         self.tasks = tasks
-        self.jwt_key = settings.jwt_secret()
+        # The tokens this API issues, checked without PyJWT's generality; any other shape
+        # goes on to flask-jwt-extended.
+        self.access_tokens = AccessTokenCheck(settings.jwt_secret(), REQUIRED_CLAIMS)
         self.rate = waiting_room.AdmissionRate.parse(settings.admission_rate_limit)
         # Signatures checked once per token; expiry and revocation still on every request.
         self.verified = VerifiedTokens()
@@ -106,7 +106,7 @@ class AdmissionFastPath:
                         self.tasks.send(TaskName.DRAIN_SALE, sale_id)
                     except Exception:  # beat drains every second anyway; the ticket is safe in the stream
                         pass
-                status, payload = (202 if admission.created else 200), TICKET_SCHEMA.dump(admission.ticket)
+                status, payload = (202 if admission.created else 200), ticket_body(admission.ticket)
         finally:
             request_id_var.reset(token)
         data = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
@@ -136,11 +136,8 @@ class AdmissionFastPath:
             return None
         claims = self.verified.get(token)
         if claims is None:
-            try:
-                claims = _decode(token, self.jwt_key)
-            except pyjwt.PyJWTError:
-                return None
-            if claims.get("type") != "access" or not isinstance(claims.get("sub"), str):
+            claims = self.access_tokens.check(token)
+            if claims is None:
                 return None
             self.verified.put(token, claims)
         try:
@@ -150,10 +147,6 @@ class AdmissionFastPath:
         except RedisError:
             return None  # Flask answers the outage the usual way
         return claims["sub"]  # type: ignore[no-any-return]
-
-
-def _decode(token: str, key: str) -> dict[str, Any]:
-    return pyjwt.decode(token, key, algorithms=["HS256"], options={"require": list(REQUIRED_CLAIMS)})  # type: ignore[no-any-return]
 
 
 def _ordinary_quantity(environ: dict[str, Any], body: bytes | None) -> int | None:

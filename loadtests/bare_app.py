@@ -6,16 +6,16 @@ else (no JWT, no rate limit, no Lua, no schema), served by gunicorn with the API
 
 from __future__ import annotations
 
+import redis
 from flask import Flask, jsonify
-
-from common.platform.clients import make_redis
 
 STREAM = "bench:bare:stream"
 
 
 def create_app(redis_url: str) -> Flask:
     app = Flask(__name__)
-    client = make_redis(redis_url)
+    # redis-py as it comes (not the API's tuned client): the baseline is what anyone would write.
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
 
     @app.post("/xadd")
     def xadd():  # type: ignore[no-untyped-def]

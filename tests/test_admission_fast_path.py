@@ -51,7 +51,9 @@ def _answer(client: Client, path: str, headers: dict[str, str], body: Any):
     code = payload.get("error", {}).get("code") if "error" in payload else payload.get("status")
     kept = {name: response.headers.get(name) for name in ("Content-Type", "Retry-After",
                                                            "X-Content-Type-Options", "WWW-Authenticate")}
-    return response.status_code, code, kept, response.headers.get("X-Request-ID")
+    # The same fields (values differ: another ticket), and an error body alike.
+    shape = sorted(payload) if "error" not in payload else payload["error"].get("details")
+    return response.status_code, code, kept, response.headers.get("X-Request-ID"), shape
 
 
 def test_an_ordinary_admission_never_reaches_flask_and_matches_its_answer(paths, settings, clients):
@@ -146,7 +148,7 @@ def test_a_rate_limited_shopper_gets_429_with_retry_after(app, settings, clients
     first, second = open_sale(clients, stock=10), open_sale(clients, stock=10)
     headers = {"Authorization": "Bearer " + _token(settings, "usr_hammer")}
     assert _answer(served, f"/api/sales/{first}/tickets", headers, {})[0] == 202
-    status, code, kept, _ = _answer(served, f"/api/sales/{first}/tickets", headers, {})
+    status, code, kept, _, _ = _answer(served, f"/api/sales/{first}/tickets", headers, {})
     assert (status, code) == (429, "rate_limited") and int(kept["Retry-After"]) >= 59
     # Per shopper and sale: the same shopper joins another sale at once.
     assert _answer(served, f"/api/sales/{second}/tickets", headers, {})[0] == 202
