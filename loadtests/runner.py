@@ -513,11 +513,14 @@ def summarise(options: LoadTestOptions, sale_id: str, out: Path, report: VerifyR
     summary.checks.append(final_check)
     if not options.soak:
         finished = sum(int(n) for n in outcomes.values())
+        driver = json.loads((out / "driver.json").read_text()) if (out / "driver.json").exists() else {}
+        where = ", ".join(f"{n} {step}" for step, n in driver.get("unfinished", {}).items())
         summary.checks.append(Check(
             "every shopper finished its journey", finished >= options.users,
             f"{finished} of {options.users} journeys finished" + (
                 "" if finished >= options.users else
-                f" (--duration {options.duration} ran out, or see {out / 'driver.log'})")))
+                f" (unfinished: {where or 'unknown'}; --duration {options.duration} ran out, or "
+                f"see {out / 'driver.json'})")))
     if options.leavers > 0:
         leavers_path = out / "leavers.json"
         leavers = set(json.loads(leavers_path.read_text())) if leavers_path.exists() else set()

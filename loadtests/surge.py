@@ -58,6 +58,9 @@ class Surge:
         self.requests = 0
         self.leavers: list[str] = []
         self.opens = 0.0
+        # Where each unfinished journey is (its step and ticket): a journey still here when
+        # the run ends is reported by step, so a lost event or a hung call shows where it was.
+        self.underway: dict[int, tuple[str, str]] = {}
 
     def call(self, what: str, client: JsonClient, method: str, path: str, expected: tuple[int, ...],
              **kwargs: Any) -> Answer | None:
@@ -71,9 +74,12 @@ class Surge:
             self.failures[f"{what}: {answer.status} {answer.error_code()}"] += 1
         return answer
 
-    def shopper(self, account: dict[str, str], arrive_at: float, leaves: bool = False) -> None:
+    def shopper(self, index: int, account: dict[str, str], arrive_at: float,
+                leaves: bool = False) -> None:
         gevent.sleep(max(0.0, arrive_at - time.time()))
-        self.outcomes[self.journey(account, leaves)] += 1
+        self.underway[index] = ("admission", "")
+        self.outcomes[self.journey(index, account, leaves)] += 1
+        del self.underway[index]
 
     def wait_for(self, ticket: dict[str, Any], want: set[str], token: str,
                  started: float) -> dict[str, Any] | None:
@@ -97,7 +103,7 @@ class Surge:
             ticket = polled.body
         return ticket
 
-    def journey(self, account: dict[str, str], leaves: bool = False) -> str:
+    def journey(self, index: int, account: dict[str, str], leaves: bool = False) -> str:
         token, sale_id = account["access_token"], self.args.sale_id
         for _attempt in range(20):
             self.requests += 1
@@ -133,6 +139,7 @@ class Surge:
         while time.monotonic() - started < JOURNEY_TIMEOUT_S:
             status = ticket["status"]
             if status == "reserved" and self.args.pay:
+                self.underway[index] = ("paying", ticket["id"])
                 if not self.pay(ticket, token):
                     return "error"
                 want = {"paid"} | FINAL
@@ -140,6 +147,7 @@ class Surge:
                 return str(status)
             else:
                 want = {"reserved"} | FINAL
+            self.underway[index] = (f"waiting for {' or '.join(sorted(want - FINAL))}", ticket["id"])
             followed = self.wait_for(ticket, want, token, started)
             if followed is None:
                 return "error"
@@ -173,7 +181,7 @@ class Surge:
         # --join-early: shoppers arrive that long before the opening (in the sale's lobby).
         first = opens - args.join_early
         for index, account in enumerate(accounts):
-            pool.spawn(self.shopper, account, first + random.uniform(0, args.arrival_window),
+            pool.spawn(self.shopper, index, account, first + random.uniform(0, args.arrival_window),
                        is_leaver(index, args.leavers))
         pool.join(timeout=max(opens - time.time(), 0) + args.run_time)
         pool.kill(block=True, timeout=10)
@@ -187,7 +195,10 @@ class Surge:
         (out / "leavers.json").write_text(json.dumps(self.leavers))
         (out / "driver.json").write_text(json.dumps({
             "requests": self.requests, "failed": sum(self.failures.values()),
-            "failures": dict(self.failures), "outcomes": dict(self.outcomes)}, indent=2))
+            "failures": dict(self.failures), "outcomes": dict(self.outcomes),
+            "unfinished": dict(Counter(step for step, _ in self.underway.values())),
+            "unfinished_tickets": sorted(f"{step}: {ticket}" for step, ticket in self.underway.values()
+                                         if ticket)}, indent=2))
 
 
 def main() -> None:
@@ -210,7 +221,8 @@ def main() -> None:
     surge.run()
     surge.write(args.out)
     print(json.dumps({"requests": surge.requests, "failed": sum(surge.failures.values()),
-                      "outcomes": dict(surge.outcomes)}))
+                      "outcomes": dict(surge.outcomes),
+                      "unfinished": dict(Counter(step for step, _ in surge.underway.values()))}))
 
 
 if __name__ == "__main__":
