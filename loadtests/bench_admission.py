@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 import redis
 from gevent.pool import Pool
 from redis.cluster import ClusterNode, RedisCluster
@@ -206,11 +207,14 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
         read_us = (cpu_seconds(gunicorns) - api_cpu) * 1e6 / max(1, read.requests)
         system_redis.close()
         with running_gunicorn(f"loadtests.bare_app:create_app({services['redis']!r})", root,
-                              args.web_concurrency) as bare_url:
+                              args.web_concurrency) as (bare_url, bare_pid):
             bare = JsonClient(bare_url, args.concurrency)
             hammer(bare, [("POST", "/xadd", None, "")] * 1000, args.concurrency, "warm-up", (202,))
+            bare_processes = [psutil.Process(bare_pid), *psutil.Process(bare_pid).children()]
+            bare_cpu = cpu_seconds(bare_processes)
             baseline = hammer(bare, [("POST", "/xadd", None, "")] * len(admissions), args.concurrency,
                               "bare Flask + one XADD", (202,))
+            bare_us = (cpu_seconds(bare_processes) - bare_cpu) * 1e6 / max(1, baseline.requests)
             bare.close()
     if held:
         print(f"  ({held} Celery processes held still meanwhile; --workers-running keeps them deciding)")
@@ -221,7 +225,8 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
           f"(concurrency {args.concurrency}, {args.web_concurrency} gunicorn workers)")
     print(f"  {read.line()}")
     print(f"  API CPU per admission {api_us:6.0f} us   per status read {read_us:6.0f} us   "
-          f"(gunicorn processes' CPU time over the requests)")
+          f"bare endpoint per request {bare_us:6.0f} us   (gunicorn processes' CPU time over "
+          f"the requests; the bare one is the floor gunicorn, gevent and Flask set)")
     print(f"  Redis per admission: admit.lua {script_us:5.1f} us (cmdstat_evalsha usec_per_call), "
           f"{redis_us:5.1f} us of redis-server CPU in all (used_cpu_user + used_cpu_sys)")
     api.close()

@@ -125,9 +125,10 @@ def running_redis(root: Path) -> Iterator[str]:
 
 
 @contextmanager
-def running_gunicorn(app_spec: str, root: Path, workers: int) -> Iterator[str]:
+def running_gunicorn(app_spec: str, root: Path, workers: int) -> Iterator[tuple[str, int]]:
     """gunicorn with the settings of `flashsale serve api` (its config file; the bind and the
-    number of workers given here override it), serving `app_spec`; yields its URL."""
+    number of workers given here override it), serving `app_spec`; yields its URL and the
+    master's pid."""
     port = free_port()
     log = (root / "bare.log").open("wb")
     process = subprocess.Popen([
@@ -137,7 +138,7 @@ def running_gunicorn(app_spec: str, root: Path, workers: int) -> Iterator[str]:
     try:
         if not wait_for_port("127.0.0.1", port, timeout=30):
             raise RuntimeError(f"gunicorn did not start: see {root / 'bare.log'}")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
