@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-dev
 TEST_STAMP := $(VENV)/.installed-test
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse browser-deps
+.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer browser-deps
 
 venv: $(TEST_STAMP)
 
@@ -64,6 +64,11 @@ bench-sse: venv
 # Admission latency alone and during a flood of sign-ups (argon2 hashes); prints figures.
 bench-register: venv
 	$(BIN)/python -m loadtests.bench_register_flood
+
+# Our admission against a public Node/Express flash sale's purchase under one wrk, side by side;
+# needs wrk and node (BENCH_PEER_ARGS, e.g. --peer-git <a local clone of the peer>).
+bench-peer: venv
+	$(BIN)/python -m loadtests.bench_peer $(BENCH_PEER_ARGS)
 
 clean:
 	rm -rf var/run var/redis var/mongodb .pytest_cache

@@ -111,17 +111,28 @@ def celery_held(system_pid: int) -> Iterator[int]:
 
 
 @contextmanager
+def running_server(command: list[str], port: int, log: Path, cwd: Path | None = None,
+                   env: dict[str, str] | None = None) -> Iterator[psutil.Process]:
+    """`command` in a session of its own until it listens on `port`; yields its process and
+    stops it as Ctrl-C does when done. Its output goes to `log`."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            if not wait_for_port("127.0.0.1", port, timeout=30):
+                raise RuntimeError(f"{command[0]} did not start: see {log}")
+            yield psutil.Process(process.pid)
+        finally:
+            stop_system(process, timeout=10)
+
+
+@contextmanager
 def running_redis(root: Path) -> Iterator[str]:
     """A Redis of our own (same settings as the embedded one: AOF every second)."""
     url = f"redis://127.0.0.1:{free_port()}/0"
-    process = subprocess.Popen(embedded.redis_command(url, root / "redis"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        if not wait_for_port("127.0.0.1", embedded.port_of(url), timeout=30):
-            raise RuntimeError("redis-server did not start")
+    with running_server(embedded.redis_command(url, root / "redis"), embedded.port_of(url),
+                        root / "redis.log"):
         yield url
-    finally:
-        stop_system(process, timeout=10)
 
 
 @contextmanager
