@@ -65,7 +65,10 @@ from loadtests.system import (
 PEER_REPOSITORY = "https://github.com/khrsman/bookipi-flash-sale-technical-test"
 PEER_COMMIT = "3c787408dd6df6db4dc4b41154b96d01229aa4a5"
 WRK_SCRIPT = Path(__file__).with_name("bench_peer.lua")
-PEER_STOCK = 10_000_000  # the peer answers "Item sold out" past it: every purchase must succeed
+# The peer's stock: as in a flash sale (and in the comparison the peer was first measured in),
+# a few units, so nearly every attempt is its cheap "sold out" (a MongoDB read and the Lua
+# gate). --peer-stock 10000000 makes every attempt a purchase (two MongoDB writes more).
+PEER_STOCK = 100
 SETTLE_SECONDS = 3  # between floods: the last one's writes (AOF, SQLite's WAL) land first
 
 
@@ -150,7 +153,7 @@ def peer_server(source: str) -> Path:
 
 
 @contextmanager
-def running_peer(server: Path, root: Path) -> Iterator[Contender]:
+def running_peer(server: Path, root: Path, stock: int) -> Iterator[Contender]:
     """The peer's node process on a Redis and an nx-27017 of its own, with one flash sale
     started (the peer holds one at a time); yields it as a contender."""
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
@@ -170,19 +173,19 @@ def running_peer(server: Path, root: Path) -> Iterator[Contender]:
         now = datetime.now(UTC)
         requests.post(f"{base}/api/admin/reset-all", timeout=30).raise_for_status()
         requests.post(f"{base}/api/flash-sale/create", timeout=30, json={
-            "productName": "Benchmark drop", "totalStock": PEER_STOCK,
+            "productName": "Benchmark drop", "totalStock": stock,
             "startTime": (now - timedelta(minutes=1)).isoformat(),
             "endTime": (now + timedelta(hours=2)).isoformat()}).raise_for_status()
         yield Contender("peer", f"{base}/api/flash-sale/purchase",
                         {"app": [node], "redis": [redis_server], "mongodb": [mongo_server]},
                         lambda label: ["users", label.replace(" ", "")])
-        print(f"  peer: {_peer_records(base)}")
+        print(f"  peer: {_peer_records(base, stock)}")
 
 
-def _peer_records(base: str) -> str:
+def _peer_records(base: str, stock: int) -> str:
     sale = requests.get(f"{base}/api/admin/flash-sales", timeout=60).json()["data"]
     left = sale["flashSales"][0]["stockRemaining"]
-    return f"{sale['totalPurchases']:,} purchases in MongoDB, {PEER_STOCK - left:,} units taken in Redis"
+    return f"{sale['totalPurchases']:,} purchases in MongoDB, {stock - left:,} units taken in Redis"
 
 
 # ------------------------------------------------------------------ ours
@@ -274,6 +277,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=150_000, help="our shoppers' tokens per flood")
     parser.add_argument("--stock", type=int, default=1_000_000, help="units of our sale")
     parser.add_argument("--web-concurrency", type=int, default=2, help="our gunicorn workers")
+    parser.add_argument("--peer-stock", type=int, default=PEER_STOCK,
+                        help="units of the peer's sale (past them it answers sold out)")
     parser.add_argument("--peer-git", default=PEER_REPOSITORY,
                         help="the peer's repository: its URL or a local clone (bare or not)")
     args = parser.parse_args()
@@ -292,7 +297,8 @@ def main() -> None:
         # As `make bench` runs it: every request logged, as in production.
         env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret,
                "ACCESS_LOG_SAMPLE_RATE": "1.0"}
-        with running_system(root / "ours", env) as services, running_peer(server, root / "peer") as peer, \
+        with running_system(root / "ours", env) as services, \
+                running_peer(server, root / "peer", args.peer_stock) as peer, \
                 our_admission(services, labels, root, args) as mine, \
                 celery_held(services["system_pid"]) as held:
             print(f"  ({held} Celery processes held still; wrk -t {args.threads} -c {args.connections}; "
