@@ -12,6 +12,7 @@ from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.schemas import PageQuerySchema, RequestSchema
+from api.task_queue import apply_succeeded_payment
 from common.billing.stripe_gateway import StripeGateway
 from common.shop import orders
 
@@ -86,10 +87,12 @@ def get_order(order_id: str) -> dict[str, Any]:
 @blp.alt_response(409, description="`order_not_payable`: not a pending cart order")
 @blp.alt_response(429, description="`rate_limited` (PAYMENT_RATE_LIMIT), with Retry-After")
 def pay_order(body: dict[str, Any], order_id: str) -> dict[str, Any]:
-    """Pay a pending cart order with a card token; the Stripe webhook then marks it paid."""
+    """Pay a pending cart order with a card token; it turns paid once the payment is applied
+    (at once when this confirm succeeded, else by Stripe's webhook)."""
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
     attempt = orders.pay_order(clients().db, gateway, user_id=current_user_id(),
                                order_id=order_id, card_token=body["card_token"])
+    apply_succeeded_payment(attempt.payment_intent_id, attempt.status)
     return {"status": attempt.status, "client_secret": attempt.client_secret,
             "requires_action": attempt.requires_action,
             "payment_intent_id": attempt.payment_intent_id}

@@ -11,9 +11,10 @@ from flask import current_app
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from common.billing.stripe_gateway import SUCCEEDED
 from common.platform.errors import ServiceUnavailable
 from common.platform.logs import request_id_var
-from common.platform.task_routes import TASK_ROUTES
+from common.platform.task_routes import TASK_ROUTES, TaskName
 
 log = logging.getLogger("api.tasks")
 
@@ -46,3 +47,16 @@ def task_queue() -> TaskQueue:
 
 def send_task(name: str, *args: Any) -> None:
     task_queue().send(name, *args)
+
+
+def apply_succeeded_payment(intent_id: str, status: str) -> None:
+    """A payment the API has just seen succeed (its own confirm) is applied now, by the same
+    idempotent task a webhook queues, not only when the webhook arrives: one webhook lost
+    while the API was saturated (the emulator never retries; Stripe retries over hours) left a
+    paying shopper waiting until the reservation expired. The webhook then finds it done."""
+    if status != SUCCEEDED:
+        return
+    try:
+        send_task(TaskName.APPLY_PAYMENT, intent_id)
+    except ServiceUnavailable:
+        pass  # logged by send(); the webhook and the expiry sweep still apply it

@@ -9,6 +9,7 @@ from api.auth import BEARER, current_user_id, login_required
 from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.schemas import RequestSchema, TicketSchema
+from api.task_queue import apply_succeeded_payment
 from common.billing import card_payments, payments
 from common.billing.stripe_gateway import REQUIRES_ACTION, StripeGateway
 from common.flash_sale import waiting_room
@@ -63,12 +64,14 @@ def pay_ticket(body: dict, ticket_id: str):
     """Confirm the reservation's payment with a Stripe.js card token.
 
     When the bank asks for 3-D Secure the answer says `requires_action` and the browser
-    finishes with `stripe.confirmCardPayment(client_secret)`. The order appears once
-    Stripe's webhook is applied; poll the ticket until it is `paid`.
+    finishes with `stripe.confirmCardPayment(client_secret)`. The order appears once the
+    payment is applied (at once when this confirm succeeded, else by Stripe's webhook); follow
+    the ticket until it is `paid`.
     """
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
     intent = card_payments.pay_reservation(clients().sales_redis, clients().db, gateway,
                                            ticket_id=ticket_id, user_id=current_user_id(),
                                            card_token=body["card_token"])
+    apply_succeeded_payment(intent.id, intent.status)
     return {"status": intent.status, "requires_action": intent.status == REQUIRES_ACTION,
             "client_secret": intent.client_secret, "payment_intent_id": intent.id}

@@ -187,6 +187,15 @@ def apply_payment_event(self: Task, event_id: str, intent_id: str, event_type: s
     return outcome
 
 
+@celery_app.task(name=TaskName.APPLY_PAYMENT, base=RetriedTask, ignore_result=True)
+def apply_payment(intent_id: str) -> str:
+    """Apply a PaymentIntent the API saw succeed, without waiting for its webhook (which may
+    be lost or late); the same idempotent step, so whichever comes second changes nothing."""
+    outcome = apply_intent(payment_context(), intent_id)
+    log.info("confirmed payment applied", extra={"intent_id": intent_id, "outcome": outcome})
+    return outcome
+
+
 @celery_app.task(name=TaskName.RECONCILE_SALES, base=PeriodicTask, ignore_result=True)
 def reconcile_sales() -> list[dict[str, Any]]:
     """Check available + reserved + sold == stock_total per sale; repair what is provable."""

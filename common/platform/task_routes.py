@@ -16,6 +16,7 @@ class TaskName(StrEnum):
     SWEEP_INTENT_CANCELLATIONS = "worker.tasks.sweep_intent_cancellations"
     RETURN_UNSOLD_UNITS = "worker.tasks.return_unsold_units"
     APPLY_PAYMENT_EVENT = "worker.tasks.apply_payment_event"
+    APPLY_PAYMENT = "worker.tasks.apply_payment"
     RECONCILE_SALES = "worker.tasks.reconcile_sales"
 
 

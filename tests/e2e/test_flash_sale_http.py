@@ -15,6 +15,7 @@ import redis
 import requests
 import stripe
 
+from common.development.embedded import register_stripe_webhook
 from common.flash_sale import sale_keys
 from tests.e2e.shop import Shopper, admin, card_token, create_sale
 
@@ -240,3 +241,25 @@ def test_lobby_shoppers_get_the_committed_random_places_then_the_line_is_decided
     assert late.wait_for(late_ticket["id"], {"reserved", "sold_out"})["status"] == "sold_out"
     stats = _stats(operator, sale_id)
     assert stats["consistent"] and stats["reserved"] == 10
+
+
+def test_a_payment_whose_webhook_is_lost_is_applied_at_once(system):
+    """Under a surge one webhook was lost (the emulator never retries one): the shopper had
+    paid, yet stayed `reserved` until the reservation expired. The API applies a payment its
+    own confirm saw succeed, without waiting for the webhook."""
+    operator = admin(system.url)
+    sale = create_sale(operator, stock=1, product_stock=1, lobby_opens_in=None, ttl=600)
+    shopper = Shopper(system.url).register()
+    ticket = shopper.wait_for(shopper.join(sale["id"]).json()["id"], {"reserved"})
+    stripe_base, secret = system.services["stripe_api_base"], system.services["stripe_webhook_secret"]
+    # Every webhook goes nowhere while this shopper pays.
+    register_stripe_webhook(stripe_base, "http://127.0.0.1:9/nowhere", secret)
+    try:
+        r = shopper.call("POST", f"/api/tickets/{ticket['id']}/pay",
+                         json={"card_token": card_token(stripe_base)})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        paid = shopper.wait_for(ticket["id"], {"paid"}, timeout=30)
+    finally:
+        register_stripe_webhook(stripe_base, f"{system.url}/api/webhooks/stripe", secret)
+    assert paid["status"] == "paid" and paid["order_id"]
+    assert _stats(operator, sale["id"])["sold"] == 1
