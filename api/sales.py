@@ -91,10 +91,15 @@ class SaleListSchema(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(SaleSchema), required=True)
 
 
-class AdmissionSchema(RequestSchema):
-    """Also loaded by the admission fast path (api/admission_fast_path.py)."""
+MAX_QUANTITY = 100
 
-    quantity = ma.fields.Integer(load_default=1, strict=True, validate=ma.validate.Range(min=1, max=100))
+
+class AdmissionSchema(RequestSchema):
+    """The admission fast path (api/admission_fast_path.py) takes only the plainest bodies this
+    accepts and leaves the rest to it."""
+
+    quantity = ma.fields.Integer(load_default=1, strict=True,
+                                 validate=ma.validate.Range(min=1, max=MAX_QUANTITY))
 
 
 class SaleStatsSchema(ma.Schema):
