@@ -4,6 +4,7 @@ and the file at the project root is the one in the package."""
 
 from __future__ import annotations
 
+import gc
 import runpy
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def test_the_api_runs_on_gevent_with_the_settings_values(conf: dict[str, object]
         "accesslog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
         "logger_class": "api.access_log.AccessLog",
+        "post_worker_init": conf["post_worker_init"], "post_request": conf["post_request"],
     }
 
 
@@ -51,3 +53,11 @@ def test_the_root_file_is_the_packaged_one() -> None:
     packaged = Path(gunicorn_config())
     assert packaged.parent.name == "api" and packaged.is_file()
     assert (PROJECT_ROOT / "gunicorn.conf.py").resolve() == packaged.resolve()
+
+
+def test_a_worker_freezes_what_it_loaded_out_of_the_collectors_sight(conf: dict[str, object]) -> None:
+    try:
+        conf["post_worker_init"](object())  # type: ignore[operator]
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
