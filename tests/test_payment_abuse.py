@@ -115,6 +115,23 @@ def test_repeated_pay_attempts_make_one_stripe_customer_per_shopper(client, clie
     assert intent["customer"] == customers[0]
 
 
+def test_a_stored_customer_stripe_no_longer_knows_is_replaced_and_the_payment_goes_through(client, clients):
+    # Deleted at Stripe, or made by an emulator that has restarted since: before, every payment
+    # of this shopper was refused (422, Stripe's "No such customer") for good.
+    buyer = shopper(client)
+    clients.db.users.update_one({"_id": buyer["id"]}, {"$set": {"stripe_customer_id": "cus_gone0000000"}})
+    sale_id = open_sale(clients, stock=1)
+    ticket = waiting_room.admit(clients.redis, sale_id, buyer["id"], 1).ticket
+    drain(clients, sale_id)
+    paid = client.post(f"/api/tickets/{ticket['id']}/pay",
+                       json={"card_token": card_token(str(clients.settings.stripe_api_base))},
+                       headers=buyer["headers"])
+    assert paid.status_code == 200 and paid.get_json()["status"] == "succeeded", paid.get_json()
+    customers = stripe_customers(clients, buyer["email"])
+    assert len(customers) == 1
+    assert clients.db.users.find_one({"_id": buyer["id"]})["stripe_customer_id"] == customers[0]
+
+
 def test_concurrent_first_payments_store_one_customer_and_use_only_it(clients):
     user = users.create_user(clients.db, email=f"race-{time.time_ns()}@example.com",
                              password="correct-horse-battery", name="Racer")

@@ -23,13 +23,21 @@ from common.platform.errors import DomainError, TicketNotActive, Unauthorized
 log = logging.getLogger("common.billing.card_payments")
 
 
-def stripe_customer_for(db: Database, gateway: StripeGateway, user_id: str) -> str:
-    """The id of the account's Stripe Customer, made on first use.
+def stripe_customer_for(db: Database, gateway: StripeGateway, user_id: str,
+                        gone: str | None = None) -> str:
+    """The id of the account's Stripe Customer, made on first use; with `gone`, the stored id
+    Stripe no longer knows, which is forgotten first (unless another payment replaced it
+    already) so that a new one is made.
 
     At most one is ever stored per account: the id is set only where none is yet, so of two
     concurrent first payments one stores its customer and the other uses that one and
     deletes its own.
     """
+    if gone is not None:
+        log.warning("stored Stripe customer unknown to Stripe, replaced",
+                    extra={"user_id": user_id, "customer_id": gone})
+        db.users.update_one({"_id": user_id, "stripe_customer_id": gone},
+                            {"$set": {"stripe_customer_id": None}})
     user: dict[str, Any] | None = db.users.find_one(
         {"_id": user_id}, {"email": 1, "stripe_customer_id": 1})
     if user is None:
@@ -64,7 +72,7 @@ def pay_with_card_token(db: Database, gateway: StripeGateway, *, user_id: str, i
     """
     check_card_token(card_token)
     return gateway.confirm_with_card_token(
-        intent_id, card_token, customer=lambda: stripe_customer_for(db, gateway, user_id))
+        intent_id, card_token, customer=lambda gone: stripe_customer_for(db, gateway, user_id, gone))
 
 
 def pay_reservation(redis_client: redis.Redis, db: Database, gateway: StripeGateway, *,

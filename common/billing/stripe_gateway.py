@@ -145,8 +145,17 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise provider_error(exc) from exc
 
+    def _customer_exists(self, customer_id: str) -> bool:
+        try:
+            found = self.client.v1.customers.retrieve(customer_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return False
+            raise
+        return not found.to_dict().get("deleted")  # Stripe still answers a deleted one, marked
+
     def confirm_with_card_token(self, intent_id: str, card_token: str, *,
-                                customer: Callable[[], str] | None = None,
+                                customer: Callable[[str | None], str] | None = None,
                                 email: str | None = None) -> Intent:
         """Server-side confirmation with a card token made by Stripe.js `createToken`.
 
@@ -156,8 +165,10 @@ class StripeGateway:
         `stripe.confirmCardPayment(client_secret)`.
 
         `customer` gives the id of the payer's Stripe Customer and is called only when a card
-        is to be attached (the shop keeps one per account: common/billing/card_payments.py). Without
-        it a new customer is made for `email`, which suits callers with no account only.
+        is to be attached (the shop keeps one per account: common/billing/card_payments.py);
+        called again with that id when Stripe no longer knows it (deleted, or an emulator that
+        restarted), it gives a new one. Without it a new customer is made for `email`, which
+        suits callers with no account only.
         """
         check_card_token(card_token)
         # Paid already (a second click, or a retry whose first answer was lost): report it
@@ -165,12 +176,20 @@ class StripeGateway:
         current = self.retrieve(intent_id)
         if current.status in (SUCCEEDED, PROCESSING):
             return current
-        customer_id = customer() if customer is not None else None
+        customer_id = customer(None) if customer is not None else None
         try:
             if customer_id is None:
                 customer_id = str(self.client.v1.customers.create(params={"email": email or ""})["id"])
-            card = self.client.v1.customers.payment_sources.create(
-                customer_id, params={"source": card_token})
+            try:
+                card = self.client.v1.customers.payment_sources.create(
+                    customer_id, params={"source": card_token})
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status != 404 or customer is None or self._customer_exists(customer_id):
+                    raise  # the token is what is missing
+                # The stored customer is gone: the shopper would be refused for good.
+                customer_id = customer(customer_id)
+                card = self.client.v1.customers.payment_sources.create(
+                    customer_id, params={"source": card_token})
             self.client.v1.payment_intents.update(
                 intent_id, params={"payment_method": card["id"], "customer": customer_id})
             obj = self.client.v1.payment_intents.confirm(intent_id)
