@@ -305,6 +305,41 @@ def test_reconcile_repairs_an_order_lost_between_redis_and_mongodb(clients):
     assert clients.db.orders.count_documents({"ticket_id": ticket_id}) == 1
 
 
+def test_the_periodic_reconcile_reports_drift_only_when_its_next_run_sees_it_again(clients):
+    """A payment in flight looks like a mismatch for a moment: the periodic run (confirm) names
+    it drift only on a second sighting; a lasting one is reported on the next run."""
+    sale_id = open_sale(clients, stock=3)
+    ctx = payment_context(clients)
+    counters = sale_keys.counters_key(sale_id)
+    clients.sales_redis.hincrby(counters, "sold", 1)  # as if a payment were half way
+    assert reconcile_sale(ctx, sale_id, confirm=True).consistent
+    clients.sales_redis.hincrby(counters, "sold", -1)  # ...and it finished
+    assert reconcile_sale(ctx, sale_id, confirm=True).consistent
+    clients.sales_redis.hincrby(counters, "available", -1)  # a unit really lost
+    assert reconcile_sale(ctx, sale_id, confirm=True).consistent
+    lasting = reconcile_sale(ctx, sale_id, confirm=True)
+    assert not lasting.consistent and any("stock_total" in p for p in lasting.problems)
+    assert not reconcile_sale(ctx, sale_id).consistent  # without confirm: at once
+
+
+def test_the_periodic_reconcile_leaves_a_fresh_settlement_to_its_own_task(clients):
+    sale_id = open_sale(clients, stock=1)
+    ticket_id = waiting_room.admit(clients.sales_redis, sale_id, "fresh", 1).ticket["id"]
+    drain(clients, sale_id)
+    intent_id = waiting_room.read_ticket(clients.sales_redis, ticket_id)["reservation"]["payment_intent_id"]
+    ctx = payment_context(clients)
+    ctx.gateway.confirm_with_card_token(intent_id, card_token(clients.settings.stripe_api_base),
+                                        email="f@example.com")
+    apply_intent(ctx, intent_id)
+    # The order being written right now (its task between the Redis step and MongoDB):
+    clients.db.orders.delete_many({"ticket_id": ticket_id})
+    clients.sales_redis.hset(sale_keys.ticket_key(sale_id, ticket_id), "status", "settling")
+    report = reconcile_sale(ctx, sale_id, settle_grace_ms=30_000, confirm=True)
+    assert report.orders_missing == [] and clients.db.orders.count_documents({"ticket_id": ticket_id}) == 0
+    # Past the grace it is repaired, as before.
+    assert reconcile_sale(ctx, sale_id, settle_grace_ms=0).orders_repaired == [ticket_id]
+
+
 def test_final_statuses_never_move_except_a_late_payment_for_an_expired_ticket():
     for status in (TicketStatus.PAID, TicketStatus.SOLD_OUT, TicketStatus.CANCELLED,
                    TicketStatus.PAYMENT_FAILED):

@@ -202,7 +202,9 @@ def reconcile_sales() -> list[dict[str, Any]]:
     with with_lock("flashsale:lock:reconcile", ttl_seconds=120) as acquired:
         if not acquired:
             return []
-        reports = reconcile.reconcile_all(payment_context())
+        # On sales that are selling: a mismatch counts once the next run sees it again.
+        reports = reconcile.reconcile_all(payment_context(), settle_grace_ms=reconcile.SETTLE_GRACE_MS,
+                                          confirm=True)
         return [r.as_dict() for r in reports]
 
 

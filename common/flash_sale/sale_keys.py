@@ -71,6 +71,12 @@ def settled_key(sale_id: str) -> str:
     return _tag(sale_id) + ":settled"
 
 
+def drift_key(sale_id: str) -> str:
+    """Set of the violations the last periodic reconcile saw (`code|subject`): a violation is
+    reported as drift only when the next run sees it again (auditing/reconcile.py)."""
+    return _tag(sale_id) + ":drift"
+
+
 def intent_cancels_key(sale_id: str) -> str:
     """Sorted set payment_intent_id -> when to try cancelling it at Stripe (ms): the outbox
     of released tickets' intents, swept by beat until Stripe confirms."""
