@@ -13,6 +13,8 @@
    and redis-server's own CPU time).
 1b. Capacity on a local Redis Cluster (`flashsale run --redis-cluster`): 1 sale on 1 shard
    against 3 sales on 3 shards, side by side; what one API core and one shard sustain.
+4. The development run's log relay: `flashsale run`'s own CPU per admission with every access
+   line logged and with its default 5% sample.
 3. Status polls at 1,000 and at 1,000,000 queued tickets: `read_ticket` directly and
    `GET /api/tickets/<id>` through the API; queues are filled with admit.lua in pipelines.
 
@@ -230,6 +232,31 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
     print(f"  Redis per admission: admit.lua {script_us:5.1f} us (cmdstat_evalsha usec_per_call), "
           f"{redis_us:5.1f} us of redis-server CPU in all (used_cpu_user + used_cpu_sys)")
     api.close()
+
+
+def bench_relay(root: Path, args: argparse.Namespace) -> None:
+    """`flashsale run` relays every process's output through its own process (the supervisor):
+    its CPU per admission with the development run's sampled access log (5%, the default) and
+    with every line logged, side by side."""
+    for label, rate in (("every line (1.0)", "1.0"), ("sampled (flashsale run's 0.05)", "")):
+        env = {k: v for k, v in args.system_env.items() if k != "ACCESS_LOG_SAMPLE_RATE"}
+        if rate:
+            env["ACCESS_LOG_SAMPLE_RATE"] = rate
+        with running_system(root / f"relay-{rate or 'default'}", env) as services:
+            operator = Operator(services["api"], ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
+            sale_id = operator.create_sale(stock=args.stock)["id"]
+            tokens = [mint_access_token(args.jwt_secret, f"usr_relay_{rate}_{i}")
+                      for i in range(args.relay_shoppers)]
+            api = JsonClient(services["api"], args.concurrency)
+            with celery_held(services["system_pid"]):
+                supervisor = psutil.Process(services["system_pid"])
+                before = cpu_seconds([supervisor])
+                flood = hammer(api, [("POST", f"/api/sales/{sale_id}/tickets", {"quantity": 1}, t)
+                                     for t in tokens], args.concurrency, "admissions", (202,))
+                relay_us = (cpu_seconds([supervisor]) - before) * 1e6 / max(1, flood.requests)
+            api.close()
+        print(f"  access log {label:<31} supervisor CPU per admission {relay_us:6.1f} us "
+              f"({flood.requests:,} admissions, {flood.throughput:,.0f}/s)")
 
 
 def _redis_cpu(client: redis.Redis) -> float:
@@ -510,8 +537,10 @@ def main() -> None:
     parser.add_argument("--capacity-shoppers", type=int, default=4000,
                         help="admissions per capacity scenario (on the cluster)")
     parser.add_argument("--capacity-rounds", type=int, default=2)
+    parser.add_argument("--relay-shoppers", type=int, default=10_000,
+                        help="admissions per relay measurement (flashsale run's log relay)")
     parser.add_argument("--skip", default="",
-                        help="comma list of parts to skip: admission,capacity,decisions,polls")
+                        help="comma list of parts to skip: admission,capacity,decisions,polls,relay")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -534,6 +563,9 @@ def main() -> None:
             if "polls" not in skip:
                 print("status polls (O(1): the position comes from two counters):")
                 bench_polls(services, redis_url, root, args)
+        if "relay" not in skip:
+            print("development run (flashsale run): its supervisor relays every line the processes write:")
+            bench_relay(root, args)
         if "capacity" not in skip:
             # After the first system has stopped: one system at a time on the machine.
             print("capacity: sale data on a local 3-shard Redis Cluster (flashsale run --redis-cluster), "
