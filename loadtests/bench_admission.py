@@ -13,10 +13,10 @@
    and redis-server's own CPU time).
 1b. Capacity on a local Redis Cluster (`flashsale run --redis-cluster`): 1 sale on 1 shard
    against 3 sales on 3 shards, side by side; what one API core and one shard sustain.
-4. The development run's log relay: `flashsale run`'s own CPU per admission with every access
-   line logged and with its default 5% sample.
 3. Status polls at 1,000 and at 1,000,000 queued tickets: `read_ticket` directly and
    `GET /api/tickets/<id>` through the API; queues are filled with admit.lua in pipelines.
+4. The development run's log relay: `flashsale run`'s own CPU per admission with every access
+   line logged and with its default 5% sample.
 
 A throw-away system (`flashsale run`) and a throw-away Redis are started and stopped here.
 The load generator shares the machine's cores with what it measures.
