@@ -242,7 +242,9 @@ def bench_relay(root: Path, args: argparse.Namespace) -> None:
         env = {k: v for k, v in args.system_env.items() if k != "ACCESS_LOG_SAMPLE_RATE"}
         if rate:
             env["ACCESS_LOG_SAMPLE_RATE"] = rate
-        with running_system(root / f"relay-{rate or 'default'}", env) as services:
+        where = root / f"relay-{rate or 'default'}"
+        where.mkdir()
+        with running_system(where, env) as services:
             operator = Operator(services["api"], ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
             sale_id = operator.create_sale(stock=args.stock)["id"]
             tokens = [mint_access_token(args.jwt_secret, f"usr_relay_{rate}_{i}")
@@ -564,6 +566,7 @@ def main() -> None:
                 print("status polls (O(1): the position comes from two counters):")
                 bench_polls(services, redis_url, root, args)
         if "relay" not in skip:
+            # After the first system has stopped, like the capacity part.
             print("development run (flashsale run): its supervisor relays every line the processes write:")
             bench_relay(root, args)
         if "capacity" not in skip:
