@@ -10,6 +10,7 @@ admission benchmark binds its own port that way).
 
 import gc as _gc
 
+from api import single_write as _single_write
 from common.platform.settings import settings_or_exit
 
 _settings = settings_or_exit()
@@ -49,7 +50,10 @@ def post_worker_init(_worker: object) -> None:
     frozen out of the collector's sight, a full collection no longer walks it. Before, each
     worker's full collections under an admission flood paused it for up to 92 ms (seven in a
     10,000-admission run, 328 ms in all; gc.callbacks), stalling every connection it held:
-    the p95 and p99 of `make bench` and `make bench-peer`."""
+    the p95 and p99 of `make bench` and `make bench-peer`.
+
+    It also makes the headers and a plain body leave in one write (api/single_write.py)."""
+    _single_write.install()
     _gc.collect()
     _gc.freeze()
 

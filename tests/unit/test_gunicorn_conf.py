@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.http import wsgi
 
+from api.single_write import SingleWriteResponse
 from common.cli import gunicorn_config
 from common.platform.settings import PROJECT_ROOT, get_settings
 
@@ -55,9 +57,12 @@ def test_the_root_file_is_the_packaged_one() -> None:
     assert (PROJECT_ROOT / "gunicorn.conf.py").resolve() == packaged.resolve()
 
 
-def test_a_worker_freezes_what_it_loaded_out_of_the_collectors_sight(conf: dict[str, object]) -> None:
+def test_a_worker_freezes_what_it_loaded_out_of_the_collectors_sight(
+        conf: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # the worker's swap, undone after
     try:
         conf["post_worker_init"](object())  # type: ignore[operator]
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+    assert wsgi.Response is SingleWriteResponse
