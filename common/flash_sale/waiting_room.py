@@ -82,7 +82,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
     # One round trip: the script's reply carries everything the answer needs (no pipeline:
     # a Redis Cluster client does not pipeline EVALSHA).
-    result = scripts_for(redis_client).admit(keys=keys, args=args)
+    result = scripts_for(redis_client).call_hot("admit", keys, args)
     outcome = result[0]
     if outcome == "issued":
         kick, seq, created_at_ms, served, service_rate, status, units_before = result[2:9]
