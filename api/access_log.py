@@ -8,9 +8,12 @@ status, bytes, milliseconds, request id) from the few values it names.
 
 It also skips the logging machinery per line (a LogRecord, the handler's lock and a flush, a
 write system call, for every request: about 5% of a worker's time under an admission flood,
-py-spy): the line goes straight into the handler's stream, and a flusher writes the stream
-out every FLUSH_SECONDS, as nginx's `access_log ... buffer= flush=` does. A worker killed
-outright loses at most that last second of lines; one that exits normally flushes.
+py-spy): lines collect in a list, and a flusher writes them out in one write every
+FLUSH_SECONDS, as nginx's `access_log ... buffer= flush=` does (or sooner, past
+MAX_PENDING_LINES). The list, not the stream's buffer: with PYTHONUNBUFFERED=1 (our Dockerfile,
+the embedded run) the stream writes through, which was a write system call per line again
+(5% of a worker, py-spy). A worker killed outright loses at most that last second of lines;
+one that exits normally writes them at exit.
 
 ACCESS_LOG_SAMPLE_RATE keeps that fraction of the lines (1.0, every request, by default);
 `flashsale run` lowers it for development, where every line also crosses the supervisor's
@@ -19,6 +22,7 @@ relay (common/development/supervisor.py).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -31,6 +35,8 @@ from gunicorn.glogging import Logger
 from common.platform.settings import get_settings
 
 FLUSH_SECONDS = 1.0
+# Written at once past this many lines: a second of a busy worker, a megabyte at most.
+MAX_PENDING_LINES = 10_000
 
 
 class AccessLog(Logger):  # type: ignore[misc]
@@ -39,6 +45,7 @@ class AccessLog(Logger):  # type: ignore[misc]
         self.sample_rate = get_settings().access_log_sample_rate
         self._handler = self.direct_handler()
         self._flusher_pid = 0
+        self._pending: list[str] = []
 
     def direct_handler(self) -> logging.StreamHandler[Any] | None:
         """The stream gunicorn set up for the access log ("-" or a file) when it is the only
@@ -70,16 +77,30 @@ class AccessLog(Logger):  # type: ignore[misc]
             return
         if self._flusher_pid != os.getpid():  # the first line of this worker (after the fork)
             self._flusher_pid = os.getpid()
-            threading.Thread(target=self._flush_every_second, args=(handler,), daemon=True,
+            self._pending = []
+            threading.Thread(target=self._flush_every_second, daemon=True,
                              name="access-log-flush").start()
-        # A gevent worker runs one greenlet at a time: no lock needed around the write.
-        handler.stream.write(line + "\n")
+            atexit.register(self.write_pending)
+        # A gevent worker runs one greenlet at a time: no lock needed around the list.
+        self._pending.append(line)
+        if len(self._pending) >= MAX_PENDING_LINES:
+            self.write_pending()
 
-    @staticmethod
-    def _flush_every_second(handler: logging.StreamHandler[Any]) -> None:
+    def write_pending(self) -> None:
+        """The lines collected so far, in one write, and the stream flushed."""
+        lines, self._pending = self._pending, []
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            if lines:
+                # handler.stream read now: a log file reopened on SIGUSR1 is followed.
+                handler.stream.write("\n".join(lines) + "\n")
+            handler.flush()
+        except (OSError, ValueError):
+            pass  # a closed stream at exit: nowhere left to write
+
+    def _flush_every_second(self) -> None:
         while True:
             time.sleep(FLUSH_SECONDS)
-            try:
-                handler.flush()  # reads handler.stream now: a reopened log file is followed
-            except (OSError, ValueError):
-                pass  # a closed stream at exit: nothing left to write
+            self.write_pending()

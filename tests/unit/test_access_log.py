@@ -49,5 +49,45 @@ def test_sampling_keeps_about_that_fraction(tmp_path):
     response = SimpleNamespace(headers=[], status="200 OK", sent=2)
     for _ in range(2000):
         log.access(response, None, {}, timedelta(milliseconds=1))
-    log._handler.flush()
+    log.write_pending()
     assert 100 < len(path.read_text().splitlines()) < 300
+
+
+class _RecordingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _lines(log: AccessLog, count: int) -> None:
+    for n in range(count):
+        response = SimpleNamespace(headers=[("X-Request-ID", f"r{n}")], status="202 Accepted", sent=9)
+        log.access(response, None, {"REQUEST_METHOD": "POST"}, timedelta(milliseconds=1))
+
+
+def test_the_lines_leave_in_one_write_per_flush_even_on_a_write_through_stream(tmp_path, monkeypatch):
+    log = _access_log(tmp_path / "access.log", 1.0)
+    registered: list[object] = []
+    monkeypatch.setattr(access_log.atexit, "register", registered.append)
+    monkeypatch.setattr(log._handler, "stream", stream := _RecordingStream())
+    _lines(log, 100)
+    assert stream.writes == []  # as PYTHONUNBUFFERED's stream would have had 100 writes
+    log.write_pending()
+    assert len(stream.writes) == 1 and stream.writes[0].count("\n") == 100
+    assert stream.writes[0].splitlines()[-1].endswith("rid=r99")
+    assert registered == [log.write_pending]  # a worker that exits normally writes what is left
+
+
+def test_a_worker_past_the_bound_writes_at_once(tmp_path, monkeypatch):
+    log = _access_log(tmp_path / "access.log", 1.0)
+    monkeypatch.setattr(access_log, "MAX_PENDING_LINES", 5)
+    monkeypatch.setattr(access_log.atexit, "register", lambda _: None)
+    monkeypatch.setattr(log._handler, "stream", stream := _RecordingStream())
+    _lines(log, 12)
+    assert [text.count("\n") for text in stream.writes] == [5, 5] and len(log._pending) == 2
