@@ -11,7 +11,11 @@ worker decides later. Each is what a shopper's press of Buy costs the system tha
 
 One load generator, wrk (`bench_peer.lua`), 64 connections, 20 s floods, a new shopper in
 every request (ours: one pre-minted token each, signed with the system's key; the peer: a new
-user id); two rounds, the order alternating (peer, ours, then ours, peer), medians of the two.
+user id); two rounds, the order turning each round, medians of the two. Ours runs twice, as
+one system with 1 gunicorn worker (one event loop, as the peer's one node process) and one
+with 2 (both cores): with wrk on the same two cores, two busy workers and wrk want about three
+cores, and the time slices the OS hands out become our tail latency (measured: p95 1.6x the p50
+with 1 worker, 3.5-4.5x with 2).
 CPU per request is each process's user + system time over the flood (psutil): our gunicorn
 master and workers against the node process, and each system's own redis-server and nx-27017.
 
@@ -30,6 +34,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -91,6 +96,9 @@ class Flood:
     socket_errors: int
     shoppers_again: int  # requests that reused a token: a wrk thread had used up its share
     cpu_us: dict[str, float]  # process group -> CPU microseconds per request
+    # Times the OS took the CPU from a runnable process: the app's, and wrk's own (whose
+    # latencies include its waits for a core). Per second of flood.
+    preempted: dict[str, float]
 
     @property
     def throughput(self) -> float:
@@ -104,19 +112,24 @@ class Flood:
         cpu = "  ".join(f"{group} {us:5.0f}" for group, us in self.cpu_us.items())
         socket = f", {self.socket_errors} socket errors" if self.socket_errors else ""
         again = f", {self.shoppers_again} shoppers came again (too few tokens)" if self.shoppers_again else ""
+        preempted = "  ".join(f"{group} {count:,.0f}" for group, count in self.preempted.items())
         return (f"  {label:<14} {self.throughput:7.0f} req/s  p50 {self.p50_ms:6.1f}  "
                 f"p95 {self.p95_ms:6.1f}  p99 {self.p99_ms:6.1f} ms  non-2xx {self.non_2xx}  "
-                f"CPU us/request: {cpu}  answers {self.answers}{socket}{again}")
+                f"CPU us/request: {cpu}  preempted/s: {preempted}  answers {self.answers}{socket}{again}")
 
 
 def flood(contender: Contender, label: str, seconds: int, args: argparse.Namespace) -> Flood:
     processes = contender.processes
     before = {group: cpu_seconds(found) for group, found in processes.items()}
+    app_preempted = _preemptions(processes["app"])
+    wrk_preempted = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nivcsw  # wrk, once waited for
     # A long timeout: a slow answer counts in the latencies instead of vanishing as a timeout.
     run = subprocess.run(["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds}s",
                           "--timeout", "30s", "-s", str(WRK_SCRIPT), contender.url, "--",
                           *contender.shoppers(label)], capture_output=True, text=True)
     used = {group: cpu_seconds(found) - before[group] for group, found in processes.items()}
+    preempted = {"app": _preemptions(processes["app"]) - app_preempted,
+                 "wrk": resource.getrusage(resource.RUSAGE_CHILDREN).ru_nivcsw - wrk_preempted}
     report = next((line for line in run.stdout.splitlines() if line.startswith("bench-peer ")), "")
     if run.returncode or not report:
         raise RuntimeError(f"wrk against {contender.name} failed: {run.stderr or run.stdout}")
@@ -125,7 +138,16 @@ def flood(contender: Contender, label: str, seconds: int, args: argparse.Namespa
     done = max(1, figures["requests"])
     return Flood(figures["requests"], figures["seconds"], figures["p50_us"] / 1000, figures["p95_us"] / 1000,
                  figures["p99_us"] / 1000, figures["answers"], sum(figures["socket_errors"].values()),
-                 figures["shoppers_again"], {group: cpu * 1e6 / done for group, cpu in used.items()})
+                 figures["shoppers_again"], {group: cpu * 1e6 / done for group, cpu in used.items()},
+                 {group: count / figures["seconds"] for group, count in preempted.items()})
+
+
+def _preemptions(processes: list[psutil.Process]) -> int:
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.num_ctx_switches().involuntary
+    return total
 
 
 # ------------------------------------------------------------------ the peer
@@ -210,7 +232,7 @@ def _embedded_server(system_pid: int, program: str) -> list[psutil.Process]:
 
 @contextmanager
 def our_admission(services: dict[str, Any], labels: list[str], root: Path,
-                  args: argparse.Namespace) -> Iterator[Contender]:
+                  args: argparse.Namespace, name: str = "ours") -> Iterator[Contender]:
     """One sale of the running system, and a file of new shoppers' tokens per flood label;
     yields it as a contender."""
     operator = Operator(services["api"], ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
@@ -218,19 +240,20 @@ def our_admission(services: dict[str, Any], labels: list[str], root: Path,
     started = time.monotonic()
     files = {label: write_tokens(root / f"tokens-{i}.txt", args.jwt_secret, f"bench{i}", args.tokens)
              for i, label in enumerate(labels)}
-    print(f"  ours: {len(labels)} x {args.tokens:,} tokens minted in {time.monotonic() - started:.0f}s")
+    print(f"  {name}: {len(labels)} x {args.tokens:,} tokens minted in {time.monotonic() - started:.0f}s")
     system_pid = services["system_pid"]
-    yield Contender("ours", f"{services['api']}/api/sales/{sale_id}/tickets",
+    yield Contender(name, f"{services['api']}/api/sales/{sale_id}/tickets",
                     {"app": api_processes(system_pid), "redis": _embedded_server(system_pid, "redis-server"),
                      "mongodb": _embedded_server(system_pid, "nx-27017")},
                     lambda label: ["tokens", str(files[label]), str(args.threads)])
-    print(f"  ours: {operator.sign_in().stats(sale_id)['tickets_issued']:,} tickets issued")
+    print(f"  {name}: {operator.sign_in().stats(sale_id)['tickets_issued']:,} tickets issued")
 
 
 # ------------------------------------------------------------------ the table
 
 
 def table(floods: dict[str, list[Flood]]) -> None:
+    """The medians of every contender's rounds, each of ours with its ratio to the peer's."""
     def median(name: str, figure: Callable[[Flood], float]) -> float:
         return statistics.median(figure(f) for f in floods[name])
 
@@ -243,23 +266,28 @@ def table(floods: dict[str, list[Flood]]) -> None:
         *((f"CPU us/request {group}", lambda f, g=group: f.cpu_us[g], "{:.0f}")
           for group in ("app", "redis", "mongodb", "all")),
     ]
-    title = f"medians of {len(floods['ours'])} rounds"
-    print(f"  {title:<24} {'peer':>10} {'ours':>10} {'ours/peer':>10}")
+    ours = [name for name in floods if name != "peer"]
+    title = f"medians of {len(floods['peer'])} rounds"
+    print(f"  {title:<24} {'peer':>10}" + "".join(f" {name:>12} {'/peer':>6}" for name in ours))
     for label, figure, shape in rows:
-        peer, mine = median("peer", figure), median("ours", figure)
-        ratio = f"{mine / peer:.2f}x" if peer else "-"
-        print(f"  {label:<24} {shape.format(peer):>10} {shape.format(mine):>10} {ratio:>10}")
+        peer = median("peer", figure)
+        cells = []
+        for name in ours:
+            mine = median(name, figure)
+            ratio = f"{mine / peer:.2f}x" if peer else "-"
+            cells.append(f" {shape.format(mine):>12} {ratio:>6}")
+        print(f"  {label:<24} {shape.format(peer):>10}" + "".join(cells))
 
 
-def race(peer: Contender, mine: Contender, labels: list[str],
+def race(contenders: list[Contender], labels: list[str],
          args: argparse.Namespace) -> dict[str, list[Flood]]:
-    """A warm-up flood each (the first label), then a round per label, the order alternating
-    so that neither always follows the other."""
-    for contender in (peer, mine):
+    """A warm-up flood each (the first label), then a round per label, the order turning by one
+    each round so that none always follows another."""
+    for contender in contenders:
         flood(contender, labels[0], args.warm_up, args)
-    floods: dict[str, list[Flood]] = {"peer": [], "ours": []}
+    floods: dict[str, list[Flood]] = {contender.name: [] for contender in contenders}
     for i, label in enumerate(labels[1:]):
-        for contender in (mine, peer) if i % 2 else (peer, mine):
+        for contender in contenders[i % len(contenders):] + contenders[:i % len(contenders)]:
             time.sleep(SETTLE_SECONDS)
             figures = flood(contender, label, args.duration, args)
             floods[contender.name].append(figures)
@@ -276,7 +304,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--tokens", type=int, default=150_000, help="our shoppers' tokens per flood")
     parser.add_argument("--stock", type=int, default=1_000_000, help="units of our sale")
-    parser.add_argument("--web-concurrency", type=int, default=2, help="our gunicorn workers")
+    parser.add_argument("--web-concurrency", type=lambda text: [int(n) for n in text.split(",")],
+                        default=[1, 2], help="our gunicorn workers, one system per count (1: one "
+                        "event loop, as the peer's one node process; 2: both cores)")
     parser.add_argument("--peer-stock", type=int, default=PEER_STOCK,
                         help="units of the peer's sale (past them it answers sold out)")
     parser.add_argument("--peer-git", default=PEER_REPOSITORY,
@@ -289,21 +319,26 @@ def main() -> None:
           "at the start")
     server = peer_server(args.peer_git)
     labels = ["warm-up", *(f"round {i}" for i in range(1, args.rounds + 1))]
-    with tempfile.TemporaryDirectory(prefix="flashsale-bench-peer-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="flashsale-bench-peer-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
-        (root / "ours").mkdir()
         (root / "peer").mkdir()
         args.jwt_secret = secrets.token_hex(32)
-        # As `make bench` runs it: every request logged, as in production.
-        env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret,
-               "ACCESS_LOG_SAMPLE_RATE": "1.0"}
-        with running_system(root / "ours", env) as services, \
-                running_peer(server, root / "peer", args.peer_stock) as peer, \
-                our_admission(services, labels, root, args) as mine, \
-                celery_held(services["system_pid"]) as held:
-            print(f"  ({held} Celery processes held still; wrk -t {args.threads} -c {args.connections}; "
-                  f"{args.web_concurrency} gunicorn workers against 1 node process)")
-            floods = race(peer, mine, labels, args)
+        contenders = [stack.enter_context(running_peer(server, root / "peer", args.peer_stock))]
+        held = 0
+        for workers in args.web_concurrency:
+            home = root / f"ours-{workers}"
+            home.mkdir()
+            # As `make bench` runs it: every request logged, as in production.
+            env = {"WEB_CONCURRENCY": str(workers), "JWT_SECRET_KEY": args.jwt_secret,
+                   "ACCESS_LOG_SAMPLE_RATE": "1.0"}
+            services = stack.enter_context(running_system(home, env))
+            contenders.append(stack.enter_context(
+                our_admission(services, labels, home, args, f"ours {workers}w")))
+            held += stack.enter_context(celery_held(services["system_pid"]))
+        print(f"  ({held} Celery processes held still; wrk -t {args.threads} -c {args.connections}; "
+              f"ours with {' and '.join(map(str, args.web_concurrency))} gunicorn workers, "
+              "the peer in 1 node process)")
+        floods = race(contenders, labels, args)
     table(floods)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average {load} at the end")
