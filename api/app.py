@@ -110,7 +110,8 @@ def _install_request_hooks(app: Flask) -> None:
         started = g.get("request_started")
         if started is not None:
             metrics.HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
-        metrics.HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        metrics.HTTP_REQUESTS.labels(metrics.method_label(request.method), endpoint,
+                                     str(response.status_code)).inc()
         if response.status_code >= 500:
             log.warning("request failed", extra={"path": request.path, "status": response.status_code})
         return response

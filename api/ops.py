@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from api.extensions import clients, settings
+from common.flash_sale.sale_gauges import SaleGauges
 from common.platform import metrics
 
 blp = Blueprint("ops", __name__, description="Health, readiness and metrics")
@@ -113,7 +114,7 @@ def readyz():
 @blp.doc(summary="Prometheus metrics (text format)")
 @blp.alt_response(200, content_type=CONTENT_TYPE_LATEST, description="Prometheus text format", success=True)
 def prometheus_metrics():
-    metrics.refresh_sale_gauges(clients())
+    metrics.add_live_collector("sale_gauges", lambda: SaleGauges(clients().sales_redis))
     multiproc_dir = settings().prometheus_multiproc_dir
     if multiproc_dir:
         registry = CollectorRegistry()

@@ -1,16 +1,12 @@
-"""Prometheus metrics. Counters are incremented where things happen; the per-sale gauges are
-read from Redis at scrape time so every API process reports the same numbers."""
+"""Prometheus metrics. Counters are incremented where things happen; a domain's gauges read at
+scrape time (flash_sale/sale_gauges.py) are added with `add_live_collector`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
-
-if TYPE_CHECKING:
-    from common.platform.clients import Clients
+from prometheus_client.registry import Collector
 
 HTTP_REQUESTS = Counter("flashsale_http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
 HTTP_LATENCY = Histogram(
@@ -34,44 +30,25 @@ TICKET_STREAMS = Gauge("flashsale_ticket_streams_open", "Open ticket event strea
 TICKET_STREAM_ENDS = Counter("flashsale_ticket_stream_ends_total", "Ticket event streams ended",
                              ["reason"])
 
-_live_sources: list[Any] = []
+# Collectors read at scrape time (a domain's gauges), one of each per process.
+_live_sources: dict[str, Collector] = {}
+
+# Methods named in metric labels; any other becomes `other`, so made-up methods cannot mint
+# series (300 requests with methods AAAA, AAAB... made 301 of them).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class SaleGauges:
-    """Collects per-sale stock and queue gauges from Redis when scraped."""
-
-    def __init__(self, clients: Clients) -> None:
-        self.clients = clients
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from common.flash_sale.sales import all_sale_ids, read_counters
-
-        family = GaugeMetricFamily("flashsale_sale_units", "Units per sale and state",
-                                   labels=["sale_id", "state"])
-        queued = GaugeMetricFamily("flashsale_sale_queue_length", "Queued tickets per sale",
-                                   labels=["sale_id"])
-        try:
-            for sale_id in all_sale_ids(self.clients.sales_redis):
-                counters = read_counters(self.clients.sales_redis, sale_id)
-                if counters is None:
-                    continue
-                for state in ("available", "reserved", "sold"):
-                    family.add_metric([sale_id, state], getattr(counters, state))
-                queued.add_metric([sale_id], counters.queued)
-        except Exception:  # a scrape must not fail because Redis is down
-            pass
-        yield family
-        yield queued
+def method_label(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"
 
 
-def refresh_sale_gauges(clients: Clients) -> None:
-    """Register the Redis-backed collector once per process."""
-    if not _live_sources:
-        collector = SaleGauges(clients)
-        _live_sources.append(collector)
-        REGISTRY.register(collector)  # type: ignore[arg-type]
+def add_live_collector(name: str, make: Callable[[], Collector]) -> None:
+    """Register a collector read at scrape time, once per process: the first call makes it."""
+    if name not in _live_sources:
+        collector = _live_sources[name] = make()
+        REGISTRY.register(collector)
 
 
 def register_live_collectors(registry: CollectorRegistry) -> None:
-    for collector in _live_sources:
+    for collector in _live_sources.values():
         registry.register(collector)
