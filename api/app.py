@@ -18,6 +18,7 @@ from api.errors import register_error_handlers
 from api.extensions import api, jwt, limiter
 from api.security_headers import install_security_headers
 from api.task_queue import TaskQueue
+from common.accounts import users
 from common.platform import metrics
 from common.platform.clients import Clients
 from common.platform.logs import configure_logging, request_id_from, request_id_var
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app.extensions["flashsale.clients"] = clients
     app.extensions["flashsale.tasks"] = TaskQueue(settings.broker_url)
     stream_tokens.configure(settings.jwt_secret())  # tickets' stream_token (api/stream_tokens.py)
+    users.configure_password_hashing(settings)  # argon2 parameters (common/accounts/users.py)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         API_TITLE="Flash-sale waiting room",

@@ -126,12 +126,20 @@ def serve(name: str) -> None:
 def create_admin(email: str, password: str, name: str, promote_existing: bool) -> None:
     """Create an admin account (idempotent); an existing customer account is promoted only
     with --promote-existing."""
-    from common.accounts.users import Role, ensure_admin, find_by_email, normalise_email
+    from common.accounts.users import (
+        Role,
+        configure_password_hashing,
+        ensure_admin,
+        find_by_email,
+        normalise_email,
+    )
     from common.platform.clients import Clients
     from common.platform.errors import AccountNotAdmin, DomainError
     from common.platform.schema import ensure_schema
 
-    clients = Clients(settings_or_exit())
+    settings = settings_or_exit()
+    configure_password_hashing(settings)
+    clients = Clients(settings)
     try:
         ensure_schema(clients.db)
         was = find_by_email(clients.db, email)

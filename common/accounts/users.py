@@ -4,10 +4,20 @@ Users live in the `users` collection; the unique index on `email` (common/platfo
 makes "one account per email" hold under concurrent registrations. Passwords are stored only
 as argon2id hashes and never logged.
 
-An argon2 hash or check takes about 0.2 s of a core. Under gevent that would stall every other
-request of the process, so it runs on a small pool of native threads instead; argon2-cffi
-releases the GIL while it hashes (measured: 4 hashes on 2 threads take 0.40 s against 0.88 s
-one after the other, and a thread ticking every 10 ms meanwhile missed 2 ticks of 39).
+The hash's cost is a setting (PASSWORD_HASH_MEMORY_KIB, _TIME_COST, _PARALLELISM), by default
+OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane, about 20-40 ms of a core per check here,
+against 150-290 ms for argon2-cffi's own default (64 MiB, 3 passes, 4 lanes), which let two
+cores sign in about 7 shoppers a second. A stored hash made with other parameters is rehashed
+with the current ones on its owner's next successful sign-in.
+
+Capacity: one core signs in about 1 / (CPU per check) shoppers a second, 25-50 with the
+default (`make bench`'s sign-in storm prints the figure measured through the API); a
+successful sign-in also issues two tokens and records the refresh token (about 1-2 ms).
+
+Under gevent a hash or check would stall every other request of the process, so it runs on a
+small pool of native threads instead; argon2-cffi releases the GIL while it hashes (measured
+with the old default: 4 hashes on 2 threads take 0.40 s against 0.88 s one after the other,
+and a thread ticking every 10 ms meanwhile missed 2 ticks of 39).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -30,6 +40,7 @@ from pymongo.errors import DuplicateKeyError
 from common.platform.clock import utc_now
 from common.platform.errors import AccountNotAdmin, EmailTaken, InvalidCredentials, ValidationFailed
 from common.platform.ids import new_user_id
+from common.platform.settings import Settings
 
 log = logging.getLogger("common.accounts.users")
 
@@ -38,12 +49,37 @@ PASSWORD_MAX_LENGTH = 128
 NAME_MAX_LENGTH = 100
 EMAIL_MAX_LENGTH = 254
 
-_hasher = PasswordHasher()
+
+
+def password_hasher(memory_kib: int, time_cost: int, parallelism: int) -> PasswordHasher:
+    """An argon2id hasher with these parameters (memory in KiB)."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
+                          type=Type.ID)
+
+
+def _default_hasher() -> PasswordHasher:
+    fields = Settings.model_fields  # the settings' defaults, not the environment
+    return password_hasher(fields["password_hash_memory_kib"].default,
+                           fields["password_hash_time_cost"].default,
+                           fields["password_hash_parallelism"].default)
+
+
+_hasher = _default_hasher()
+
+
+def configure_password_hashing(settings: Settings) -> None:
+    """Hash and check passwords with the settings' argon2 parameters from now on (each process
+    at start: the API's app factory, `flashsale create-admin`). Stored hashes made with others
+    still verify, and are rehashed on their owner's next sign-in."""
+    global _hasher
+    _hasher = password_hasher(settings.password_hash_memory_kib, settings.password_hash_time_cost,
+                              settings.password_hash_parallelism)
+    _decoy_hash.cache_clear()  # an unknown email must cost what a known one costs
 
 T = TypeVar("T")
 
 # One hash at a time per process (gunicorn runs a process per core): more at once only take
-# the cores, caches and memory bandwidth the requests need (64 MiB each). Measured under 16
+# the cores, caches and memory bandwidth the requests need (measured with 64 MiB hashes). Measured under 16
 # sign-up loops on 2 cores: admission p95 x2.7 with 2 threads per process, x1.25 with 1.
 HASHING_THREADS = 1
 HASHING_NICENESS = 19

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     # total so that a flood from many addresses cannot take the CPU the admissions need.
     register_rate_limit: str = "5 per minute"
     register_total_rate_limit: str = "5 per second"
+    # argon2id cost of each password hash and check. Default: OWASP's password-storage minimum
+    # (19 MiB, 2 passes, 1 lane; about 20-40 ms of a core here, against 150-290 ms for
+    # argon2-cffi's own default of 64 MiB, 3 passes, 4 lanes). A stored hash made with other
+    # values is rehashed on its owner's next sign-in. Production refuses less than OWASP's
+    # weakest listed option (memory x passes below 7 MiB x 5).
+    password_hash_memory_kib: int = Field(19 * 1024, ge=1024, le=4 * 1024 * 1024)
+    password_hash_time_cost: int = Field(2, ge=1, le=20)
+    password_hash_parallelism: int = Field(1, ge=1, le=16)
     admission_rate_limit: str = "20 per second"
     # Per signed-in shopper, shared by the pay endpoints and checkout: each attempt costs Stripe
     # calls on the shop's one account, whose rate limit every shopper shares.
@@ -173,6 +181,9 @@ class Settings(BaseSettings):
                 )
             if self.jwt_secret_key and len(self.jwt_secret_key) < 32:
                 raise ValueError("JWT_SECRET_KEY must be at least 32 characters in production")
+            if self.password_hash_memory_kib * self.password_hash_time_cost < 7 * 1024 * 5:
+                raise ValueError("PASSWORD_HASH_MEMORY_KIB x PASSWORD_HASH_TIME_COST is below "
+                                 "OWASP's argon2id minimum (7168 KiB x 5) in production")
         return self
 
     @property
