@@ -18,6 +18,11 @@ one that exits normally writes them at exit.
 ACCESS_LOG_SAMPLE_RATE keeps that fraction of the lines (1.0, every request, by default);
 `flashsale run` lowers it for development, where every line also crosses the supervisor's
 relay (common/development/supervisor.py).
+
+A logged URL carries no credential: the value of any query parameter whose name contains
+`token` (a ticket's `stream_token`, which EventSource can only send in the URL) is written as
+`[redacted]`, so that whoever reads the logs cannot follow a shopper's ticket. Only a request
+line with a query string pays for the check.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import random
 import threading
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger
 
@@ -37,6 +43,21 @@ from common.platform.settings import get_settings
 FLUSH_SECONDS = 1.0
 # Written at once past this many lines: a second of a busy worker, a megabyte at most.
 MAX_PENDING_LINES = 10_000
+REDACTED = "[redacted]"
+
+
+def redact_credentials(uri: str) -> str:
+    """`uri` with the value of every query parameter whose name contains `token` (any case,
+    percent-encoded or not) replaced by REDACTED; any other URI as it is."""
+    path, mark, query = uri.partition("?")
+    if not mark or "token" not in unquote_plus(query).lower():
+        return uri
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, equals, _value = part.partition("=")
+        if equals and "token" in unquote_plus(name).lower():
+            parts[i] = f"{name}={REDACTED}"
+    return f"{path}?{'&'.join(parts)}"
 
 
 class AccessLog(Logger):  # type: ignore[misc]
@@ -68,8 +89,11 @@ class AccessLog(Logger):  # type: ignore[misc]
                 break
         status = str(resp.status).split(None, 1)[0]
         milliseconds = request_time.seconds * 1000 + request_time.microseconds // 1000
+        uri = environ.get("RAW_URI")
+        if uri and "?" in uri:
+            uri = redact_credentials(uri)
         line = (f'{environ.get("REMOTE_ADDR", "-")} "{environ.get("REQUEST_METHOD")} '
-                f'{environ.get("RAW_URI")} {environ.get("SERVER_PROTOCOL")}" {status} '
+                f'{uri} {environ.get("SERVER_PROTOCOL")}" {status} '
                 f'{getattr(resp, "sent", None) or "-"} {milliseconds}ms rid={request_id}')
         handler = self._handler
         if handler is None:

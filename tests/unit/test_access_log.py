@@ -91,3 +91,27 @@ def test_a_worker_past_the_bound_writes_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(log._handler, "stream", stream := _RecordingStream())
     _lines(log, 12)
     assert [text.count("\n") for text in stream.writes] == [5, 5] and len(log._pending) == 2
+
+
+def test_no_token_in_a_query_string_reaches_the_log(tmp_path):
+    """A stream token in the log would let its reader follow the shopper's ticket: the value of
+    any parameter named like a token is redacted, whatever its case or encoding."""
+    path = tmp_path / "access.log"
+    log = _access_log(path, 1.0)
+    uris = {
+        "/api/tickets/t1/events?stream_token=1765000000.c2VjcmV0&last_event_id=7":
+            "/api/tickets/t1/events?stream_token=[redacted]&last_event_id=7",
+        "/x?limit=5&Access_TOKEN=abc&stream%5Ftoken=def&tokens=&token":
+            "/x?limit=5&Access_TOKEN=[redacted]&stream%5Ftoken=[redacted]&tokens=[redacted]&token",
+        "/api/sales?limit=5&cursor=abc": "/api/sales?limit=5&cursor=abc",
+        "/api/sales/s1/tickets": "/api/sales/s1/tickets",
+    }
+    response = SimpleNamespace(headers=[("X-Request-ID", "r")], status="200 OK", sent=2)
+    for uri in uris:
+        log.access(response, None, {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "GET", "RAW_URI": uri,
+                                    "SERVER_PROTOCOL": "HTTP/1.1"}, timedelta(milliseconds=1))
+    log.write_pending()
+    written = path.read_text()
+    assert written == "".join(f'10.0.0.7 "GET {logged} HTTP/1.1" 200 2 1ms rid=r\n'
+                              for logged in uris.values())
+    assert "c2VjcmV0" not in written and "abc&" not in written.split("Access_TOKEN")[1]
