@@ -71,6 +71,7 @@ class _Slot:
     env: dict[str, str] | None
     cwd: str | None
     colour: str
+    pass_fds: tuple[int, ...] = ()
     child: Popen | None = None
     started_at: float = 0.0
     delay: float = 0.0
@@ -91,8 +92,10 @@ class ProcfileSupervisor:
         self.returncode: int | None = None
 
     def add_process(self, name: str, command: str, env: dict[str, str] | None = None,
-                    cwd: str | None = None) -> None:
-        self._slots[name] = _Slot(name, command, env, cwd, next(self._colours))
+                    cwd: str | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+        """`pass_fds`: descriptors each run of the command inherits (a listening socket this
+        process keeps open across the command's restarts)."""
+        self._slots[name] = _Slot(name, command, env, cwd, next(self._colours), pass_fds)
         self._printer.width = max(self._printer.width, len(name))
 
     def stop(self, returncode: int = 0) -> None:
@@ -158,7 +161,7 @@ class ProcfileSupervisor:
         if slot.child is not None:
             # Left over from the run that died (it had its delay to go on SIGTERM).
             signal_group(slot.child.pid, signal.SIGKILL)
-        slot.child = Popen(slot.command, env=slot.env, cwd=slot.cwd)
+        slot.child = Popen(slot.command, env=slot.env, cwd=slot.cwd, pass_fds=slot.pass_fds)
         slot.started_at = time.monotonic()
         self._say(f"{slot.name} started (pid={slot.child.pid})")
         # Output is read until every holder of the pipe is gone; exits are seen by poll().

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Where the API listens (gunicorn) and where generated files go.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # A listening socket the API inherits instead of binding HOST:PORT: `flashsale run` keeps
+    # one open across restarts of gunicorn's master, so a restart refuses no connection.
+    listen_fd: int | None = Field(None, ge=0)
     var_dir: Path = PROJECT_ROOT / "var"
     web_concurrency: int = Field(2, ge=1, le=64)
     public_url: str | None = None

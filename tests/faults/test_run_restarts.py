@@ -2,7 +2,9 @@
 decider, beat, one API (gunicorn) worker and the API master are each killed with SIGKILL, as
 the OOM killer would, one after another. After each kill new shoppers are admitted (202)
 within a bound, the dead process comes back, no other process is touched, and every ticket
-admitted before, between and after the kills gets its outcome.
+admitted before, between and after the kills gets its outcome. A client connecting all the
+while is never refused, not even while the API master restarts (the supervisor keeps the
+listening socket and hands it to each new master).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pymongo
@@ -126,6 +130,39 @@ class Arrivals:
                    if answered >= since)
 
 
+class Connections:
+    """A client opening a TCP connection to the API every few milliseconds in a thread:
+    counts those made and those refused (nobody listening)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.address = (parts.hostname, parts.port)
+        self.made = 0
+        self.refused: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Connections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                socket.create_connection(self.address, timeout=5).close()
+            except ConnectionRefusedError:
+                self.refused.append(time.monotonic())
+            except OSError:
+                pass  # a timeout: a full listen queue is not a refusal
+            else:
+                self.made += 1
+            self._stop.wait(0.01)
+
+
 def _ready(system: RunningSystem) -> bool:
     try:
         return system.get("/readyz", timeout=5).status_code == 200
@@ -152,7 +189,7 @@ def test_each_process_killed_under_run_is_restarted_and_the_shop_stays_open(tmp_
     figures: dict[str, float] = {"ready": time.monotonic() - started}
     try:
         sale_id = create_sale(admin(system.url), stock=2000)["id"]
-        with Arrivals(system, sale_id, JWT_SECRET) as arrivals:
+        with Arrivals(system, sale_id, JWT_SECRET) as arrivals, Connections(system.url) as connections:
             wait_until(lambda: len(arrivals.admitted) >= 10, 30, message="the first shoppers")
             for kind in ("worker", "decider", "beat", "api worker", "api master"):
                 before = _processes(root)
@@ -171,6 +208,8 @@ def test_each_process_killed_under_run_is_restarted_and_the_shop_stays_open(tmp_
                            interval=0.1, message=f"a shopper admitted after {kind} came back")
                 figures[f"{kind} longest wait"] = wait = arrivals.longest_wait(killed_at)
                 assert wait <= ADMISSION_BOUND[kind], (kind, wait)
+        assert not connections.refused, f"{len(connections.refused)} of {connections.made} refused"
+        figures["connections"] = connections.made
         figures["admitted"] = len(arrivals.admitted)
         figures["failed tries"] = sum(arrivals.failures.values())
 
@@ -204,3 +243,33 @@ def test_each_process_killed_under_run_is_restarted_and_the_shop_stays_open(tmp_
               "total", round(time.monotonic() - started, 1))
     assert not alive, f"left behind: {[p.pid for p in alive]}"
     assert code in (0, 130, -signal.SIGINT), code
+
+
+def test_a_killed_api_master_refuses_no_connection(tmp_path):
+    """The API master alone, killed while a client connects continuously: the connections
+    made while gunicorn restarts wait in the listen queue and none is refused."""
+    system = start_system(tmp_path, extra_env={"WEB_CONCURRENCY": "1"})
+    root = psutil.Process(system.process.pid)
+    try:
+        with Connections(system.url) as connections:
+            wait_until(lambda: connections.made >= 20, 30, message="the first connections")
+            before = _processes(root)
+            victim = before["api master"][0]
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            _wait_back(system, "api master", before["api master"], victim)
+            wait_until(partial(_ready, system), 60, interval=0.2, message="the API ready again")
+            back_at = time.monotonic()
+            made_before_back = connections.made
+            wait_until(lambda: connections.made >= made_before_back + 20, 30,
+                       message="connections after the restart")
+        print(f"restart {back_at - killed_at:.1f}s, {connections.made} connections, "
+              f"{len(connections.refused)} refused")
+        assert not connections.refused, (
+            f"{len(connections.refused)} of {connections.made + len(connections.refused)} refused, "
+            f"from {connections.refused[0] - killed_at:.1f}s to {connections.refused[-1] - killed_at:.1f}s "
+            "after the kill")
+    finally:
+        descendants = root.children(recursive=True)
+        stop_system(system.process)
+        psutil.wait_procs(descendants, timeout=15)
