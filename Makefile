@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-dev
 TEST_STAMP := $(VENV)/.installed-test
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer browser-deps
+.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer browser-deps docs
 
 venv: $(TEST_STAMP)
 
@@ -49,7 +49,12 @@ test-fast: venv
 browser-deps:
 	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: browser tests will be skipped"
 
-test: venv frontend lint browser-deps
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link, a
+# page missing from the nav or a setting without a description.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: venv frontend lint browser-deps docs
 	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm test --silent; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
