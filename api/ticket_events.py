@@ -116,10 +116,10 @@ def ticket_event_stream(ticket_id: str) -> Response:
     if token is not None:
         if not stream_tokens.valid(ticket_id, token):
             raise Unauthorized("This stream token does not open this ticket.")
-        fields, progress = ticket_events.read_for_stream(redis_client, ticket_id)
+        fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
     else:
         verify_jwt_in_request()
-        fields, progress = ticket_events.read_for_stream(redis_client, ticket_id)
+        fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
         if fields.get("user_id") != current_user_id():
             raise NotFound("No such ticket.")
     if fields.get("status") in ticket_events.WAITING:

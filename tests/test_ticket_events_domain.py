@@ -15,7 +15,7 @@ from common.flash_sale.ticket_events import (
     SaleProgress,
     TicketFeed,
     follow_ticket,
-    read_for_stream,
+    read_ticket_state,
 )
 from tests.waiting_room_helpers import drain, make_product
 
@@ -47,7 +47,7 @@ def test_an_absent_shopper_is_abandoned_and_a_returning_one_keeps_their_place(cl
     waiting_room.read_ticket(clients.sales_redis, second, owner_id="user-1")
     feed = TicketFeed(clients.sales_redis, presence_refresh_seconds=0.1).start()
     try:
-        fields, progress = read_for_stream(clients.sales_redis, third)
+        fields, progress = read_ticket_state(clients.sales_redis, third)
         events = follow_ticket(feed, clients.sales_redis, fields, progress)
         assert next(events).ticket["position"] == 3  # type: ignore[union-attr]
         assert _wait(lambda: clients.sales_redis.hget(sale_keys.presence_key(sale_id), third) is not None)
@@ -82,7 +82,7 @@ def test_a_stream_follows_its_ticket_through_the_one_subscription(clients):
     feed = TicketFeed(clients.sales_redis).start()
     assert feed.subscribed.wait(5)
     received: list = []
-    fields, progress = read_for_stream(clients.sales_redis, mine)
+    fields, progress = read_ticket_state(clients.sales_redis, mine)
     events = follow_ticket(feed, clients.sales_redis, fields, progress, position_every=0.2)
 
     def consume() -> None:
@@ -116,7 +116,7 @@ def test_closing_a_stream_forgets_it_at_once(clients):
     sale_id = _sale(clients, stock=1)
     mine = waiting_room.admit(clients.sales_redis, sale_id, "me", 1).ticket["id"]
     feed = TicketFeed(clients.sales_redis)  # not started: closing needs no subscription
-    fields, progress = read_for_stream(clients.sales_redis, mine)
+    fields, progress = read_ticket_state(clients.sales_redis, mine)
     follower_seen: list = []
     events = follow_ticket(feed, clients.sales_redis, fields, progress, on_follow=follower_seen.append)
     assert next(events) is not None and feed.open_streams == 1
@@ -137,7 +137,7 @@ def test_resume_sends_the_ticket_only_if_newer(clients):
     sale_id = _sale(clients, stock=1)
     mine = waiting_room.admit(clients.sales_redis, sale_id, "me", 1).ticket["id"]
     feed = TicketFeed(clients.sales_redis)
-    fields, progress = read_for_stream(clients.sales_redis, mine)
+    fields, progress = read_ticket_state(clients.sales_redis, mine)
     first = next(follow_ticket(feed, clients.sales_redis, fields, progress))
     assert first is not None
     resumed = follow_ticket(feed, clients.sales_redis, fields, progress, last_event_id=first.version,
@@ -174,7 +174,7 @@ def test_a_streaming_lobby_ticket_learns_its_place_at_the_start(clients):
     feed = TicketFeed(clients.sales_redis).start()
     assert feed.subscribed.wait(5)
     received: list = []
-    fields, progress = read_for_stream(clients.sales_redis, mine)
+    fields, progress = read_ticket_state(clients.sales_redis, mine)
     followers: list = []
     events = follow_ticket(feed, clients.sales_redis, fields, progress, on_follow=followers.append)
 

@@ -142,8 +142,9 @@ def parse_message(channel: str, data: str) -> SaleMessage | None:
     return SaleMessage(sale_id, progress, parts[3:])
 
 
-def read_for_stream(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str, str], SaleProgress]:
-    """A ticket's hash and its sale's progress, one round trip. NotFound when there is none."""
+def read_ticket_state(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str, str], SaleProgress]:
+    """A ticket's hash and its sale's progress and chances, in one round trip: what the poll
+    and the stream both build their ticket from (`ticket_of`). NotFound when there is none."""
     sale_id = sale_keys.sale_of_ticket(ticket_id)
     if sale_id is None:
         raise NotFound("No such ticket.")
@@ -155,6 +156,11 @@ def read_for_stream(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[str
         raise NotFound("No such ticket.")
     return fields, SaleProgress(int(served or 0), int(served_at or 0), float(rate or 0.0),
                                 Chances.from_values(chances))
+
+
+def ticket_of(fields: dict[str, str], progress: SaleProgress) -> dict[str, Any]:
+    """The contract's ticket, as the join, the poll and every stream event show it."""
+    return public_ticket(fields, progress.served, progress.rate, progress.chances)
 
 
 def note_presence(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
@@ -229,10 +235,23 @@ class TicketFeed(Subscription):
         with self._lock:
             self._followers.setdefault(sale_id, set()).add(follower)
             self._by_ticket.setdefault(ticket_id, []).append(follower)
-            known = self._progress.setdefault(sale_id, SaleProgress())
-            if known.advance(progress.served, progress.served_at_ms, progress.rate):
-                known.chances = progress.chances
+            self._progress.setdefault(sale_id, SaleProgress())
+        self.observe(sale_id, progress)
         return follower
+
+    def observe(self, sale_id: str, progress: SaleProgress) -> None:
+        """Take a sale's progress read just now: its served counter if newer than the one
+        known, and its chances always (none are fresher). Before, the chances were taken only
+        with a move of the line, and a sale whose line had not moved yet (a lobby, an open sale
+        before its first batch) showed every stream the empty default: `unlikely` where the
+        join and the poll said `likely`."""
+        with self._lock:
+            known = self._progress.get(sale_id)
+            if known is None:
+                return  # nobody follows the sale (any more)
+            known.advance(progress.served, progress.served_at_ms, progress.rate)
+            known.chances = progress.chances
+            self._chances_read_at[sale_id] = time.monotonic()
 
     def forget(self, follower: Follower) -> None:
         with self._lock:
@@ -367,9 +386,10 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
         # load test's shoppers, opening their stream as the decider took them, waited for the
         # 60 s re-read): read the ticket once more now that the stream is registered.
         try:
-            fields, _ = read_for_stream(redis_client, ticket_id)
+            fields, fresh = read_ticket_state(redis_client, ticket_id)
         except NotFound:
             return
+        feed.observe(sale_id, fresh)
         sent_version = last_event_id or 0
         sent_ticket: dict[str, Any] | None = None
         last_read = ping_at = time.monotonic()
@@ -377,7 +397,7 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             follower.waiting = fields.get("status") in WAITING
             progress = feed.progress(sale_id)
             version = event_version(fields, progress.served_at_ms)
-            ticket = public_ticket(fields, progress.served, progress.rate, progress.chances)
+            ticket = ticket_of(fields, progress)
             now = time.monotonic()
             if version > sent_version and ticket != sent_ticket:
                 status_news = sent_ticket is None or ticket["status"] != sent_ticket["status"]
@@ -403,9 +423,10 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             follower.status_changed = follower.moved = False
             if reread:
                 try:
-                    fields, _ = read_for_stream(redis_client, ticket_id)
+                    fields, fresh = read_ticket_state(redis_client, ticket_id)
                 except NotFound:
                     return
+                feed.observe(sale_id, fresh)
                 last_read = time.monotonic()
     finally:
         feed.forget(follower)

@@ -116,27 +116,20 @@ def read_ticket_fields(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[
 def read_ticket_view(redis_client: redis.Redis,
                      ticket_id: str) -> tuple[dict[str, str], int, float, Chances]:
     """A ticket's hash with the sale's served counter, rate and chances (one round trip)."""
-    sale_id = sale_keys.sale_of_ticket(ticket_id)
-    if sale_id is None:
-        raise NotFound("No such ticket.")
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.hgetall(sale_keys.ticket_key(sale_id, ticket_id))
-    pipe.hmget(sale_keys.counters_key(sale_id), "served", "rate", *Chances.FIELDS)
-    fields, (served, rate, *chances) = pipe.execute()
-    if not fields:
-        raise NotFound("No such ticket.")
-    return fields, int(served or 0), float(rate or 0.0), Chances.from_values(chances)
+    fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
+    return fields, progress.served, progress.rate, progress.chances
 
 
 def read_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str | None = None) -> dict[str, Any]:
-    """The contract's ticket. With owner_id, another user's ticket is NotFound (not 403)."""
-    fields, served, rate, chances = read_ticket_view(redis_client, ticket_id)
+    """The contract's ticket, read and built as every stream event is (ticket_events.ticket_of).
+    With owner_id, another user's ticket is NotFound (not 403)."""
+    fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
     if owner_id is not None and fields.get("user_id") != owner_id:
         raise NotFound("No such ticket.")
     if owner_id is not None and fields.get("status") in ticket_events.WAITING:
         # Its owner is here: a waiting ticket keeps its place under the sale's presence rule.
         ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
-    return public_ticket(fields, served, rate, chances)
+    return ticket_events.ticket_of(fields, progress)
 
 
 def latest_ticket(redis_client: redis.Redis, sale_id: str, user_id: str) -> dict[str, Any]:

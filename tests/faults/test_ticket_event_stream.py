@@ -4,12 +4,9 @@ Last-Event-ID, and a client that hangs up frees its stream at once (not at the n
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import requests
@@ -18,30 +15,11 @@ from common.development.ports import free_port
 from common.flash_sale import waiting_room
 from common.flash_sale.ticket_events import stream_token, stream_token_key
 from tests.faults.flows import access_token, bearer
+from tests.faults.sse import Event
+from tests.faults.sse import events as _events
 from tests.waiting_room_helpers import drain, open_sale
 
 pytestmark = [pytest.mark.slow]
-
-
-@dataclass
-class Event:
-    id: int
-    ticket: dict
-
-
-def _events(response: requests.Response) -> Iterator[Event | None]:
-    """Parse the stream: an Event per `event: ticket`, None per comment line (ping)."""
-    fields: dict[str, str] = {}
-    for raw in response.iter_lines(chunk_size=1, decode_unicode=True):
-        if raw == "":
-            if fields.get("event") == "ticket":
-                yield Event(int(fields["id"]), json.loads(fields["data"]))
-            fields = {}
-        elif raw.startswith(":"):
-            yield None
-        else:
-            name, _, value = raw.partition(": ")
-            fields[name] = value
 
 
 def _open_streams(base: str) -> float:
