@@ -74,6 +74,8 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
           rate: AdmissionRate = UNLIMITED) -> Admission:
     """Issue a ticket, or return the caller's live ticket for this sale (idempotent).
 
+    One call is one admission whatever the network does: admit.lua is idempotent on the ticket
+    id drawn here, so a resend after a lost reply answers as the first run did.
     Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached, NotFound.
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
@@ -92,6 +94,11 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         ticket = public_ticket(fields, int(served), float(service_rate),
                                Chances.from_values(result[9:13]))
         return Admission(ticket=ticket, created=True, kick=bool(int(kick)))
+    if outcome == "replayed":
+        # Rare (the first reply was lost): the ticket as it is now, one more round trip. Its
+        # nudge may have been lost with the reply; a spare one costs a drain that finds little.
+        ticket = read_ticket(redis_client, ticket_id)
+        return Admission(ticket=ticket, created=True, kick=ticket["status"] == TicketStatus.QUEUED)
     if outcome == "existing":
         return Admission(ticket=read_ticket(redis_client, result[1]), created=False, kick=False)
     if outcome == "rate_limited":

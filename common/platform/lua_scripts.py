@@ -76,8 +76,14 @@ class Scripts:
         command is packed by hiredis in one go and sent on a connection of the client's own pool
         (on a Redis Cluster, the pool of the node that owns the first key's slot). Whatever is not
         the plain case takes the ordinary call: a script the server does not have yet (it loads
-        it), a moved slot (it follows it), a connection that failed (it reconnects and retries,
-        as redis-py does). A timeout is raised as redis-py raises it, without a retry.
+        it), a moved slot (it follows it), a connection that failed (it reconnects and sends the
+        call again). A timeout is raised as redis-py raises it, without a retry.
+
+        Only for a script idempotent on its arguments (admit.lua is, on its ticket id): a
+        connection can fail after Redis ran the call, and its reply is lost. The script, not
+        the sender, makes one call one effect: a "send only when it surely did not arrive" rule
+        here would still leave the ordinary call's resend and a cluster client's retries, and
+        would turn every dropped reply into a failed admission.
         """
         script: Script = getattr(self, name)
         pool = self._pool_for(keys[0])

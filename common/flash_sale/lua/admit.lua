@@ -7,9 +7,14 @@
 --       9 the shopper's admission rate (GCRA), 10 drain lock, 11 lobby, 12 after-lobby
 -- ARGV: 1 ticket_id, 2 user_id, 3 quantity, 4 kick debounce ms, 5 sale_id,
 --       6 ms between admissions at the limit's rate, 7 burst allowance ms (0 = no limit)
+-- Idempotent on ARGV[1]: the same call again (its first reply lost on the way back and the call
+-- resent, by lua_scripts.call_hot or a cluster client's retry) changes nothing more and answers
+-- {"replayed", ticket_id} when the first issued the ticket, else as the first did (the rate
+-- step is taken once per ticket id; a rejection is decided again).
 -- Returns {"issued", ticket_id, kick(0|1), seq ("" in the lobby), created_at_ms, served, rate,
 --         status, units_before, available, reserved, served_units, lobby_units}
---       (all the answer needs, so an admission is this one call) | {"existing", ticket_id} | {"no_sale"}
+--       (all the answer needs, so an admission is this one call) | {"replayed", ticket_id}
+--       | {"existing", ticket_id} | {"no_sale"}
 --       | {"not_open", "scheduled"|"ended"} | {"sold_out"} | {"over_limit", limit}
 --       | {"limit_reached", held} | {"rate_limited", retry_after_ms}
 local config_key, counters_key, stream_key, live_key, latest_key, held_key, kick_key,
@@ -21,12 +26,20 @@ local ticket_id, user, quantity, kick_debounce_ms, sale_id, interval, allowance 
   tonumber(ARGV[7])
 local now = now_ms()
 
+-- This admission ran already and issued its ticket: the first reply was lost.
+if redis.call('EXISTS', ticket_key) == 1 then return {'replayed', ticket_id} end
+
 -- Rate limit first, in this same round trip (GCRA: one key holding the theoretical arrival
--- time): a client hammering admission is refused before anything else is touched.
+-- time and the ticket id of the admission that set it): a client hammering admission is
+-- refused before anything else is touched. A replay of the admission that set it was counted.
 if interval > 0 then
-  local tat = math.max(tonumber(redis.call('GET', rate_key) or '0'), now)
-  if tat - now > allowance then return {'rate_limited', tat - now - allowance} end
-  redis.call('SET', rate_key, tat + interval, 'PX', tat + interval - now)
+  local last_tat, counted = string.match(redis.call('GET', rate_key) or '0', '^(%d+) ?(.*)$')
+  if counted ~= ticket_id then
+    local tat = math.max(tonumber(last_tat or '0'), now)
+    if tat - now > allowance then return {'rate_limited', tat - now - allowance} end
+    redis.call('SET', rate_key, string.format('%d %s', tat + interval, ticket_id),
+      'PX', tat + interval - now)
+  end
 end
 
 local config = redis.call('HMGET', config_key, 'starts_at_ms', 'ends_at_ms', 'per_user_limit',
