@@ -46,7 +46,10 @@ local config = redis.call('HMGET', config_key, 'starts_at_ms', 'ends_at_ms', 'pe
   'expire_at_s', 'lobby_opens_at_ms')
 if not config[1] then return {'no_sale'} end
 local lobby_opens = tonumber(config[5] or '')
+-- Before starts_at by this server's clock, unless the lobby is closed already: after a failover
+-- to a replica whose clock is behind, a ticket must not join a lobby whose seed is public.
 local in_lobby = now < tonumber(config[1])
+  and not (lobby_opens and redis.call('HGET', counters_key, 'lobby_closed'))
 if in_lobby and (not lobby_opens or now < lobby_opens) then return {'not_open', 'scheduled'} end
 if now >= tonumber(config[2]) then return {'not_open', 'ended'} end
 

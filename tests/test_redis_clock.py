@@ -1,0 +1,63 @@
+"""Redis's clock is the waiting room's one clock (issue 21, finding 5), against the real
+Redis, MongoDB and Stripe emulator.
+
+- After a failover to a replica whose clock is behind, the lobby's closed flag still decides:
+  a shopper admitted after the close queues behind the lobby, never in a lobby whose seed is
+  public. The replica's clock is played by the scripts' `now_ms` set back (a test-only prelude).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from common.auditing.audit import audit_sale, read_sale_snapshot
+from common.flash_sale import lobby, sale_keys, sales, waiting_room
+from common.platform import lua_scripts
+from common.platform.clients import make_redis
+from tests.test_lobby import lobby_sale, wait_until
+from tests.waiting_room_helpers import drain
+
+
+def _scripts_on_a_clock_behind(monkeypatch: pytest.MonkeyPatch, behind_ms: int) -> None:
+    """Every script registered from now on reads Redis's clock set back by `behind_ms`."""
+    library = lua_scripts.LIBRARY.read_text()
+    original = lua_scripts._source
+
+    def skewed(name: str) -> str:
+        source = original(name)
+        assert source.startswith(library)
+        prelude = (f"local redis_now_ms = now_ms\n"
+                   f"local function now_ms() return redis_now_ms() - {behind_ms} end\n")
+        return library + "\n" + prelude + source[len(library):]
+
+    monkeypatch.setattr(lua_scripts, "_source", skewed)
+
+
+def test_after_the_lobby_closed_a_clock_behind_does_not_reopen_it(clients, settings, monkeypatch):
+    sale = lobby_sale(clients, stock=5, opens_in=-120, starts_in=1.0)
+    sale_id = sale["_id"]
+    early = waiting_room.admit(clients.redis, sale_id, "early", 1).ticket
+    assert early["status"] == "lobby"
+    wait_until(sale["starts_at"])
+    assert lobby.start_lobby(clients.redis, sale_id).done  # closed, placed; the seed is public
+    assert lobby.fairness_page(clients.db, clients.redis, sale_id)["seed"]
+
+    # The primary fails over to a replica whose clock is a minute behind: by that clock the
+    # lobby is open and the sale not started.
+    _scripts_on_a_clock_behind(monkeypatch, 60_000)
+    replica = make_redis(settings.redis_url)  # a new client registers the scripts anew
+    try:
+        late = waiting_room.admit(replica, sale_id, "late", 1).ticket
+        # Behind the lobby, not in it: the draw whose seed is public cannot take it any more.
+        assert late["status"] == "queued" and late["position"] == 2
+        assert replica.zscore(sale_keys.lobby_key(sale_id), late["id"]) is None
+        assert sales.read_counters(replica, sale_id).lobby_size == 1
+        # The start step on that replica goes on (the lobby stays closed), and does nothing new.
+        assert lobby.start_lobby(replica, sale_id).state == "placed"
+    finally:
+        replica.close()
+    report = drain(clients, sale_id)
+    assert report.reserved == 2
+    snapshot = read_sale_snapshot(clients.redis, clients.db, sale_id, stripe_client=clients.stripe)
+    assert audit_sale(snapshot, settled=True) == []
+
