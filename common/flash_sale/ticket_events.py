@@ -33,8 +33,8 @@ import redis
 
 from common.flash_sale import sale_keys
 from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, Chances, TicketStatus, public_ticket
-from common.platform.clock import now_ms
 from common.platform.errors import NotFound
+from common.platform.lua_scripts import scripts_for
 from common.platform.subscriptions import Subscription
 
 log = logging.getLogger("common.flash_sale.ticket_events")
@@ -163,17 +163,12 @@ def ticket_of(fields: dict[str, str], progress: SaleProgress) -> dict[str, Any]:
     return public_ticket(fields, progress.served, progress.rate, progress.chances)
 
 
-def note_presence(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
-                  seen_ms: int | None = None) -> None:
-    """Record the tickets' owners as present now (a poll, or streams that are open)."""
-    if not ticket_ids:
-        return
-    seen = seen_ms or now_ms()
-    key = sale_keys.presence_key(sale_id)
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.hset(key, mapping=dict.fromkeys(ticket_ids, seen))
-    pipe.expire(key, PRESENCE_KEEP_SECONDS)
-    pipe.execute()
+def note_presence(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str]) -> None:
+    """Record the tickets' owners as present now (a poll, or streams that are open), stamped
+    with Redis's clock, the one reserve_batch.lua compares with (one round trip)."""
+    if ticket_ids:
+        scripts_for(redis_client).note_presence(keys=[sale_keys.presence_key(sale_id)],
+                                                args=[PRESENCE_KEEP_SECONDS, *ticket_ids])
 
 
 # ------------------------------------------------------------------ the feed
@@ -324,9 +319,8 @@ class TicketFeed(Subscription):
         with self._lock:
             waiting = {sale_id: [f.ticket_id for f in group if f.waiting and not f.closed]
                        for sale_id, group in self._followers.items()}
-        seen = now_ms()
         for sale_id, ticket_ids in waiting.items():
-            note_presence(self.redis, sale_id, ticket_ids, seen)
+            note_presence(self.redis, sale_id, ticket_ids)
 
     def _interrupted(self) -> None:
         self.subscribed.clear()
