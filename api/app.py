@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import stream_tokens
+from api import api_docs, stream_tokens
 from api.admission_fast_path import AdmissionFastPath
 from api.auth import bootstrap_accounts
 from api.body_limit import ChunkedBodyLimit
@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app.extensions["flashsale.settings"] = settings
     app.extensions["flashsale.clients"] = clients
     app.extensions["flashsale.tasks"] = TaskQueue(settings.broker_url)
-    stream_tokens.configure(settings.jwt_secret())  # tickets' stream_token (api/stream_tokens.py)
+    # Tickets' stream_token (api/stream_tokens.py).
+    stream_tokens.configure(settings.jwt_secret(), settings.stream_token_ttl_seconds)
     users.configure_password_hashing(settings)  # argon2 parameters (common/accounts/users.py)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Served from our own origin (api/api_docs.py): the CSP allows no CDN and no inline script.
+        OPENAPI_SWAGGER_UI_URL=api_docs.ASSETS_URL,
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
@@ -90,6 +92,7 @@ def _register_blueprints(app: Flask) -> None:
     from api import ops
 
     api.register_blueprint(ops.blp)
+    app.register_blueprint(api_docs.blp)  # Swagger UI's assets for /api/docs
     # Resource blueprints register themselves through api.resources (one module each).
     from api.resources import register_resources
 
