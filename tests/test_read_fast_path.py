@@ -62,7 +62,7 @@ def _token(settings, user_id: str, **overrides: Any) -> str:
     return mint_access_token(settings.jwt_secret(), user_id, **overrides)
 
 
-def _requests_counted() -> dict[tuple[str, ...], float]:
+def _requests_counted() -> dict[tuple[Any, ...], float]:
     counted = {}
     for metric in REGISTRY.collect():
         for sample in metric.samples:
