@@ -104,8 +104,10 @@ def _watch_client(environ: dict[str, Any], follower: Follower) -> Any:
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     parameters=[{"in": "query", "name": "stream_token", "required": False,
                  "schema": {"type": "string"},
-                 "description": "The ticket's own `stream_token`, instead of the header"}])
-@blp.alt_response(401, description="No or bad authentication")
+                 "description": "The ticket's own `stream_token`, instead of the header "
+                                "(valid for at most an hour; every ticket answer carries a fresh "
+                                "one)"}])
+@blp.alt_response(401, description="No or bad authentication, or an expired stream_token")
 @blp.alt_response(404, description="No such ticket, or someone else's")
 def ticket_event_stream(ticket_id: str) -> Response:
     """Follow the caller's ticket live: position and ETA while queued (at most once a
@@ -115,7 +117,8 @@ def ticket_event_stream(ticket_id: str) -> Response:
     redis_client = clients().sales_redis
     if token is not None:
         if not stream_tokens.valid(ticket_id, token):
-            raise Unauthorized("This stream token does not open this ticket.")
+            raise Unauthorized("This stream token has expired or does not open this ticket; "
+                               "read the ticket again for a fresh one.")
         fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
     else:
         verify_jwt_in_request()

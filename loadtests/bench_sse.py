@@ -174,7 +174,8 @@ def decide_at_pace(client: redis.Redis, sale_id: str, per_second: float, batch: 
 
 
 def follow_stream(base: str, key: bytes, shopper: Shopper, connected: Any) -> None:
-    stream = TicketStream(base, shopper.ticket_id, stream_token=stream_token(key, shopper.ticket_id))
+    token = stream_token(key, shopper.ticket_id, int(time.time()) + 3600)
+    stream = TicketStream(base, shopper.ticket_id, stream_token=token)
     try:
         stream.open()
         for event in stream:

@@ -4,6 +4,9 @@ a closed stream is forgotten, an absent shopper's turn passes to the next in the
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -149,15 +152,29 @@ def test_resume_sends_the_ticket_only_if_newer(clients):
     older.close()
 
 
-def test_stream_tokens_open_their_own_ticket_only():
+def test_stream_tokens_open_their_own_ticket_only_until_they_expire():
     key = ticket_events.stream_token_key("secret-" + "x" * 32)
-    token = ticket_events.stream_token(key, "tkt_a")
-    assert ticket_events.stream_token_valid(key, "tkt_a", token)
-    assert not ticket_events.stream_token_valid(key, "tkt_b", token)
-    assert not ticket_events.stream_token_valid(ticket_events.stream_token_key("other"), "tkt_a", token)
+    now, ttl = 1_800_000_000.0, 3600
+    token = ticket_events.stream_token(key, "tkt_a", int(now) + ttl)
+    assert ticket_events.stream_token_valid(key, "tkt_a", token, now, ttl)
+    assert ticket_events.stream_token_valid(key, "tkt_a", token, now + ttl - 1, ttl)
+    assert not ticket_events.stream_token_valid(key, "tkt_a", token, now + ttl, ttl)  # expired
+    assert not ticket_events.stream_token_valid(key, "tkt_b", token, now, ttl)
+    other_key = ticket_events.stream_token_key("other")
+    assert not ticket_events.stream_token_valid(other_key, "tkt_a", token, now, ttl)
+    # A later expiry written over a valid token breaks its signature; one further away than the
+    # API ever issues is refused before any signature is computed.
+    expires, _, signature = token.partition(".")
+    assert not ticket_events.stream_token_valid(key, "tkt_a", f"{int(expires) + 60}.{signature}", now, ttl)
+    far = ticket_events.stream_token(key, "tkt_a", int(now) + ttl + 60)
+    assert not ticket_events.stream_token_valid(key, "tkt_a", far, now, ttl)
+    # The first format (an HMAC of the ticket id alone) never expired: it opens nothing now.
+    first_format = base64.urlsafe_b64encode(hmac.new(key, b"tkt_a", hashlib.sha256).digest()[:24]).decode()
+    assert not ticket_events.stream_token_valid(key, "tkt_a", first_format, now, ttl)
     # Anything a client puts in the query string is refused, never an error (found by fuzzing).
-    for junk in ("", "\U000fe10e", "é" * 32, token + "\x00"):
-        assert not ticket_events.stream_token_valid(key, "tkt_a", junk)
+    for junk in ("", ".", "\U000fe10e", "é" * 32, token + "\x00", "١٢٣." + signature,
+                 "9" * 40 + "." + signature, "-5." + signature):
+        assert not ticket_events.stream_token_valid(key, "tkt_a", junk, now, ttl)
 
 
 def test_a_streaming_lobby_ticket_learns_its_place_at_the_start(clients):

@@ -69,16 +69,27 @@ def stream_token_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), _TOKEN_CONTEXT, hashlib.sha256).digest()
 
 
-def stream_token(key: bytes, ticket_id: str) -> str:
-    """The ticket's `stream_token`: opens this ticket's event stream, and nothing else."""
-    digest = hmac.new(key, ticket_id.encode(), hashlib.sha256).digest()[:24]
-    return base64.urlsafe_b64encode(digest).decode()
+def stream_token(key: bytes, ticket_id: str, expires_at: int) -> str:
+    """The ticket's `stream_token`: opens this ticket's event stream, and nothing else, until
+    `expires_at` (Unix seconds): `<expires_at>.<HMAC of ticket id and expiry>`."""
+    digest = hmac.new(key, f"{ticket_id}|{expires_at}".encode(), hashlib.sha256).digest()[:24]
+    return f"{expires_at}.{base64.urlsafe_b64encode(digest).decode()}"
 
 
-def stream_token_valid(key: bytes, ticket_id: str, token: str) -> bool:
+def stream_token_valid(key: bytes, ticket_id: str, token: str, now: float, ttl_seconds: int) -> bool:
+    """True for a token of this ticket that has not expired, and whose expiry is no further
+    than `ttl_seconds` away (what this API issues). A token of the first format (no expiry)
+    opens nothing: it would open its stream for ever."""
+    expires_text, dot, _ = token.partition(".")
+    if not dot or not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:
+        return False
+    expires_at = int(expires_text)
+    if not now < expires_at <= now + ttl_seconds:
+        return False
     # Compared as bytes: compare_digest refuses str with non-ASCII characters, and a token
     # is whatever a client put in the query string.
-    return hmac.compare_digest(stream_token(key, ticket_id).encode(), token.encode("utf-8", "replace"))
+    return hmac.compare_digest(stream_token(key, ticket_id, expires_at).encode(),
+                               token.encode("utf-8", "replace"))
 
 
 # ------------------------------------------------------------------ what a stream sends

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # lowers it in development, where each line also crosses the supervisor.
     access_log_sample_rate: float = Field(1.0, ge=0, le=1)
     log_format: Literal["json", "text"] = "json"
+    # A ticket's stream_token (for EventSource) opens its event stream for this long at most;
+    # every ticket answer carries a fresh one, so a token read from a log soon opens nothing.
+    stream_token_ttl_seconds: int = Field(3600, ge=60, le=3600)
 
     # Waiting room.
     decision_batch_size: int = Field(500, ge=1, le=10_000)

@@ -54,19 +54,29 @@ def test_auth_by_header_or_stream_token_and_401_404(api, fault_settings, fault_c
         first = next(e for e in _events(response) if e is not None)
     assert first.ticket["id"] == ticket["id"] and first.ticket["status"] == "queued"
     token = first.ticket["stream_token"]
-    # The polled ticket carries the same token.
+    # Every ticket answer carries a fresh token, valid for at most the configured hour.
     polled = requests.get(f"{api}/api/tickets/{ticket['id']}", headers=owner, timeout=10).json()
-    assert polled["stream_token"] == token
+    key = stream_token_key(fault_settings.jwt_secret())
+    for answer in (first.ticket, polled):
+        expires_at = int(answer["stream_token"].partition(".")[0])
+        assert time.time() + 3590 < expires_at <= time.time() + 3600
+        assert answer["stream_token"] == stream_token(key, ticket["id"], expires_at)
 
     with requests.get(url, params={"stream_token": token}, stream=True, timeout=10) as response:
         assert response.status_code == 200
         assert next(e for e in _events(response) if e is not None).ticket["id"] == ticket["id"]
 
-    for params, headers in (({}, {}), ({"stream_token": token[:-2] + "xx"}, {}),
-                            ({}, {"Authorization": "Bearer not-a-token"})):
+    expired = stream_token(key, ticket["id"], int(time.time()) - 1)
+    first_format = token.partition(".")[2]  # the first tokens had no expiry: they open nothing
+    for params, headers, code in (
+            ({}, {}, "authorization_required"),
+            ({"stream_token": token[:-2] + "xx"}, {}, "unauthorized"),
+            ({"stream_token": expired}, {}, "unauthorized"),
+            ({"stream_token": first_format}, {}, "unauthorized"),
+            ({}, {"Authorization": "Bearer not-a-token"}, "invalid_token")):
         refused = requests.get(url, params=params, headers=headers, timeout=10)
         assert refused.status_code == 401
-        assert refused.json()["error"]["code"]
+        assert refused.json()["error"]["code"] == code
     other = waiting_room.admit(fault_clients.sales_redis, sale_id, "usr_other", 1).ticket
     # A token opens its own ticket only; someone else's ticket is 404 with a bearer.
     wrong = requests.get(f"{api}/api/tickets/{other['id']}/events", params={"stream_token": token},
@@ -125,7 +135,8 @@ def test_a_client_that_hangs_up_frees_its_stream_at_once(api, fault_settings, fa
     responses = []
     for ticket in tickets:
         response = requests.get(f"{api}/api/tickets/{ticket['id']}/events", stream=True, timeout=10,
-                                params={"stream_token": stream_token(key, ticket["id"])})
+                                params={"stream_token": stream_token(key, ticket["id"],
+                                                                     int(time.time()) + 60)})
         events = _events(response)  # kept: a parser dropped would close its connection
         assert next(events) is not None
         responses.append((response, events))

@@ -17,6 +17,7 @@ import requests
 from common.billing.payments import apply_intent, cancel_ticket, sweep_intent_cancellations
 from common.development.ports import free_port
 from common.flash_sale import reservations, sale_keys, sales
+from common.flash_sale.ticket_events import stream_token_key, stream_token_valid
 from common.flash_sale.tickets import TicketStatus
 from common.platform.errors import PaymentDeclined
 from tests.faults.flows import DECLINED_CARD, access_token, bearer, pay_at_stripe
@@ -68,8 +69,9 @@ class Shop:
         views = {"poll": polled, "stream": self.streamed(ticket_id, user_id)}
         if joined is not None:
             views["join"] = joined
+        key = stream_token_key(self.settings.jwt_secret())
         for name, view in views.items():
-            assert view.pop("stream_token"), name
+            assert stream_token_valid(key, ticket_id, view.pop("stream_token"), time.time(), 3600), name
         assert views["stream"] == polled, f"{status}: stream {views['stream']} != poll {polled}"
         if joined is not None:
             assert joined == polled, f"{status}: join {joined} != poll {polled}"

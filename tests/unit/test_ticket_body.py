@@ -18,8 +18,10 @@ EXTRAS = [{}, {"refund_id": "re_1"}, {"refund_due": "late"}, {"reason": "per_use
 
 @pytest.mark.parametrize("status", [status.value for status in TicketStatus])
 @pytest.mark.parametrize("extra", range(len(EXTRAS)))
-def test_ticket_body_equals_the_schema_dump(status, extra):
+def test_ticket_body_equals_the_schema_dump(status, extra, monkeypatch):
     stream_tokens.configure("unit-test-secret-" + "x" * 32)
+    # A token carries its expiry in seconds: both made in the same second, as in one answer.
+    monkeypatch.setattr(stream_tokens.time, "time", lambda: 1_800_000_000.25)
     fields = {**BASE, "status": status, **EXTRAS[extra]}
     for chances in (None, Chances(available=5, reserved=1, served_units=3, lobby_units=4)):
         ticket = public_ticket(fields, served=3, rate=12.5, chances=chances)

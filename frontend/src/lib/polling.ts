@@ -13,7 +13,10 @@ export const SALE_REFRESH_MS = 5000;
 /** A stream that errors this many times in a row without an event gives way to polling. */
 export const STREAM_MAX_ERRORS = 3;
 
-/** The ticket's event stream URL (the token is the ticket's own, read-only). */
+/**
+ * The ticket's event stream URL. The token is the ticket's own, read-only, and valid for an
+ * hour at most: every ticket answer (a poll, each stream event) carries a fresh one.
+ */
 export function ticketStreamUrl(ticket: Ticket): string {
   return `/api/tickets/${encodeURIComponent(ticket.id)}/events?stream_token=${encodeURIComponent(ticket.stream_token ?? '')}`;
 }
@@ -86,15 +89,19 @@ export function useTicketPolling(ticketId: string): TicketPoll {
     };
 
     // The browser reconnects by itself after a dropped connection, sending Last-Event-ID, and
-    // the server then sends the ticket only if it changed. Errors without any event in between
-    // (the stream refused, or cut again and again) mean polling instead.
+    // the server then sends the ticket only if it changed. It reconnects with the URL's token,
+    // though, which expires: a stream that worked and is then refused (401) is opened again
+    // with the fresh token of a poll made at once. Errors of a stream that never delivered an
+    // event (refused from the start, or cut again and again) mean polling instead.
     const follow = (current: Ticket) => {
       const source = new EventSource(ticketStreamUrl(current));
       stream = source;
       let errors = 0;
+      let delivered = false;
       source.addEventListener('ticket', (event) => {
         if (stopped) return;
         errors = 0;
+        delivered = true;
         const fresh = JSON.parse((event as MessageEvent<string>).data) as Ticket;
         take(fresh);
         if (isFinalTicketStatus(fresh.status)) {
@@ -105,9 +112,14 @@ export function useTicketPolling(ticketId: string): TicketPoll {
       source.onerror = () => {
         if (stopped) return;
         errors += 1;
-        if (source.readyState === EventSource.CLOSED || errors >= STREAM_MAX_ERRORS) {
+        const refused = source.readyState === EventSource.CLOSED;
+        if (refused || errors >= STREAM_MAX_ERRORS) {
           source.close();
           stream = undefined;
+          if (refused && delivered) {
+            timer = setTimeout(poll, 0); // a fresh token, and the stream again
+            return;
+          }
           streamFailed = true;
           timer = setTimeout(poll, nextPollDelay(latest.current?.poll_after_ms, 0));
         }

@@ -260,6 +260,46 @@ describe('queue page with live updates', () => {
   });
 });
 
+describe('queue page whose stream token expires', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T12:00:02Z'));
+    tokens.set({ access_token: 'a' });
+    FakeEventSource.opened = [];
+    vi.stubGlobal('EventSource', FakeEventSource);
+  });
+
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it('opens the stream again with the fresh token of a poll when a stream that worked is refused', async () => {
+    const http = serve([
+      () => json(200, ticket({ stream_token: 'old' })),
+      () => json(200, ticket({ position: 9, stream_token: 'fresh' })),
+    ]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    const first = FakeEventSource.opened[0];
+    await act(async () => first.send(ticket({ position: 12, stream_token: 'old' })));
+    // The browser reconnected with the expired token in the URL, and the API said 401.
+    await act(async () => first.fail(true));
+    await advance();
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
+    expect(screen.getByTestId('queue-position').textContent).toBe('9');
+    expect(FakeEventSource.opened).toHaveLength(2);
+    const second = FakeEventSource.opened[1];
+    expect(second.url).toBe('/api/tickets/t1/events?stream_token=fresh');
+    expect(second.readyState).toBe(FakeEventSource.OPEN);
+
+    // A fresh stream refused before any event is not a token gone stale: polling from then on.
+    await act(async () => second.fail(true));
+    await advance(3000);
+    expect(FakeEventSource.opened).toHaveLength(2);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(3);
+  });
+});
+
 describe('lobby ticket page', () => {
   beforeEach(() => {
     vi.useFakeTimers();
