@@ -85,7 +85,8 @@ def _fail_next_read(client, monkeypatch: pytest.MonkeyPatch, error: Exception) -
 def test_a_dropped_connection_is_replaced_and_the_call_made_again(client, monkeypatch) -> None:
     keys, args = _call(client, "dropped", 1)
     _fail_next_read(client, monkeypatch, ConnectionError("Connection closed by server."))
-    # As redis-py's own retry does: the script ran once before the drop and once after.
+    # The script ran once before the drop and once after: call_hot is only for scripts
+    # idempotent on their arguments (admit.lua: tests/test_admission_replay.py).
     assert Scripts(client).call_hot("echo", keys, args)[2:] == ["dropped", 2, 12, 2, "2"]
 
 
