@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-dev
 TEST_STAMP := $(VENV)/.installed-test
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer browser-deps docs
+.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer browser-deps docs monitoring-check
 
 venv: $(TEST_STAMP)
 
@@ -54,7 +54,17 @@ browser-deps:
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: venv frontend lint browser-deps docs
+# The monitoring kit (deploy/monitoring/): promtool checks the Prometheus configuration and the
+# alert rules and runs their unit tests. promtool is Debian's `prometheus` package, installed
+# when missing and we are root; otherwise the check is skipped with a message.
+monitoring-check:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || true
+	@if command -v promtool >/dev/null; then \
+		promtool check config deploy/monitoring/prometheus.yml && promtool check rules deploy/monitoring/alerts.yml && \
+		promtool test rules deploy/monitoring/alerts_test.yml; \
+	else echo "promtool not installed (apt-get install prometheus): the monitoring rules are not checked"; fi
+
+test: venv frontend lint browser-deps docs monitoring-check
 	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm test --silent; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
