@@ -7,6 +7,9 @@ once when a client goes away: under gunicorn's gevent worker the connection's so
 watched, and an SSE client never sends anything after its request, so a readable socket means
 it closed. Its stream ends there: follower, greenlet and socket are let go, not kept until the
 next ping fails.
+
+Streams open at once are capped per ticket and per client address, across every worker
+(common/flash_sale/stream_slots.py): beyond, 429 `too_many_streams` with Retry-After.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from redis.cluster import RedisCluster
 
 from api import stream_tokens
 from api.auth import BEARER, current_user_id
-from api.extensions import clients
+from api.extensions import client_address, clients
 from api.schemas import TicketSchema
 from common.flash_sale import ticket_events
+from common.flash_sale.stream_slots import StreamSlots
 from common.flash_sale.ticket_events import Follower, TicketFeed
 from common.platform import metrics
 from common.platform.errors import NotFound, Unauthorized
@@ -49,7 +53,19 @@ def feed(app: Flask) -> TicketFeed:
             if found is None:
                 sales_redis = app.extensions["flashsale.clients"].sales_redis
                 found = app.extensions["flashsale.ticket_feed"] = TicketFeed(
-                    sales_redis, subscriber=_subscriber(sales_redis)).start()
+                    sales_redis, subscriber=_subscriber(sales_redis), slots=stream_slots(app)).start()
+    return found  # type: ignore[no-any-return]
+
+
+def stream_slots(app: Flask) -> StreamSlots:
+    """This process's caps on open streams (the feed renews the slots of its streams)."""
+    found = app.extensions.get("flashsale.stream_slots")
+    if found is None:
+        config = app.extensions["flashsale.settings"]
+        # Slots live beside the rate limits (REDIS_URL): an address's streams span every sale.
+        found = app.extensions["flashsale.stream_slots"] = StreamSlots(
+            app.extensions["flashsale.clients"].redis, config.stream_max_per_ticket,
+            config.stream_max_per_address)
     return found  # type: ignore[no-any-return]
 
 
@@ -109,6 +125,9 @@ def _watch_client(environ: dict[str, Any], follower: Follower) -> Any:
                                 "one)"}])
 @blp.alt_response(401, description="No or bad authentication, or an expired stream_token")
 @blp.alt_response(404, description="No such ticket, or someone else's")
+@blp.alt_response(429, description="`too_many_streams`: this ticket, or this client address, has "
+                                   "as many streams open as allowed (STREAM_MAX_PER_TICKET, "
+                                   "STREAM_MAX_PER_ADDRESS); with Retry-After")
 def ticket_event_stream(ticket_id: str) -> Response:
     """Follow the caller's ticket live: position and ETA while queued (at most once a
     second), each status change at once. `Last-Event-ID` resumes: the current ticket is sent
@@ -125,9 +144,11 @@ def ticket_event_stream(ticket_id: str) -> Response:
         fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
         if fields.get("user_id") != current_user_id():
             raise NotFound("No such ticket.")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    slots = stream_slots(app)
+    slot = slots.take(ticket_id, client_address())  # TooManyStreams: 429
     if fields.get("status") in ticket_events.WAITING:
         ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     environ = request.environ
     last_event_id = _last_event_id()
 
@@ -140,7 +161,7 @@ def ticket_event_stream(ticket_id: str) -> Response:
 
         metrics.TICKET_STREAMS.inc()
         events = ticket_events.follow_ticket(feed(app), redis_client, fields, progress,
-                                             last_event_id, on_follow=on_follow)
+                                             last_event_id, on_follow=on_follow, slot=slot)
         try:
             # Headers go out with the first bytes: a resumed stream with nothing newer must not
             # leave its client waiting for them. `retry` is EventSource's reconnection delay.
@@ -160,6 +181,10 @@ def ticket_event_stream(ticket_id: str) -> Response:
                     watcher.close()
             metrics.TICKET_STREAMS.dec()
             metrics.TICKET_STREAM_ENDS.labels(ended).inc()
+            try:
+                slots.release(slot)
+            except Exception:  # its lease ends it within a minute
+                log.warning("stream slot not released", exc_info=True)
 
     return Response(body(), mimetype="text/event-stream", headers={
         "Cache-Control": "no-cache, no-store",

@@ -53,7 +53,9 @@ def running_system(root: Path, extra_env: dict[str, str] | None = None,
                 "ADMIN_EMAIL": ADMIN_EMAIL, "ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "ADMISSION_RATE_LIMIT": "100000 per second",
                 "LOGIN_RATE_LIMIT": "100000 per minute", "REGISTER_RATE_LIMIT": "100000 per minute",
-                "REGISTER_TOTAL_RATE_LIMIT": "100000 per second", "LOG_LEVEL": "WARNING"})
+                "REGISTER_TOTAL_RATE_LIMIT": "100000 per second", "LOG_LEVEL": "WARNING",
+                # Every shopper of a benchmark streams from this one address.
+                "STREAM_MAX_PER_ADDRESS": "0"})
     env.update(extra_env or {})
     log = (root / "system.log").open("wb")
     process = subprocess.Popen([str(Path(sys.executable).parent / "flashsale"), "run", *args],

@@ -195,6 +195,8 @@ def start_system(root: Path, extra_env: dict[str, str] | None = None,
                 "REGISTER_RATE_LIMIT": "100000 per minute",
                 "REGISTER_TOTAL_RATE_LIMIT": "100000 per second",
                 "PAYMENT_RATE_LIMIT": "100000 per minute",
+                # The load tests' shoppers all stream from this one address.
+                "STREAM_MAX_PER_ADDRESS": "0",
                 "ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password-123"})
     env.update(extra_env or {})
     for name in drop_env:

@@ -7,12 +7,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from common.auditing.audit import audit_sale, read_sale_snapshot
-from common.flash_sale import lobby, sale_keys, sales, ticket_events, waiting_room
+from common.flash_sale import lobby, sale_keys, sales, stream_slots, ticket_events, waiting_room
+from common.flash_sale.stream_slots import StreamSlots
 from common.flash_sale.ticket_events import (
     SaleMessage,
     SaleProgress,
@@ -20,6 +24,7 @@ from common.flash_sale.ticket_events import (
     follow_ticket,
     read_ticket_state,
 )
+from common.platform.errors import TooManyStreams
 from tests.waiting_room_helpers import drain, make_product
 
 
@@ -229,3 +234,29 @@ def test_a_paced_stream_is_woken_by_its_own_change_but_not_by_every_move(clients
     assert eager.wake.is_set()
     feed.dispatch(SaleMessage(sale_id, None, ["tkt_paced"]))
     assert paced.wake.is_set() and paced.status_changed, "its own change wakes it at once"
+
+
+def test_a_stream_slot_is_a_lease_renewed_while_open_and_ended_by_its_lease(clients):
+    """A process killed outright cannot give its streams' slots back: they end with their lease;
+    a live process renews them (its feed does, every RENEW_SECONDS)."""
+    address = f"10.9.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+    slots = StreamSlots(clients.redis, per_ticket=1, per_address=2, lease_seconds=1)
+    held = slots.take("tkt_lease_a", address)
+    with pytest.raises(TooManyStreams) as refused:
+        slots.take("tkt_lease_a", address)
+    assert refused.value.details == {"per": "ticket", "limit": 1}
+    assert refused.value.headers["Retry-After"] == "1"
+    slots.take("tkt_lease_b", address)
+    with pytest.raises(TooManyStreams) as refused:
+        slots.take("tkt_lease_c", address)
+    assert refused.value.details == {"per": "address", "limit": 2}
+    time.sleep(0.6)
+    assert slots.renew([held]) == 2  # the ticket's set and the address's
+    time.sleep(0.6)  # past the first lease, within the renewed one
+    with pytest.raises(TooManyStreams):
+        slots.take("tkt_lease_a", address)
+    slots.take("tkt_lease_c", address)  # tkt_lease_b's slot was never renewed: it ended
+    time.sleep(1.1)
+    slots.take("tkt_lease_a", address)  # nobody renewed `held`: as if its process was killed
+    slots.release(held)
+    assert clients.redis.zscore(stream_slots.ticket_streams_key("tkt_lease_a"), held.stream_id) is None

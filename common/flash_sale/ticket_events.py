@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from common.flash_sale import sale_keys
+from common.flash_sale.stream_slots import RENEW_SECONDS, StreamSlot, StreamSlots
 from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, Chances, TicketStatus, public_ticket
 from common.platform.errors import NotFound
 from common.platform.lua_scripts import scripts_for
@@ -200,6 +201,7 @@ class Follower:
     # stream, which wakes by itself then. Without it every batch woke every stream of the sale
     # (10,000 streams x 10 batches a second) only to find the position paced.
     quiet_until: float = 0.0
+    slot: StreamSlot | None = None  # its place under the caps on open streams, renewed by the feed
 
     def close(self) -> None:
         self.closed = True
@@ -214,9 +216,10 @@ class TicketFeed(Subscription):
 
     def __init__(self, redis_client: redis.Redis, retry_seconds: float = 1.0,
                  presence_refresh_seconds: float = PRESENCE_REFRESH_SECONDS,
-                 subscriber: redis.Redis | None = None) -> None:
+                 subscriber: redis.Redis | None = None, slots: StreamSlots | None = None) -> None:
         super().__init__(retry_seconds)
         self.redis = redis_client
+        self.slots = slots
         # Pub/sub needs a plain connection: with a cluster, one of its nodes.
         self.subscriber = subscriber or redis_client
         self.presence_refresh_seconds = presence_refresh_seconds
@@ -236,8 +239,9 @@ class TicketFeed(Subscription):
         with self._lock:
             return sum(len(group) for group in self._followers.values())
 
-    def follow(self, ticket_id: str, sale_id: str, progress: SaleProgress) -> Follower:
-        follower = Follower(ticket_id, sale_id)
+    def follow(self, ticket_id: str, sale_id: str, progress: SaleProgress,
+               slot: StreamSlot | None = None) -> Follower:
+        follower = Follower(ticket_id, sale_id, slot=slot)
         with self._lock:
             self._followers.setdefault(sale_id, set()).add(follower)
             self._by_ticket.setdefault(ticket_id, []).append(follower)
@@ -333,6 +337,15 @@ class TicketFeed(Subscription):
         for sale_id, ticket_ids in waiting.items():
             note_presence(self.redis, sale_id, ticket_ids)
 
+    def _renew_slots(self) -> None:
+        if self.slots is None:
+            return
+        with self._lock:
+            held = [f.slot for group in self._followers.values() for f in group
+                    if f.slot is not None and not f.closed]
+        if held:
+            self.slots.renew(held)
+
     def _interrupted(self) -> None:
         self.subscribed.clear()
 
@@ -347,7 +360,7 @@ class TicketFeed(Subscription):
                 self._failing = False
                 self._wake_all_to_reread()
             self.subscribed.set()
-            last_presence = time.monotonic()
+            last_presence = last_renewal = time.monotonic()
             while not self._stop.is_set():
                 wait = last_presence + self.presence_refresh_seconds - time.monotonic()
                 message = pubsub.get_message(timeout=max(0.0, min(1.0, wait)))
@@ -358,6 +371,9 @@ class TicketFeed(Subscription):
                 if time.monotonic() - last_presence >= self.presence_refresh_seconds:
                     last_presence = time.monotonic()
                     self._refresh_presence()
+                if time.monotonic() - last_renewal >= RENEW_SECONDS:
+                    last_renewal = time.monotonic()
+                    self._renew_slots()
         finally:
             pubsub.close()
 
@@ -376,6 +392,7 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
                   on_follow: Callable[[Follower], None] | None = None,
                   ping_seconds: float = PING_SECONDS,
                   position_every: float = POSITION_EVERY_SECONDS,
+                  slot: StreamSlot | None = None,
                   ) -> Generator[TicketEvent | None, None, None]:
     """What one stream sends: the current ticket at once (unless `last_event_id` is as new),
     then every change (status at once, position and ETA at most every `position_every`
@@ -383,7 +400,7 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
     and None when a ping is due; it ends after a final status, or when the follower
     is closed. Closing the iterator forgets the follower at once."""
     ticket_id, sale_id = fields["id"], fields["sale_id"]
-    follower = feed.follow(ticket_id, sale_id, progress)
+    follower = feed.follow(ticket_id, sale_id, progress, slot)
     if on_follow is not None:
         on_follow(follower)
     try:

@@ -114,6 +114,11 @@ class RateLimited(DomainError):
     code, status, message = "rate_limited", 429, "Too many requests; slow down."
 
 
+class TooManyStreams(DomainError):
+    code, status, message = ("too_many_streams", 429,
+                             "Too many event streams are open; close one, or poll the ticket.")
+
+
 class ServiceUnavailable(DomainError):
     code, status, message = "service_unavailable", 503, "A backing service is unavailable."
 

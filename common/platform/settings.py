@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     # A ticket's stream_token (for EventSource) opens its event stream for this long at most;
     # every ticket answer carries a fresh one, so a token read from a log soon opens nothing.
     stream_token_ttl_seconds: int = Field(3600, ge=60, le=3600)
+    # Event streams open at once, counted across every API process: per ticket, and per client
+    # address (as the rate limits see it: TRUSTED_PROXY_COUNT). Beyond: 429 too_many_streams.
+    # 0: no cap (a load test from one machine).
+    stream_max_per_ticket: int = Field(3, ge=0, le=1000)
+    stream_max_per_address: int = Field(20, ge=0, le=1_000_000)
 
     # Waiting room.
     decision_batch_size: int = Field(500, ge=1, le=10_000)

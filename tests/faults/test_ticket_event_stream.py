@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -150,3 +151,51 @@ def test_a_client_that_hangs_up_frees_its_stream_at_once(api, fault_settings, fa
     assert _open_streams(api) == 0
     assert _ends(api, "client_gone") - gone_before == 20
 
+
+
+def test_streams_are_capped_per_ticket_and_per_address_across_the_workers(fault_settings,
+                                                                          fault_clients, spawn):
+    port = free_port()
+    spawn("api", fault_settings, label="api", PORT=str(port), WEB_CONCURRENCY="2",
+          STREAM_MAX_PER_TICKET="3", STREAM_MAX_PER_ADDRESS="5")
+    api = f"http://127.0.0.1:{port}"
+    sale_id = open_sale(fault_clients, stock=5)
+    tickets = [waiting_room.admit(fault_clients.sales_redis, sale_id, f"usr_{i}", 1).ticket
+               for i in range(3)]
+    key = stream_token_key(fault_settings.jwt_secret())
+
+    def url(ticket: dict) -> str:
+        token = stream_token(key, ticket["id"], int(time.time()) + 600)
+        return f"{api}/api/tickets/{ticket['id']}/events?stream_token={token}"
+
+    def open_stream(ticket: dict) -> tuple[requests.Response, Iterator[Event | None]]:
+        response = requests.get(url(ticket), stream=True, timeout=10)
+        assert response.status_code == 200
+        events = _events(response)  # kept: a parser dropped would close its connection
+        assert next(events) is not None
+        return response, events
+
+    def refused(ticket: dict, per: str, limit: int) -> None:
+        answer = requests.get(url(ticket), timeout=10)
+        assert answer.status_code == 429
+        assert answer.json()["error"] == {
+            "code": "too_many_streams", "message": answer.json()["error"]["message"],
+            "details": {"per": per, "limit": limit}}
+        assert 1 <= int(answer.headers["Retry-After"]) <= 60
+
+    # Three streams of one ticket (one account, two workers between them), not a fourth.
+    opened = [open_stream(tickets[0]) for _ in range(3)]
+    refused(tickets[0], "ticket", 3)
+    # Five from one address, whatever the tickets.
+    opened += [open_stream(tickets[1]) for _ in range(2)]
+    refused(tickets[2], "address", 5)
+    assert fault_clients.redis.zcard("flashsale:streams:address:127.0.0.1") == 5
+    # A stream that ends gives its place back at once.
+    opened.pop(0)[0].close()
+    deadline = time.monotonic() + 5
+    while fault_clients.redis.zcard("flashsale:streams:address:127.0.0.1") > 4:
+        assert time.monotonic() < deadline, "the closed stream kept its slot"
+        time.sleep(0.05)
+    opened.append(open_stream(tickets[2]))
+    for response, _events_left in opened:
+        response.close()
