@@ -4,9 +4,10 @@
 Each row is one field of `Settings`: its environment variable, type, default and bounds come
 from the pydantic model; its meaning from the field's `description=` when it has one, else from
 the comment written above the field in the settings module, else from the comment beside the
-variable in `.env.example`. A comment line standing alone above a group of fields (such as
-`# Authentication.`) becomes a heading row. `<!-- settings-table -->` in a page is replaced by
-the table.
+variable in `.env.example`, else from NOTES below, else from the comment above the run of
+fields it is written in. A comment line standing alone above a group of fields (such as
+`# Authentication.`) becomes the heading of that group's table. `<!-- settings-table -->` in a
+page is replaced by the tables.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- settings-table -->"
@@ -73,14 +74,18 @@ def _settings_class() -> Any:
     return Settings
 
 
-def _source_comments(source: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Per field: the comment block just above it, and the heading of the group it is in."""
+def _source_comments(source: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Per field: the comment block just above it, the heading of the group it is in, and the
+    comment of the run of fields it continues (a comment above two fields written together
+    describes both)."""
     lines = source.splitlines()
     tree = ast.parse(source)
     cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Settings")
     comments: dict[str, str] = {}
     headings: dict[str, str] = {}
+    shared: dict[str, str] = {}
     heading = ""
+    previous: tuple[int, str] | None = None  # the last field's end line and its run's comment
     for node in cls.body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
@@ -99,7 +104,11 @@ def _source_comments(source: str) -> tuple[dict[str, str], dict[str, str]]:
             heading, text = text, ""
         comments[name] = text
         headings[name] = heading
-    return comments, headings
+        if not block and previous and previous[0] == node.lineno - 1:
+            shared[name] = previous[1]
+        run = text or shared.get(name, "")
+        previous = (node.end_lineno or node.lineno, run)
+    return comments, headings, shared
 
 
 def _env_example_comments() -> dict[str, str]:
@@ -107,13 +116,16 @@ def _env_example_comments() -> dict[str, str]:
     path = ROOT / ".env.example"
     if path.exists():
         for line in path.read_text().splitlines():
-            match = re.match(r"#\s*([A-Z][A-Z0-9_]*)=\S*\s*(?:#\s*(.*))?$", line.strip())
+            # A comment indented further than one space continues the line above: skipped.
+            match = re.match(r"#\s*([A-Z][A-Z0-9_]*)=\S*\s*(?:# ?(\S.*))?$", line.strip())
             if match and match.group(2):
                 found[match.group(1).lower()] = match.group(2).strip()
     return found
 
 
 def _type_name(annotation: Any) -> str:
+    if getattr(annotation, "__origin__", None) is Literal:
+        return " | ".join(f"`{value}`" for value in annotation.__args__)
     text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
     text = text or str(annotation).replace("typing.", "").replace("pathlib.", "")
     return text.replace("NoneType", "None")
@@ -146,30 +158,40 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _heading(text: str) -> tuple[str, str]:
+    """A group's comment as a heading and the sentences after its first, if any."""
+    title, _, rest = text.partition(". ")
+    return title.rstrip("."), rest
+
+
 def settings_table() -> str:
+    """One table per group of settings (as grouped in the settings module), each a heading."""
     settings = _settings_class()
     source = Path(sys.modules[settings.__module__].__file__).read_text()  # type: ignore[arg-type]
-    comments, headings = _source_comments(source)
+    comments, headings, shared = _source_comments(source)
     env_notes = _env_example_comments()
-    rows = ["| environment variable | type | default | bounds | meaning |",
-            "| --- | --- | --- | --- | --- |"]
+    header = ["| environment variable | type | default | bounds | meaning |",
+              "| --- | --- | --- | --- | --- |"]
+    out: list[str] = []
     current = None
     for name, field in settings.model_fields.items():
-        heading = headings.get(name, "")
-        if heading and heading != current:
-            rows.append(f"| **{_cell(heading)}** | | | | |")
+        heading = headings.get(name, "") or "Environment"
+        if heading != current:
+            title, rest = _heading(heading)
+            out += ["", f"### {title}", ""] + ([rest, ""] if rest else []) + header
             current = heading
-        meaning = field.description or comments.get(name) or env_notes.get(name) or NOTES.get(name, "")
+        meaning = (field.description or comments.get(name) or env_notes.get(name)
+                   or NOTES.get(name) or shared.get(name, ""))
         if not meaning:
             log.warning("setting %s has no description: add a comment above it in "
                         "common/platform/settings.py", name.upper())
-        rows.append("| " + " | ".join((
+        out.append("| " + " | ".join((
             f"`{name.upper()}`", _cell(_type_name(field.annotation)), _cell(_default(field.default)),
             _cell(_bounds(field)), _cell(meaning))) + " |")
     for name in NOTES.keys() - settings.model_fields.keys():
         log.warning("docs/hooks/settings_table.py describes %s, which is no longer a setting",
                     name.upper())
-    return "\n".join(rows)
+    return "\n".join(out).strip("\n")
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
