@@ -31,7 +31,7 @@ from common.platform.files import write_private
 from common.platform.settings import PROJECT_ROOT, settings_or_exit
 
 PROCFILE = PROJECT_ROOT / "Procfile"
-EMBEDDED_NAMES = ("redis", "mongodb", "stripe", "smtp")
+EMBEDDED_NAMES = ("redis", "mongodb", "stripe")
 # The API's listen queue, as api/gunicorn.conf.py's `backlog` (gunicorn does not listen() again
 # on a socket it inherits already listening).
 API_BACKLOG = 8192
