@@ -12,6 +12,7 @@ from common.platform.logs import configure_logging, request_id_var
 from common.platform.settings import settings_or_exit
 from common.platform.task_routes import TASK_ROUTES
 from worker.schedule import beat_schedule
+from worker.unacked_lease import UnackedLease, broker_transport_options
 
 settings = settings_or_exit()
 
@@ -44,7 +45,9 @@ celery_app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_routes=TASK_ROUTES,
-    broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_seconds},
+    # A dead worker's task comes back within the timeout; a live worker renews its own
+    # (worker/unacked_lease.py), so a long or waiting task is never handed out twice.
+    broker_transport_options=broker_transport_options(settings.celery_visibility_timeout_seconds),
     broker_connection_retry_on_startup=True,
     task_serializer="json",
     accept_content=["json"],
@@ -56,6 +59,7 @@ celery_app.conf.update(
     timezone="UTC",
 )
 app = celery_app
+celery_app.steps["consumer"].add(UnackedLease)
 
 
 

@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     expiry_interval_seconds: float = Field(5.0, gt=0, le=3600)
     reconcile_interval_seconds: float = Field(60.0, gt=0, le=86400)
 
-    # Celery task safety: the broker's visibility timeout must exceed any task's run time.
-    celery_visibility_timeout_seconds: int = Field(3600, ge=60)
+    # How soon a task held by a dead worker goes to another; live workers renew their tasks'
+    # lease every third of it, however long a task runs (worker/unacked_lease.py).
+    celery_visibility_timeout_seconds: int = Field(30, ge=3, le=3600)
     task_max_retries: int = Field(8, ge=0, le=100)
 
     # Set for gunicorn so that every worker process reports into one set of metrics.

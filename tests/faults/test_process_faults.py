@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -35,6 +36,7 @@ from tests.faults.flows import (
     wait_settled,
 )
 from tests.faults.invariants import assert_invariants
+from tests.faults.proxy import FaultProxy, Mode
 from tests.faults.services import MongoServer, wait_until
 from tests.waiting_room_helpers import drain, open_sale, payment_context
 
@@ -109,8 +111,8 @@ def test_worker_stopped_past_claim_idle_then_continued_never_double_reserves(
 def test_worker_killed_while_applying_payments_loses_no_payment(fault_settings, fault_clients,
                                                                 fault_client, spawn):
     """SIGKILL the worker in the middle of applying webhooks. Its tasks stay unacknowledged in
-    the broker for the visibility timeout (an hour); reconcile and expiry must finish every
-    payment meanwhile: each succeeded PaymentIntent ends with exactly one order."""
+    the broker for the visibility timeout; reconcile, expiry and the redelivered tasks finish
+    every payment, in whatever order: each succeeded PaymentIntent ends with exactly one order."""
     clients, secret = fault_clients, fault_settings.stripe_webhook_secret
     count = 16
     sale_id = open_sale(clients, stock=count, ttl=6, product_stock=count)
@@ -138,6 +140,82 @@ def test_worker_killed_while_applying_payments_loses_no_payment(fault_settings, 
     wait_settled(clients, sale_id)
     eventually_invariants(clients, sale_id)
     assert clients.db.orders.count_documents({"sale_id": sale_id}) == count
+
+
+def _stalled_stripe(settings) -> FaultProxy:
+    """A proxy to the Stripe emulator that forwards nothing until set to PASS: a worker's
+    Stripe call waits inside its task."""
+    parts = urlsplit(settings.stripe_api_base)
+    return FaultProxy(parts.hostname, parts.port, mode=Mode.BLACKHOLE)
+
+
+def _paid_intent(clients: Clients) -> tuple[str, str]:
+    """A sale with one reserved ticket, paid at Stripe: (sale_id, intent_id)."""
+    sale_id = open_sale(clients, stock=1, product_stock=1)
+    waiting_room.admit(clients.redis, sale_id, "payer", 1)
+    drain(clients, sale_id)
+    [intent_id] = _pay_some(clients, sale_id, 1)
+    return sale_id, intent_id
+
+
+def test_webhook_task_of_a_killed_worker_goes_to_another_within_a_minute(
+        fault_settings, fault_clients, fault_client, spawn):
+    """SIGKILL the worker while it waits on Stripe inside a webhook's task. With no beat (so no
+    reconcile), only the broker's redelivery can apply the payment: a worker started after
+    the kill makes the order within a minute (the visibility timeout was an hour)."""
+    clients, secret = fault_clients, fault_settings.stripe_webhook_secret
+    sale_id, intent_id = _paid_intent(clients)
+    with _stalled_stripe(fault_settings) as stalled:
+        victim = spawn("worker", fault_settings, label="worker-killed",
+                       STRIPE_API_BASE=stalled.url("http"), STRIPE_TIMEOUT_SECONDS="120")
+        assert deliver(fault_client, event_payload("payment_intent.succeeded", intent_id),
+                       secret).status_code == 200
+        wait_until(lambda: stalled.open_connections() >= 1, 30, interval=0.05,
+                   message="the worker to call Stripe inside the task")
+        assert clients.redis.hlen("unacked") == 1
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.popen.wait(10)  # type: ignore[union-attr]
+    assert clients.db.orders.count_documents({"sale_id": sale_id}) == 0
+    spawn("worker", fault_settings, label="worker-after")
+    wait_until(lambda: clients.db.orders.count_documents({"sale_id": sale_id}) == 1, 90,
+               interval=0.2, message="the order from the redelivered task")
+    took = time.monotonic() - killed_at
+    print(f"\norder made {took:.1f}s after the kill")
+    assert took < 60
+    assert _counter(clients, sale_id, "paid") == 1
+
+
+def test_a_live_worker_keeps_a_task_that_outlasts_the_visibility_timeout(
+        fault_settings, fault_clients, fault_client, spawn):
+    """A worker that waits on Stripe for several visibility timeouts keeps its task: another
+    worker, sweeping all the while and with a Stripe that answers, never gets a copy (it
+    would have made the order); the task then finishes once."""
+    clients, secret = fault_clients, fault_settings.stripe_webhook_secret
+    timeout = 4
+    sale_id, intent_id = _paid_intent(clients)
+    with _stalled_stripe(fault_settings) as stalled:
+        spawn("worker", fault_settings, label="worker-holder", STRIPE_API_BASE=stalled.url("http"),
+              STRIPE_TIMEOUT_SECONDS="40", CELERY_VISIBILITY_TIMEOUT_SECONDS=str(timeout))
+        assert deliver(fault_client, event_payload("payment_intent.succeeded", intent_id),
+                       secret).status_code == 200
+        wait_until(lambda: stalled.open_connections() >= 1, 30, interval=0.05,
+                   message="the worker to call Stripe inside the task")
+        spawn("worker", fault_settings, label="worker-other",
+              CELERY_VISIBILITY_TIMEOUT_SECONDS=str(timeout))
+        [held] = clients.redis.hkeys("unacked")
+        deadline = time.monotonic() + 4 * timeout  # about a dozen sweeps
+        while time.monotonic() < deadline:
+            assert clients.db.orders.count_documents({"sale_id": sale_id}) == 0, "a copy ran"
+            assert clients.redis.hkeys("unacked") == [held]
+            taken_at = clients.redis.zscore("unacked_index", held)
+            assert taken_at is not None and time.time() - taken_at < timeout  # renewed
+            time.sleep(0.25)
+        stalled.set(Mode.PASS)  # the call times out and is tried again, now through
+        wait_until(lambda: clients.db.orders.count_documents({"sale_id": sale_id}) == 1, 90,
+                   interval=0.2, message="the held task to finish")
+    wait_until(lambda: clients.redis.hlen("unacked") == 0, 30, message="the task acknowledged")
+    assert _counter(clients, sale_id, "paid") == 1
 
 
 def test_api_worker_killed_during_admissions_loses_no_ticket(fault_settings, fault_clients, spawn):
