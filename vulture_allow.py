@@ -140,3 +140,8 @@ _.on_failure  # unused method (worker/tasks.py)
 post_worker_init  # gunicorn server hook (api/gunicorn.conf.py)
 post_request  # gunicorn server hook (api/gunicorn.conf.py)
 apply_payment  # Celery task, sent by name (worker/tasks.py, api/task_queue.py)
+# Celery's consumer blueprint reads and calls these on a step (worker/unacked_lease.py).
+UnackedLease  # added to celery_app.steps["consumer"] (worker/app.py)
+requires  # unused variable (worker/unacked_lease.py)
+_.start  # unused method (worker/unacked_lease.py)
+shutdown  # unused variable (worker/unacked_lease.py)
