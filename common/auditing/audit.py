@@ -20,6 +20,8 @@ webhook, joined again with T2 and paid it ended with 2 paid units unseen.
   payment is honoured (API v2, "Payments that race a reservation's end").
 - Places (I2): no two tickets share a place (seq); once a lobby is closed its tickets hold
   places 1..lobby_size, each exactly once, and the tickets admitted after it the places behind.
+- One card (a sale whose `entry.one_card` is on): no card (its fingerprint, recorded on the paid
+  order) paid for two accounts in the sale.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Invariant(StrEnum):
     MONEY = "I4"
     PER_USER_LIMIT = "per-user limit"
     FINAL_STAYS_FINAL = "final stays final"
+    ONE_CARD = "one card"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class SaleConfig:
     ttl_ms: int = 0
     starts_at_ms: int = 0
     product_id: str = ""
+    # One card pays for one account in this sale (entry.one_card).
+    one_card: bool = False
 
 
 @dataclass(frozen=True)
@@ -482,6 +487,23 @@ def check_per_user_limit(s: SaleSnapshot) -> list[Violation]:
             for user, units in sorted(units_by_user(s).items()) if units > limit]
 
 
+def check_one_card(s: SaleSnapshot) -> list[Violation]:
+    """No card paid for two accounts, in a sale that keeps one card per account. The card is
+    the fingerprint on the paid order (else on its ticket, while the order is being written)."""
+    if s.config is None or not s.config.one_card:
+        return []
+    accounts: defaultdict[str, set[str]] = defaultdict(set)
+    for order in s.paid_orders():
+        ticket = s.tickets.get(order.ticket_id)
+        card = order.document.get("card_fingerprint") or (
+            ticket.fields.get("card_fingerprint") if ticket else None)
+        if card:
+            accounts[str(card)].add(order.user_id or (ticket.user_id if ticket else ""))
+    return [Violation(Invariant.ONE_CARD, "card_paid_for_two_accounts",
+                      f"card {card} paid for {len(users)} accounts: {_sample(sorted(users))}", card)
+            for card, users in sorted(accounts.items()) if len(users) > 1]
+
+
 def reachable(source: TicketStatus) -> frozenset[TicketStatus]:
     """Every status a ticket can reach from `source` through TRANSITIONS (one step or more)."""
     seen: set[TicketStatus] = set()
@@ -543,7 +565,8 @@ def audit_sale(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bool =
     return [*check_stock(s, orders_complete=complete),
             *check_outcomes(s, settled=settled, allow_reserved=allow_reserved), *check_places(s),
             *check_one_per_ticket(s, intents_closed=intents_closed, one_live_intent=one_live_intent),
-            *check_money(s), *check_per_user_limit(s), *check_final_stays_final(s, earlier)]
+            *check_money(s), *check_per_user_limit(s), *check_one_card(s),
+            *check_final_stays_final(s, earlier)]
 
 
 # ------------------------------------------------------------------ reading (I/O)
@@ -634,7 +657,8 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
                             per_user_limit=_int(config_raw.get("per_user_limit")) or 1,
                             ttl_ms=_int(config_raw.get("ttl_s")) * 1000,
                             starts_at_ms=_int(config_raw.get("starts_at_ms")),
-                            product_id=str(config_raw.get("product_id") or ""))
+                            product_id=str(config_raw.get("product_id") or ""),
+                            one_card=config_raw.get("one_card") == "1")
         if counters_raw:
             # Every counter the hash holds, by SaleCounters' own field names.
             counters = SaleCounters(

@@ -10,11 +10,13 @@ each. (The API also limits attempts per shopper: PAYMENT_RATE_LIMIT.)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from pymongo.database import Database
 
+from common.billing import card_claims
 from common.billing.stripe_gateway import Intent, StripeGateway, check_card_token
 from common.flash_sale import waiting_room
 from common.flash_sale.tickets import TicketStatus
@@ -64,24 +66,31 @@ def stripe_customer_for(db: Database, gateway: StripeGateway, user_id: str,
 
 
 def pay_with_card_token(db: Database, gateway: StripeGateway, *, user_id: str, intent_id: str,
-                        card_token: str) -> Intent:
+                        card_token: str, claim_card: Callable[[str], object] | None = None) -> Intent:
     """Confirm `intent_id` with a card token, on the account's one Stripe Customer.
 
     ValidationFailed for a malformed token (before any Stripe call), PaymentDeclined for a
     refused card. An intent already paid is reported as it is, nothing attached again.
+    `claim_card` gets the card's fingerprint before the intent is confirmed (one card per sale).
     """
     check_card_token(card_token)
     return gateway.confirm_with_card_token(
-        intent_id, card_token, customer=lambda gone: stripe_customer_for(db, gateway, user_id, gone))
+        intent_id, card_token, customer=lambda gone: stripe_customer_for(db, gateway, user_id, gone),
+        claim_card=claim_card)
 
 
 def pay_reservation(redis_client: redis.Redis, db: Database, gateway: StripeGateway, *,
                     ticket_id: str, user_id: str, card_token: str) -> Intent:
     """Pay the owner's reserved ticket with a card token; the order appears once Stripe's
-    webhook is applied. NotFound for anyone else's ticket, TicketNotActive unless reserved."""
+    webhook is applied. NotFound for anyone else's ticket, TicketNotActive unless reserved.
+    The card is claimed for the sale before the payment is confirmed: CardAlreadyUsed (409),
+    nothing charged, when it paid or is paying for another account in this sale."""
     ticket = waiting_room.read_ticket(redis_client, ticket_id, owner_id=user_id)
     reservation = ticket.get("reservation")
     if ticket["status"] != TicketStatus.RESERVED.value or not reservation:
         raise TicketNotActive(details={"status": ticket["status"]})
-    return pay_with_card_token(db, gateway, user_id=user_id,
-                               intent_id=reservation["payment_intent_id"], card_token=card_token)
+    return pay_with_card_token(
+        db, gateway, user_id=user_id, intent_id=reservation["payment_intent_id"],
+        card_token=card_token,
+        claim_card=lambda fingerprint: card_claims.claim_card(redis_client, ticket_id, user_id,
+                                                              fingerprint))

@@ -108,7 +108,7 @@ def _ticket_keys(sale_id: str, ticket_id: str) -> list[str]:
     return [sale_keys.ticket_key(sale_id, ticket_id), sale_keys.counters_key(sale_id),
             sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
             sale_keys.expiry_key(sale_id), sale_keys.settled_key(sale_id),
-            sale_keys.config_key(sale_id)]
+            sale_keys.config_key(sale_id), sale_keys.card_claims_key(sale_id)]
 
 
 def _apply_sale_intent(ctx: PaymentContext, intent: Intent) -> str:
@@ -186,6 +186,8 @@ def write_sale_order(ctx: PaymentContext, *, order_id: str, ticket: dict[str, st
         "amount_cents": intent.amount, "currency": config["currency"],
         "status": str(OrderStatus.PAID),
         "payment_intent_id": intent.id, "sale_id": ticket["sale_id"], "ticket_id": ticket["id"],
+        # The card that paid (one_card: the auditor checks it paid for this account alone).
+        "card_fingerprint": ticket.get("card_fingerprint") or None,
         "created_at": now, "updated_at": now,
     }
 

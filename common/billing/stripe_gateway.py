@@ -156,7 +156,8 @@ class StripeGateway:
 
     def confirm_with_card_token(self, intent_id: str, card_token: str, *,
                                 customer: Callable[[str | None], str] | None = None,
-                                email: str | None = None) -> Intent:
+                                email: str | None = None,
+                                claim_card: Callable[[str], object] | None = None) -> Intent:
         """Server-side confirmation with a card token made by Stripe.js `createToken`.
 
         The flow works the same on real Stripe and on the emulator: the token becomes a card
@@ -169,6 +170,10 @@ class StripeGateway:
         called again with that id when Stripe no longer knows it (deleted, or an emulator that
         restarted), it gives a new one. Without it a new customer is made for `email`, which
         suits callers with no account only.
+
+        `claim_card` is called with the card's fingerprint once Stripe has made the card and
+        before the intent is given it or confirmed: whatever it raises (one card per sale,
+        common/billing/card_claims.py) leaves the payment untouched, nothing charged.
         """
         check_card_token(card_token)
         # Paid already (a second click, or a retry whose first answer was lost): report it
@@ -190,6 +195,12 @@ class StripeGateway:
                 customer_id = customer(customer_id)
                 card = self.client.v1.customers.payment_sources.create(
                     customer_id, params={"source": card_token})
+            if claim_card is not None:
+                fingerprint = card.to_dict().get("fingerprint")
+                if not fingerprint:
+                    # Stripe gives one for every card; without it there is nothing to claim.
+                    raise PaymentProviderError("Stripe did not identify the card; try again.")
+                claim_card(str(fingerprint))
             self.client.v1.payment_intents.update(
                 intent_id, params={"payment_method": card["id"], "customer": customer_id})
             obj = self.client.v1.payment_intents.confirm(intent_id)

@@ -88,6 +88,18 @@ def intent_cancel_attempts_key(sale_id: str) -> str:
     return _tag(sale_id) + ":intent-cancel-attempts"
 
 
+def card_claims_key(sale_id: str) -> str:
+    """Hash card fingerprint -> "<ticket_id> <user_id>": the ticket whose payment claimed the
+    card in this sale, so that one card pays for one account (common/billing/card_claims.py)."""
+    return _tag(sale_id) + ":cards"
+
+
+def challenge_solution_key(sale_id: str, challenge: str) -> str:
+    """String, set once by admit.lua: an ALTCHA solution spent on an admission to this sale,
+    kept until its challenge expires (common/flash_sale/entry_challenge.py)."""
+    return _tag(sale_id) + ":altcha:" + challenge
+
+
 def lobby_key(sale_id: str) -> str:
     """Sorted set, every score 0, of the tickets admitted into the lobby: ZRANGEBYLEX pages
     them in ascending id order (the fairness answer's `entries`). Frozen at starts_at."""

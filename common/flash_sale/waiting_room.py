@@ -154,7 +154,8 @@ def release_ticket(redis_client: redis.Redis, ticket_id: str, new_status: Ticket
                    payment_intent_id: str = "", intent_state: str = "") -> tuple[bool, str]:
     """End an unpaid ticket atomically, returning its stock to the sale at once, and queue
     its PaymentIntent (if any) in the sale's cancellation outbox in the same step, unless
-    `intent_state` is "cancelled" (Stripe already confirmed it). `payment_intent_id`: the
+    `intent_state` is "cancelled" (Stripe already confirmed it), and giving back the card it
+    claimed for the sale (if it still holds the claim). `payment_intent_id`: the
     intent the ticket must have, "none" for a ticket that must have none, "" for any.
 
     Returns (released, payment_intent_id or the status that prevented it).
@@ -165,7 +166,8 @@ def release_ticket(redis_client: redis.Redis, ticket_id: str, new_status: Ticket
     result = scripts_for(redis_client).release(
         keys=[sale_keys.ticket_key(sale_id, ticket_id), sale_keys.counters_key(sale_id),
               sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-              sale_keys.expiry_key(sale_id), sale_keys.intent_cancels_key(sale_id)],
+              sale_keys.expiry_key(sale_id), sale_keys.intent_cancels_key(sale_id),
+              sale_keys.card_claims_key(sale_id)],
         args=[new_status.value, ",".join(s.value for s in allowed),
               "due" if only_if_due else "any", payment_intent_id, intent_state],
     )

@@ -138,3 +138,8 @@ class OrderNotPayable(DomainError):
 class AccountNotAdmin(DomainError):
     code, status, message = ("account_not_admin", 409,
                              "An account with this email exists and is not an admin.")
+
+
+class CardAlreadyUsed(DomainError):
+    code, status, message = ("card_already_used", 409,
+                             "This card has already paid for another account in this sale.")

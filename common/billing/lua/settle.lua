@@ -2,16 +2,18 @@
 -- A live reservation settles directly. A ticket whose reservation already expired is
 -- honoured only if a unit is still free and its owner's per-user limit allows it; any other
 -- ended ticket (cancelled, declined, sold out) is never charged: its money is refunded.
--- KEYS: 1 ticket, 2 counters, 3 live, 4 held, 5 expiry, 6 settled, 7 config
+-- A late payment takes back the card claim its ticket gave up on expiry (one_card), and is
+-- refunded if another account's ticket has claimed that card since.
+-- KEYS: 1 ticket, 2 counters, 3 live, 4 held, 5 expiry, 6 settled, 7 config, 8 card claims
 -- ARGV: 1 payment_intent_id, 2 candidate order id
 -- Returns {"settle", order_id} (write the order, then mark paid) | {"paid", order_id}
 --       | {"refund", reason} | {"refunded"} | {"foreign"} | {"missing"}
-local ticket_key, counters_key, live_key, held_key, expiry_key, settled_key, config_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local ticket_key, counters_key, live_key, held_key, expiry_key, settled_key, config_key,
+  card_claims_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local intent_id, candidate_order_id = ARGV[1], ARGV[2]
 
 local ticket = redis.call('HMGET', ticket_key, 'id', 'status', 'quantity', 'user_id',
-  'payment_intent_id', 'order_id', 'refund_id', 'refund_due')
+  'payment_intent_id', 'order_id', 'refund_id', 'refund_due', 'card_fingerprint')
 local id, status, user = ticket[1], ticket[2], ticket[4]
 if not id then return {'missing'} end
 if ticket[5] ~= intent_id then return {'foreign'} end
@@ -42,6 +44,12 @@ elseif status == 'expired' then
   local limit = tonumber(redis.call('HGET', config_key, 'per_user_limit'))
   local held = tonumber(redis.call('HGET', held_key, user) or '0')
   if held + quantity > limit then return refund('per_user_limit') end
+  local card = ticket[9]
+  if card and card_claims_key and redis.call('HGET', config_key, 'one_card') == '1' then
+    local holder = redis.call('HGET', card_claims_key, card)
+    if holder and string.match(holder, ' (.*)$') ~= user then return refund('card_already_used') end
+    if not holder then redis.call('HSET', card_claims_key, card, id .. ' ' .. user) end
+  end
   redis.call('HINCRBY', counters_key, 'available', -quantity)
   redis.call('HINCRBY', held_key, user, quantity)
   redis.call('HINCRBY', counters_key, status, -1)
