@@ -38,13 +38,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from api.auth import REQUIRED_CLAIMS
+from api.auth import REQUIRED_CLAIMS, verified_recheck
 from api.errors import error_body, unavailable_body
 from api.sales import MAX_QUANTITY
 from api.schemas import ticket_body
 from api.security_headers import HSTS
 from api.task_queue import TaskQueue
-from common.accounts import tokens
+from common.accounts import revocations, tokens
 from common.accounts.verified_tokens import AccessTokenCheck, VerifiedTokens
 from common.flash_sale import sale_keys, waiting_room
 from common.platform import metrics
@@ -101,15 +101,16 @@ class AdmissionFastPath:
             return self.app(environ, start_response)
         body = self._read_body(environ)
         quantity = _ordinary_quantity(environ, body)
-        user_id = self._token_user(environ) if quantity is not None else None
-        if quantity is None or user_id is None:
+        claims = self._token_claims(environ) if quantity is not None else None
+        if quantity is None or claims is None:
             if body is not None:
                 environ["wsgi.input"] = io.BytesIO(body)  # Flask reads the body again
             return self.app(environ, start_response)
-        return self._admit(environ, start_response, matched.group(1), user_id, quantity)
+        return self._admit(environ, start_response, matched.group(1), claims["sub"],
+                           bool(claims.get("ev")), quantity)
 
     def _admit(self, environ: dict[str, Any], start_response: Callable[..., Any], sale_id: str,
-               user_id: str, quantity: int) -> Iterable[bytes]:
+               user_id: str, email_verified: bool, quantity: int) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
@@ -117,8 +118,12 @@ class AdmissionFastPath:
         try:
             status, payload = 500, error_body("internal_error", "Something went wrong on our side.")
             try:
-                admission = waiting_room.admit(self.clients.sales_redis, sale_id, user_id, quantity,
-                                               self.rate)
+                # The token's `ev` claim says whether the email is verified: no MongoDB read,
+                # but for a token issued before its account was verified (then one, on refusal).
+                admission = waiting_room.admit(
+                    self.clients.sales_redis, sale_id, user_id, quantity, self.rate,
+                    email_verified=email_verified,
+                    recheck_verified=None if email_verified else verified_recheck(self.clients.db, user_id))
             except DomainError as exc:
                 metrics.ADMISSIONS.labels(exc.code).inc()
                 status, payload, headers = exc.status, exc.to_body(), dict(exc.headers)
@@ -167,9 +172,10 @@ class AdmissionFastPath:
         if (environ.get("QUERY_STRING") or environ.get("CONTENT_LENGTH", "0") not in ("", "0")
                 or environ.get("HTTP_TRANSFER_ENCODING")):
             return self.app(environ, start_response)
-        user_id = self._token_user(environ)
-        if user_id is None:
+        claims = self._token_claims(environ)
+        if claims is None:
             return self.app(environ, start_response)
+        user_id = claims["sub"]
         started = time.perf_counter()
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
@@ -204,8 +210,8 @@ class AdmissionFastPath:
             return None
         return environ["wsgi.input"].read(length)  # type: ignore[no-any-return]
 
-    def _token_user(self, environ: dict[str, Any]) -> str | None:
-        """The user id of a valid, unrevoked access token; None for anything else."""
+    def _token_claims(self, environ: dict[str, Any]) -> dict[str, Any] | None:
+        """The claims of a valid, unrevoked access token; None for anything else."""
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme != "Bearer" or not token:
             return None
@@ -217,11 +223,11 @@ class AdmissionFastPath:
             self.verified.put(token, claims)
         try:
             if tokens.is_access_token_revoked(self.clients.redis, claims["jti"], claims.get("fam"),
-                                              self.clients.denylist):
+                                              revocations.denylist_copy(self.clients)):
                 return None
         except RedisError:
             return None  # Flask answers the outage the usual way
-        return claims["sub"]  # type: ignore[no-any-return]
+        return claims
 
 
 def _ordinary_quantity(environ: dict[str, Any], body: bytes | None) -> int | None:

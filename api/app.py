@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, clients: Clients | None = None)
     app.extensions["flashsale.tasks"] = TaskQueue(settings.broker_url)
     # Tickets' stream_token (api/stream_tokens.py).
     stream_tokens.configure(settings.jwt_secret(), settings.stream_token_ttl_seconds)
-    users.configure_password_hashing(settings)  # argon2 parameters (common/accounts/users.py)
+    users.configure_accounts(settings)  # argon2 parameters, email aliases (common/accounts/users.py)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         API_TITLE="Flash-sale waiting room",
@@ -93,6 +93,10 @@ def _register_blueprints(app: Flask) -> None:
 
     api.register_blueprint(ops.blp)
     app.register_blueprint(api_docs.blp)  # Swagger UI's assets for /api/docs
+    if app.extensions["flashsale.settings"].dev_mailbox:  # development only (settings refuse it
+        from api import dev_mailbox  # in production): the embedded SMTP sink's messages
+
+        app.register_blueprint(dev_mailbox.blp)
     # Resource blueprints register themselves through api.resources (one module each).
     from api.resources import register_resources
 

@@ -2,9 +2,11 @@
 require a signed-in user (`login_required`, `admin_required`, `current_user_id`,
 `current_user`).
 
-Access tokens carry `role` and `fam` (the refresh family of the login); refresh tokens are
-rotated on every use (common/accounts/tokens.py). Every JWT problem answers 401 with the contract's
-error body.
+Access tokens carry `role`, `fam` (the refresh family of the login) and `ev` (the account's
+email was verified when the token was issued: the admission fast path reads it instead of
+MongoDB); refresh tokens are rotated on every use (common/accounts/tokens.py). Every JWT problem
+answers 401 with the contract's error body. Email verification: a link is mailed by a Celery
+task (common/accounts/email_verification.py), on sign-up and on request.
 """
 
 from __future__ import annotations
@@ -39,13 +41,21 @@ from api import refresh_cookie
 from api.errors import error_body, error_response
 from api.extensions import client_address, clients, jwt, limiter, settings
 from api.schemas import RequestSchema
-from common.accounts import tokens, users
+from api.task_queue import send_task
+from common.accounts import email_verification, tokens, users
 from common.platform import ids
 from common.platform.clients import Clients
 from common.platform.clock import now_seconds
-from common.platform.errors import AccountNotAdmin, Forbidden, RateLimited, Unauthorized
+from common.platform.errors import (
+    AccountNotAdmin,
+    DomainError,
+    Forbidden,
+    RateLimited,
+    Unauthorized,
+)
 from common.platform.schema import ensure_schema
 from common.platform.settings import Settings
+from common.platform.task_routes import TaskName
 
 log = logging.getLogger("api.auth")
 
@@ -101,6 +111,12 @@ def current_user() -> dict[str, Any]:
     return cast(dict[str, Any], cached)
 
 
+def verified_recheck(db: Any, user_id: str) -> Callable[[], bool]:
+    """For an admission whose token predates the account's verification: asked only when a
+    sale needing a verified email refuses the token's word (one MongoDB read then)."""
+    return lambda: users.is_email_verified(db, user_id)
+
+
 def issue_tokens(user: dict[str, Any], family: str | None = None) -> dict[str, str]:
     """A new access token and refresh token for `user` (a users document), in `family` or in
     a new one (a new login); the refresh token is also set as the browsers' HttpOnly cookie."""
@@ -114,7 +130,8 @@ def issue_tokens(user: dict[str, Any], family: str | None = None) -> dict[str, s
     refresh_cookie.attach(refresh_token)
     return {
         "access_token": create_access_token(
-            identity=user["_id"], additional_claims={"role": user["role"], "fam": family}),
+            identity=user["_id"], additional_claims={
+                "role": user["role"], "fam": family, "ev": bool(user.get("email_verified"))}),
         "refresh_token": refresh_token,
     }
 
@@ -128,6 +145,9 @@ def prepare_accounts(settings: Settings, clients: Clients) -> None:
     An existing customer account with ADMIN_EMAIL is never promoted here (whoever registered
     the address would become admin): that is logged as an error and the API starts anyway."""
     ensure_schema(clients.db)
+    keyed = users.backfill_email_keys(clients.db)
+    if keyed:
+        log.info("gave existing accounts their email key", extra={"accounts": keyed})
     if settings.admin_email:
         try:
             user, created = users.ensure_admin(clients.db, email=settings.admin_email,
@@ -239,6 +259,18 @@ def _register_rate_limit() -> str:
     return settings().register_rate_limit
 
 
+def _verify_email_rate_limit() -> str:
+    return settings().verify_email_rate_limit
+
+
+def _verify_email_account_rate_limit() -> str:
+    return settings().verify_email_account_rate_limit
+
+
+def _account_key() -> str:
+    return "verify-email-account:" + current_user_id()
+
+
 def _take_a_register_slot() -> None:
     """REGISTER_TOTAL_RATE_LIMIT, counted only for sign-ups the per-address limit let through
     (flask-limiter would check the per-second total first, so one address's refused flood
@@ -287,6 +319,7 @@ class UserSchema(ma.Schema):
     email = ma.fields.String(required=True)
     name = ma.fields.String(required=True)
     role = ma.fields.String(required=True, validate=ma.validate.OneOf([r.value for r in users.Role]))
+    email_verified = ma.fields.Boolean(required=True)
 
 
 class _EmailNormalised(RequestSchema):
@@ -313,6 +346,17 @@ class LoginSchema(_EmailNormalised):
                                 validate=ma.validate.Length(min=1, max=users.PASSWORD_MAX_LENGTH))
 
 
+class VerifyEmailSchema(RequestSchema):
+    token = ma.fields.String(required=True, validate=ma.validate.Length(
+        min=1, max=email_verification.MAX_TOKEN_LENGTH))
+
+
+class VerificationRequestedSchema(ma.Schema):
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(["sending", "verified"]),
+                              metadata={"description": "`sending`: a new link is on its way; "
+                                                       "`verified`: nothing to do"})
+
+
 class TokenPairSchema(ma.Schema):
     access_token = ma.fields.String(required=True)
     refresh_token = ma.fields.String(required=True)
@@ -329,13 +373,19 @@ class SessionSchema(TokenPairSchema):
 @limiter.limit(_register_rate_limit, key_func=client_address, scope="register-address")
 @blp.arguments(RegisterSchema)
 @blp.response(201, SessionSchema)
-@blp.alt_response(409, description="`email_taken`")
+@blp.alt_response(409, description="`email_taken` (also for an alias of an account's address)")
+@blp.alt_response(422, description="`email_not_accepted`: a disposable-mail domain")
 @blp.alt_response(429, description="`rate_limited`, with Retry-After")
 def register(body: dict[str, Any]) -> dict[str, Any]:
-    """Create a customer account and sign it in; throttled per client address and in total."""
+    """Create a customer account and sign it in, and mail it a verification link; throttled per
+    client address and in total."""
     _take_a_register_slot()
     user = users.create_user(clients().db, email=body["email"], password=body["password"],
                              name=body["name"])
+    try:
+        send_task(TaskName.SEND_VERIFICATION_MAIL, user["_id"])
+    except DomainError:  # logged by the queue; the shopper can ask again from the shop
+        pass
     return {"user": users.user_to_public(user), **issue_tokens(user)}
 
 
@@ -396,3 +446,30 @@ def logout() -> None:
 def me() -> dict[str, Any]:
     """The signed-in user."""
     return current_user()
+
+
+@blp.route("/verify-email/request", methods=["POST"])
+@blp.doc(security=BEARER)
+@login_required
+@limiter.limit(_verify_email_rate_limit, key_func=client_address, scope="verify-email-address")
+@limiter.limit(_verify_email_account_rate_limit, key_func=_account_key, scope="verify-email-account")
+@blp.response(202, VerificationRequestedSchema)
+@blp.alt_response(429, description="`rate_limited`, with Retry-After")
+def request_verification() -> dict[str, Any]:
+    """Mail the signed-in account a new one-time link to `/verify-email?token=<t>` (valid for
+    24 hours); throttled per client address and per account."""
+    if current_user()["email_verified"]:
+        return {"status": "verified"}
+    send_task(TaskName.SEND_VERIFICATION_MAIL, current_user_id())
+    return {"status": "sending"}
+
+
+@blp.route("/verify-email", methods=["POST"])
+@limiter.limit(_login_rate_limit, key_func=client_address, scope="verify-email-confirm")
+@blp.arguments(VerifyEmailSchema)
+@blp.response(200, UserSchema)
+@blp.alt_response(400, description="`invalid_token`: unknown, used already, or older than 24 hours")
+def verify_email(body: dict[str, Any]) -> dict[str, Any]:
+    """Spend a mailed token and mark its account verified (public). Tokens issued from now on
+    say so; one issued before still admits (the admission checks the account then)."""
+    return users.user_to_public(email_verification.confirm(clients().db, body["token"]))

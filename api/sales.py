@@ -6,9 +6,10 @@ from functools import lru_cache
 
 import marshmallow as ma
 from flask import Response, jsonify
+from flask_jwt_extended import get_jwt
 from flask_smorest import Blueprint
 
-from api.auth import BEARER, admin_required, current_user_id, login_required
+from api.auth import BEARER, admin_required, current_user_id, login_required, verified_recheck
 from api.extensions import clients, limiter, settings
 from api.schemas import PageQuerySchema, RequestSchema, TicketSchema
 from api.task_queue import send_task
@@ -25,6 +26,23 @@ def _presence_timeout(seconds: int) -> None:
     if not ticket_events.presence_timeout_allowed(seconds):
         raise ma.ValidationError("Must be 0 (off) or at least "
                                  f"{ticket_events.MIN_PRESENCE_TIMEOUT_SECONDS} seconds.")
+
+
+class EntrySchema(RequestSchema):
+    """Who may enter; the contract's defaults apply to each field left out."""
+
+    verified_email = ma.fields.Boolean(load_default=True, metadata={
+        "description": "admission by an account whose email is not verified: 403 `email_unverified`"})
+    challenge = ma.fields.Boolean(load_default=False, metadata={
+        "description": "admission needs a solved proof-of-work challenge"})
+    one_card = ma.fields.Boolean(load_default=True, metadata={
+        "description": "a card pays or holds for one account per sale"})
+
+
+class EntryViewSchema(ma.Schema):
+    verified_email = ma.fields.Boolean(required=True)
+    challenge = ma.fields.Boolean(required=True)
+    one_card = ma.fields.Boolean(required=True)
 
 
 class SaleCreateSchema(RequestSchema):
@@ -46,6 +64,9 @@ class SaleCreateSchema(RequestSchema):
                                  "`abandoned` and its units go to the next in line"})
     lobby_opens_at = ma.fields.AwareDateTime(allow_none=True, default_timezone=None, metadata={
         "description": "when shoppers may join the lobby (default: now); null: no lobby"})
+    entry = ma.fields.Nested(EntrySchema, load_default=lambda: EntrySchema().load({}), metadata={
+        "description": "entry requirements; default `{verified_email: true, challenge: false, "
+                       "one_card: true}`"})
 
 
 class FairnessSchema(ma.Schema):
@@ -85,6 +106,7 @@ class SaleSchema(ma.Schema):
     lobby_opens_at = ma.fields.String(allow_none=True)
     lobby_size = ma.fields.Integer()
     fairness = ma.fields.Nested(FairnessSchema, allow_none=True)
+    entry = ma.fields.Nested(EntryViewSchema)
 
 
 class SaleListSchema(ma.Schema):
@@ -179,11 +201,16 @@ def sale_fairness(query: dict, sale_id: str):
 @blp.arguments(AdmissionSchema)
 @blp.response(202, TicketSchema, description="A new ticket")
 @blp.alt_response(200, schema=TicketSchema, description="The caller's live ticket, again")
+@blp.alt_response(403, description="`email_unverified`: the sale is open to verified accounts only")
 def join_waiting_room(body: dict, sale_id: str):
     """Join the sale's waiting room: one ticket per shopper per sale."""
+    user_id = current_user_id()
+    email_verified = bool(get_jwt().get("ev"))
     try:
-        admission = waiting_room.admit(clients().sales_redis, sale_id, current_user_id(), body["quantity"],
-                                       _admission_rate(settings().admission_rate_limit))
+        admission = waiting_room.admit(
+            clients().sales_redis, sale_id, user_id, body["quantity"],
+            _admission_rate(settings().admission_rate_limit), email_verified=email_verified,
+            recheck_verified=None if email_verified else verified_recheck(clients().db, user_id))
     except DomainError as exc:
         metrics.ADMISSIONS.labels(exc.code).inc()
         raise

@@ -16,12 +16,23 @@ def unique_email(prefix: str = "shopper") -> str:
 
 
 def register(client: Any, email: str | None = None, password: str = PASSWORD,
-             name: str = "Ada Shopper") -> dict[str, Any]:
+             name: str = "Ada Shopper", verified: bool = True) -> dict[str, Any]:
+    """A new account through the API. `verified`: its email is marked verified in MongoDB (for
+    tests that are not about verification; tests/test_email_verification.py uses the mailed
+    link) and the session's tokens are refreshed, so they carry it as a sign-in's would."""
     response = client.post("/api/auth/register",
                            json={"email": email or unique_email(), "password": password,
                                  "name": name})
     assert response.status_code == 201, response.get_json()
-    return response.get_json()
+    session = response.get_json()
+    if verified:
+        users.mark_email_verified(client.application.extensions["flashsale.clients"].db,
+                                  session["user"]["id"])
+        refreshed = client.post("/api/auth/refresh", headers=bearer(session["refresh_token"]))
+        assert refreshed.status_code == 200, refreshed.get_json()
+        session = {**session, **refreshed.get_json(),
+                   "user": {**session["user"], "email_verified": True}}
+    return session
 
 
 def bearer(token: str) -> dict[str, str]:

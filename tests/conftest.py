@@ -29,7 +29,7 @@ SERVICE_ENV = (
     "REDIS_URL", "MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
     "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_JS_URL", "STRIPE_EMULATOR",
     "CELERY_BROKER_URL", "PORT", "VAR_DIR", "APP_ENV", "FLASK_ENV", "JWT_SECRET_KEY",
-    "PUBLIC_URL", "MONGODB_SERIALIZE_TRANSACTIONS", "REDIS_CLUSTER_NODES",
+    "PUBLIC_URL", "MONGODB_SERIALIZE_TRANSACTIONS", "REDIS_CLUSTER_NODES", "SMTP_URL", "DEV_MAILBOX",
 )
 
 
@@ -75,8 +75,14 @@ class Servers:
     redis: Server
     mongodb: Server
     stripe: Server
+    smtp: Server
     webhook_secret: str
     root: Path
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the SMTP sink keeps what it receives (tests read the real messages here)."""
+        return self.root / "mail"
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +90,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp("servers")
     logs = root / "logs"
     logs.mkdir()
-    redis_port, mongo_port, stripe_port = free_port(), free_port(), free_port()
+    from common.development.smtp_sink import smtp_command
+
+    redis_port, mongo_port, stripe_port, smtp_port = free_port(), free_port(), free_port(), free_port()
+    smtp_url = f"smtp://127.0.0.1:{smtp_port}"
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/"
     stripe_base = f"http://127.0.0.1:{stripe_port}"
@@ -97,6 +106,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
                               mongo_port, logs))
         started.append(_start("stripe", stripe_base, embedded.stripe_command(stripe_base),
                               stripe_port, logs))
+        started.append(_start("smtp", smtp_url, smtp_command(smtp_url, root / "mail"), smtp_port, logs))
         yield Servers(*started, webhook_secret="whsec_test_" + uuid.uuid4().hex, root=root)
     finally:
         for server in reversed(started):
@@ -115,6 +125,7 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
         stripe_webhook_secret=servers.webhook_secret,
         stripe_api_base=servers.stripe.url,
         stripe_emulator=True,
+        smtp_url=servers.smtp.url,
         mongodb_serialize_transactions=True,
         jwt_secret_key="test-secret-" + "x" * 32,
         var_dir=tmp_path / "var",
@@ -131,7 +142,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a subprocess (worker, beat, API) that should use these settings."""
     env = clean_environ()
     for name in ("redis_url", "mongodb_uri", "stripe_secret_key", "stripe_publishable_key",
-                 "stripe_webhook_secret", "stripe_api_base", "jwt_secret_key", "var_dir"):
+                 "stripe_webhook_secret", "stripe_api_base", "jwt_secret_key", "var_dir", "smtp_url"):
         env[name.upper()] = str(getattr(settings, name))
     if settings.redis_cluster_nodes:
         env["REDIS_CLUSTER_NODES"] = settings.redis_cluster_nodes

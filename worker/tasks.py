@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Task
 
+from common.accounts import email_verification
 from common.auditing import reconcile
 from common.billing import payments
 from common.billing.payments import apply_intent, mark_event_processed
@@ -194,6 +195,19 @@ def apply_payment(intent_id: str) -> str:
     outcome = apply_intent(payment_context(), intent_id)
     log.info("confirmed payment applied", extra={"intent_id": intent_id, "outcome": outcome})
     return outcome
+
+
+@celery_app.task(name=TaskName.SEND_VERIFICATION_MAIL, base=RetriedTask, ignore_result=True)
+def send_verification_mail(user_id: str) -> bool:
+    """Mail the account a new one-time verification link (SMTP down: retried, then
+    dead-lettered like any task)."""
+    sent = email_verification.send_verification(
+        runtime_clients().db, user_id,
+        public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+        smtp_url=settings.smtp_url, sender=settings.mail_from)
+    log.info("verification mail sent" if sent else "verification mail not needed",
+             extra={"user_id": user_id})
+    return sent
 
 
 @celery_app.task(name=TaskName.RECONCILE_SALES, base=PeriodicTask, ignore_result=True)

@@ -1,8 +1,12 @@
 """Shop accounts: registration, password checks, roles and the first admin.
 
-Users live in the `users` collection; the unique index on `email` (common/platform/schema.py) is what
-makes "one account per email" hold under concurrent registrations. Passwords are stored only
-as argon2id hashes and never logged.
+Users live in the `users` collection; the unique index on `email_key` (common/platform/schema.py)
+is what makes "one account per person's inbox" hold under concurrent registrations: the key is
+the address without the dots and `+tags` its provider ignores (common/accounts/email_identity.py),
+so an alias of an account is `email_taken`. Accounts made before the key existed get it at
+start-up (`backfill_email_keys`) and are found by `email` meanwhile. Passwords are stored only
+as argon2id hashes and never logged. `email_verified` says the owner followed a link mailed to
+the address (common/accounts/email_verification.py); documents without it read false.
 
 The hash's cost is a setting (PASSWORD_HASH_MEMORY_KIB, _TIME_COST, _PARALLELISM), by default
 OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane, about 20-40 ms of a core per check here,
@@ -34,9 +38,11 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
+from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from common.accounts.email_identity import EmailIdentity, check_accepted
 from common.platform.clock import utc_now
 from common.platform.errors import AccountNotAdmin, EmailTaken, InvalidCredentials, ValidationFailed
 from common.platform.ids import new_user_id
@@ -65,6 +71,21 @@ def _default_hasher() -> PasswordHasher:
 
 
 _hasher = _default_hasher()
+_identity = EmailIdentity(Settings.model_fields["email_dot_insensitive_domains"].default,
+                          Settings.model_fields["email_plus_tag_domains"].default)
+
+
+def configure_accounts(settings: Settings) -> None:
+    """The settings' password hashing and email identity rules, from now on (the API's app
+    factory, once per process)."""
+    global _identity
+    configure_password_hashing(settings)
+    _identity = EmailIdentity(settings.email_dot_insensitive_domains, settings.email_plus_tag_domains)
+
+
+def email_key(email: str) -> str:
+    """The uniqueness key of an address under the configured providers' rules."""
+    return _identity.key(email)
 
 
 def configure_password_hashing(settings: Settings) -> None:
@@ -159,16 +180,23 @@ def _verify(password_hash: str, password: str) -> bool:
 
 
 def user_to_public(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"id": doc["_id"], "email": doc["email"], "name": doc["name"], "role": doc["role"]}
+    return {"id": doc["_id"], "email": doc["email"], "name": doc["name"], "role": doc["role"],
+            "email_verified": bool(doc.get("email_verified", False))}
 
 
 def create_user(db: Database, *, email: str, password: str, name: str,
-                role: Role = Role.CUSTOMER) -> dict[str, Any]:
-    """Insert a new account; EmailTaken if the (normalised) email is already registered."""
+                role: Role = Role.CUSTOMER, email_verified: bool = False) -> dict[str, Any]:
+    """Insert a new account. EmailNotAccepted (422) for a disposable-mail address; EmailTaken
+    if the address or an alias of it (the same `email_key`) is registered already, decided by
+    the unique indexes, so two concurrent sign-ups of aliases make one account."""
     check_password_rules(password)
+    check_accepted(email)
+    key = email_key(email)
     doc = {
         "_id": new_user_id(),
         "email": normalise_email(email),
+        "email_key": key,
+        "email_verified": email_verified,
         "name": name.strip(),
         "role": str(role),
         "password_hash": hash_password(password),
@@ -186,7 +214,40 @@ def get_user(db: Database, user_id: str) -> dict[str, Any] | None:
 
 
 def find_by_email(db: Database, email: str) -> dict[str, Any] | None:
-    return db.users.find_one({"email": normalise_email(email)})
+    """The account of this address or of any alias of it (the same key); an account made
+    before keys existed is found by its address."""
+    return db.users.find_one({"email_key": email_key(email)}) or \
+        db.users.find_one({"email": normalise_email(email)})
+
+
+def is_email_verified(db: Database, user_id: str) -> bool:
+    """Whether the account's owner has confirmed its address (false for an unknown id)."""
+    doc = db.users.find_one({"_id": user_id}, {"email_verified": 1})
+    return bool(doc and doc.get("email_verified"))
+
+
+def mark_email_verified(db: Database, user_id: str) -> dict[str, Any] | None:
+    """Set `email_verified` (idempotent); the account after it, or None when it is gone."""
+    return db.users.find_one_and_update({"_id": user_id}, {"$set": {"email_verified": True}},
+                                        return_document=ReturnDocument.AFTER)
+
+
+def backfill_email_keys(db: Database) -> int:
+    """Give every account made before `email_key` existed its key (idempotent, at start-up).
+    Of two old accounts whose addresses are aliases of each other the older keeps the key; the
+    other stays without one (the partial unique index allows it) and signs in by its address.
+    Returns how many accounts got a key now."""
+    done = 0
+    for doc in db.users.find({"email_key": {"$exists": False}}, {"email": 1}).sort("created_at", 1):
+        try:
+            result = db.users.update_one({"_id": doc["_id"], "email_key": {"$exists": False}},
+                                         {"$set": {"email_key": email_key(doc["email"])}})
+        except DuplicateKeyError:
+            log.warning("an old account is an alias of another; left without an email key",
+                        extra={"user_id": doc["_id"]})
+            continue
+        done += result.modified_count
+    return done
 
 
 def authenticate(db: Database, email: str, password: str) -> dict[str, Any]:
@@ -225,7 +286,9 @@ def ensure_admin(db: Database, *, email: str, password: str | None, name: str = 
             raise ValidationFailed("A password is needed to create the admin account.",
                                    details={"fields": {"password": ["Missing."]}})
         try:
-            return create_user(db, email=email, password=password, name=name, role=Role.ADMIN), True
+            # The operator's own address, from the configuration: trusted as verified.
+            return create_user(db, email=email, password=password, name=name, role=Role.ADMIN,
+                               email_verified=True), True
         except EmailTaken:
             existing = find_by_email(db, email)  # another process created it just now
             if existing is None:

@@ -4,7 +4,8 @@ entry points (common/cli.py never imports this package).
 
 `flashsale run` starts the whole system on the embedded servers (the Procfile's processes,
 supervised by common/development/supervisor.py); `flashsale embedded NAME` is what the
-Procfile's lines for the embedded servers run.
+Procfile's lines for the embedded servers run; `flashsale mail` prints the newest message the
+embedded SMTP sink kept.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from common.platform.files import write_private
 from common.platform.settings import PROJECT_ROOT, settings_or_exit
 
 PROCFILE = PROJECT_ROOT / "Procfile"
-EMBEDDED_NAMES = ("redis", "mongodb", "stripe")
+EMBEDDED_NAMES = ("redis", "mongodb", "stripe", "smtp")
 # The API's listen queue, as api/gunicorn.conf.py's `backlog` (gunicorn does not listen() again
 # on a socket it inherits already listening).
 API_BACKLOG = 8192
@@ -101,6 +102,9 @@ def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
         # Development: an operator account to open the admin view with, shown when ready.
         env["ADMIN_EMAIL"] = DEV_ADMIN_EMAIL
         env["ADMIN_PASSWORD"] = dev_admin_password(settings.var_dir)
+    if "smtp" in plan.embedded and not settings.is_production:
+        # The shop's mailbox page shows the sink's messages: verifying takes one click.
+        env.setdefault("DEV_MAILBOX", "true")
     env["PORT"] = str(settings.port)
     # Every access log line crosses this process's relay: one in twenty is plenty locally.
     env.setdefault("ACCESS_LOG_SAMPLE_RATE", "0.05")
@@ -149,6 +153,8 @@ def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
             "stripe_api_base": env.get("STRIPE_API_BASE") or "https://api.stripe.com",
             "stripe_secret_key": env["STRIPE_SECRET_KEY"],
             "stripe_publishable_key": env.get("STRIPE_PUBLISHABLE_KEY", ""),
+            "smtp": env["SMTP_URL"],
+            "mail_dir": str(settings.var_dir / "mail") if "smtp" in plan.embedded else "",
             # Local development only: lets tests and load tests sign webhook deliveries.
             "stripe_webhook_secret": (
                 env.get("STRIPE_WEBHOOK_SECRET", "") if "stripe" in plan.embedded else ""),
@@ -231,6 +237,11 @@ def embedded(name: str) -> None:
     if name == "redis":
         url = settings.require("redis_url")
         _supervise(name, servers.redis_command(url, var / "redis"), servers.port_of(url))
+    elif name == "smtp":
+        from common.development.smtp_sink import smtp_command
+
+        url = settings.require("smtp_url")
+        _supervise(name, smtp_command(url, var / "mail"), servers.port_of(url))
     elif name == "mongodb":
         uri = settings.require("mongodb_uri")
         _supervise(name, servers.mongodb_command(uri, var / "mongodb", var / "run"),
@@ -243,3 +254,21 @@ def embedded(name: str) -> None:
         # The emulator forgets its webhooks when it restarts: register after every start.
         _supervise(name, servers.stripe_command(api_base), servers.port_of(api_base),
                    after_start=lambda: servers.register_stripe_webhook(api_base, webhook_url, secret))
+
+
+@click.command()
+@click.option("--list", "list_all", is_flag=True, help="List every kept message instead, oldest first.")
+def mail(list_all: bool) -> None:
+    """Print the newest message the embedded SMTP sink kept (var/mail/)."""
+    from common.development.smtp_sink import message_paths, read_message
+
+    directory = settings_or_exit().var_dir / "mail"
+    paths = message_paths(directory)
+    if not paths:
+        raise click.ClickException(f"no mail in {directory} yet")
+    if list_all:
+        for path in paths:
+            message = read_message(path)
+            click.echo(f"{path.name}  {message['To']}  {message['Subject']}")
+        return
+    click.echo(paths[-1].read_bytes().decode("utf-8", errors="replace"), nl=False)

@@ -1,7 +1,8 @@
-"""Embedded development servers: real Redis, a MongoDB wire-protocol server and the Stripe
-emulator, each started as its own process on a port taken from the service URL.
+"""Embedded development servers: real Redis, a MongoDB wire-protocol server, the Stripe
+emulator and an SMTP sink (common/development/smtp_sink.py), each started as its own process
+on a port taken from the service URL.
 
-Production points REDIS_URL, MONGODB_URI and STRIPE_* at the real services instead; the
+Production points REDIS_URL, MONGODB_URI, STRIPE_* and SMTP_URL at the real services instead; the
 application code is the same either way.
 """
 
@@ -119,6 +120,9 @@ def plan_services(environ: dict[str, str], host: str = "127.0.0.1") -> EmbeddedP
         })
         env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
         embedded.append("stripe")
+    if not env.get("SMTP_URL"):
+        env["SMTP_URL"] = f"smtp://{host}:{free_port()}"
+        embedded.append("smtp")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PATH", os.environ.get("PATH", ""))
     return EmbeddedPlan(env=env, embedded=embedded)

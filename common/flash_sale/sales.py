@@ -36,6 +36,33 @@ class SaleStatus(StrEnum):
 KEEP_AFTER_END = timedelta(days=7)
 
 
+@dataclass(frozen=True)
+class EntryRequirements:
+    """Who may enter a sale. The contract's defaults for a new sale are the API's
+    (`verified_email` and `one_card` on); here every requirement is off unless asked for, and
+    a sale stored before requirements existed reads as requiring none, as it was created.
+
+    `verified_email` is enforced by admit.lua (the sale's config in Redis says it, the access
+    token says whether the shopper is verified); `challenge` and `one_card` are stored and
+    shown for the checks that enforce them."""
+
+    verified_email: bool = False
+    challenge: bool = False
+    one_card: bool = False
+
+    @classmethod
+    def of(cls, sale: dict[str, Any]) -> EntryRequirements:
+        stored = sale.get("entry") or {}
+        return cls(**{name: bool(stored.get(name, False)) for name in cls.__dataclass_fields__})
+
+    def as_dict(self) -> dict[str, bool]:
+        return {"verified_email": self.verified_email, "challenge": self.challenge,
+                "one_card": self.one_card}
+
+
+NO_REQUIREMENTS = EntryRequirements()
+
+
 class Unset(Enum):
     """An argument left out (for lobby_opens_at, where None means "no lobby")."""
 
@@ -90,12 +117,13 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
                 price_cents: int, starts_at: datetime, ends_at: datetime, per_user_limit: int = 1,
                 reservation_ttl_seconds: int = 300,
                 presence_timeout_seconds: int = 0,
-                lobby_opens_at: datetime | Unset | None = UNSET) -> dict[str, Any]:
+                lobby_opens_at: datetime | Unset | None = UNSET,
+                entry: EntryRequirements | dict[str, bool] = NO_REQUIREMENTS) -> dict[str, Any]:
     """Store a sale, taking its units out of the product's stock, and load it into Redis.
 
     `lobby_opens_at`: when shoppers may join the lobby (default: now; None: no lobby, the v1
     behaviour). The sale draws its fairness seed now and publishes only its commitment
-    (flash_sale/lobby.py).
+    (flash_sale/lobby.py). `entry`: who may enter (EntryRequirements; none by default here).
 
     InsufficientStock (409) when the product has fewer units than the sale. The units are
     taken first, with one conditional update: a crash before the sale is stored leaves the
@@ -108,6 +136,8 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         lobby_opens_at = min(utc_now(), starts_at if starts_at.tzinfo else starts_at.replace(tzinfo=UTC))
     if lobby_opens_at is not None and _to_ms(lobby_opens_at) > _to_ms(starts_at):
         raise ValidationFailed(details={"fields": {"lobby_opens_at": ["Must not be after starts_at."]}})
+    if isinstance(entry, dict):
+        entry = EntryRequirements(**entry)
     seed = lobby.new_seed()
     product = db.products.find_one({"_id": product_id})
     if not product:
@@ -132,6 +162,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "reservation_ttl_seconds": reservation_ttl_seconds,
         "presence_timeout_seconds": presence_timeout_seconds,
         "lobby_opens_at": lobby_opens_at,
+        "entry": entry.as_dict(),
         "fairness": {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)},
         # Secret until the lobby closes: never in an answer or a log line before the start.
         "fairness_seed": seed.hex(),
@@ -159,7 +190,8 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
               sale["per_user_limit"], sale["reservation_ttl_seconds"], sale["price_cents"],
               sale["currency"], sale["product_id"], expire_at,
               sale.get("presence_timeout_seconds", 0), _lobby_opens_ms(sale),
-              sale.get("fairness_seed") or ""],
+              sale.get("fairness_seed") or "",
+              "1" if EntryRequirements.of(sale).verified_email else "0"],
     )
     # The index spans every sale (another cluster slot): added after the sale's own keys.
     redis_client.sadd(sale_keys.SALES_INDEX_KEY, sale_id)
@@ -248,6 +280,7 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "lobby_opens_at": _iso(sale["lobby_opens_at"]) if sale.get("lobby_opens_at") else None,
         "lobby_size": counters.lobby_size if counters else 0,
         "fairness": lobby.sale_fairness(sale),
+        "entry": EntryRequirements.of(sale).as_dict(),
     }
 
 

@@ -7,6 +7,7 @@ comes from two counters, not from the stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from common.flash_sale import sale_keys, ticket_events
 from common.flash_sale.tickets import Chances, TicketStatus, public_ticket
 from common.platform import ids
 from common.platform.errors import (
+    EmailUnverified,
     NotFound,
     PurchaseLimitReached,
     QuantityTooLarge,
@@ -57,7 +59,8 @@ class Admission:
 
 
 def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
-                      rate: AdmissionRate = UNLIMITED) -> tuple[list[str], list[Any]]:
+                      rate: AdmissionRate = UNLIMITED,
+                      email_verified: bool = False) -> tuple[list[str], list[Any]]:
     """admit.lua's KEYS and ARGV for one admission."""
     keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
             sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
@@ -66,26 +69,36 @@ def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
             sale_keys.admission_rate_key(sale_id, user_id), sale_keys.drain_lock_key(sale_id),
             sale_keys.lobby_key(sale_id), sale_keys.after_lobby_key(sale_id)]
     args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
-            rate.allowance_ms]
+            rate.allowance_ms, "1" if email_verified else "0"]
     return keys, args
 
 
 def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
-          rate: AdmissionRate = UNLIMITED) -> Admission:
+          rate: AdmissionRate = UNLIMITED, *, email_verified: bool = False,
+          recheck_verified: Callable[[], bool] | None = None) -> Admission:
     """Issue a ticket, or return the caller's live ticket for this sale (idempotent).
 
     One call is one admission whatever the network does: admit.lua is idempotent on the ticket
     id drawn here, so a resend after a lost reply answers as the first run did.
-    Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached, NotFound.
+    `email_verified`: what the shopper's access token says; a sale that needs it refuses
+    others, unless `recheck_verified()` (the account as it is now, asked only then) says the
+    address was verified since the token was issued.
+    Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached,
+    EmailUnverified, NotFound.
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
     ticket_id = ids.new_ticket_id(sale_id)
-    keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate)
+    keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate, email_verified)
     # One round trip: the script's reply carries everything the answer needs (no pipeline:
     # a Redis Cluster client does not pipeline EVALSHA).
     result = scripts_for(redis_client).call_hot("admit", keys, args)
     outcome = result[0]
+    if outcome == "email_unverified" and recheck_verified is not None and recheck_verified():
+        # The same ticket id: its rate step was counted already and is not taken again.
+        keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate, True)
+        result = scripts_for(redis_client).call_hot("admit", keys, args)
+        outcome = result[0]
     if outcome == "issued":
         kick, seq, created_at_ms, served, service_rate, status, units_before = result[2:9]
         fields = {"id": ticket_id, "sale_id": sale_id, "user_id": user_id, "quantity": str(quantity),
@@ -112,6 +125,8 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         raise QuantityTooLarge(details={"per_user_limit": int(result[1])})
     if outcome == "limit_reached":
         raise PurchaseLimitReached(details={"held": int(result[1])})
+    if outcome == "email_unverified":
+        raise EmailUnverified()
     raise NotFound("No such sale.")
 
 

@@ -140,6 +140,21 @@ class AccountNotAdmin(DomainError):
                              "An account with this email exists and is not an admin.")
 
 
+class EmailNotAccepted(DomainError):
+    code, status, message = ("email_not_accepted", 422,
+                             "Addresses on this mail domain are not accepted; use another address.")
+
+
+class InvalidVerificationToken(DomainError):
+    code, status, message = ("invalid_token", 400,
+                             "This link is not valid: it was used already or has expired.")
+
+
+class EmailUnverified(DomainError):
+    code, status, message = ("email_unverified", 403,
+                             "This sale is open to verified accounts only: confirm your email first.")
+
+
 class CardAlreadyUsed(DomainError):
     code, status, message = ("card_already_used", 409,
                              "This card has already paid for another account in this sale.")

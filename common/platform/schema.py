@@ -12,7 +12,14 @@ from pymongo.errors import CollectionInvalid
 
 # collection name -> indexes. Each domain module's collections are listed here.
 INDEXES: dict[str, list[IndexModel]] = {
-    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
+    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
+              # Partial: accounts made before the key existed have none until the backfill.
+              IndexModel([("email_key", ASCENDING)], unique=True, name="email_key_unique",
+                         partialFilterExpression={"email_key": {"$type": "string"}})],
+    # Hashed one-time links (common/accounts/email_verification.py), dropped once expired.
+    "email_verifications": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0,
+                                       name="expired"),
+                            IndexModel([("user_id", ASCENDING)], name="by_user")],
     # No `_id` in secondary indexes: the embedded wire server cannot index it (inserts fail).
     "products": [IndexModel([("created_at", DESCENDING)], name="newest")],
     "carts": [],

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = Field(10.0, gt=0, le=120)
     # The emulator lacks a few parameters real Stripe takes (cancellation_reason).
     stripe_emulator: bool = False
+    # Outgoing mail: smtp://[user:password@]host:port (smtps:// for TLS from the start). Unset
+    # in development means `flashsale run`'s embedded sink (var/mail/).
+    smtp_url: str | None = None
+    mail_from: str = "Flash Sale <no-reply@flashsale.localhost>"
+    # Development only (refused in production): GET /api/dev/mailbox lists the embedded sink's
+    # messages, so a newcomer can verify an account without a real inbox.
+    dev_mailbox: bool = False
 
     # Authentication.
     jwt_secret_key: str | None = None
@@ -92,6 +99,16 @@ class Settings(BaseSettings):
     password_hash_memory_kib: int = Field(19 * 1024, ge=1024, le=4 * 1024 * 1024)
     password_hash_time_cost: int = Field(2, ge=1, le=20)
     password_hash_parallelism: int = Field(1, ge=1, le=16)
+    # Verification mail (`POST /api/auth/verify-email/request`): per client address like
+    # register, and per account, so one account cannot mail an inbox over and over.
+    verify_email_rate_limit: str = "5 per minute"
+    verify_email_account_rate_limit: str = "3 per 10 minutes"
+    # Mail domains whose local part ignores dots / `+tags`: such aliases of an address are one
+    # account (common/accounts/email_identity.py).
+    email_dot_insensitive_domains: list[str] = ["gmail.com", "googlemail.com"]
+    email_plus_tag_domains: list[str] = [
+        "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "icloud.com",
+        "me.com", "fastmail.com", "protonmail.com", "proton.me", "yahoo.com"]
     admission_rate_limit: str = "20 per second"
     # Per signed-in shopper, shared by the pay endpoints and checkout: each attempt costs Stripe
     # calls on the shop's one account, whose rate limit every shopper shares.
@@ -116,6 +133,13 @@ class Settings(BaseSettings):
     # 0: no cap (a load test from one machine).
     stream_max_per_ticket: int = Field(3, ge=0, le=1000)
     stream_max_per_address: int = Field(20, ge=0, le=1_000_000)
+    # Proof-of-work at a sale's door (entry.challenge, common/flash_sale/entry_challenge.py):
+    # ALTCHA's HMAC key (unset: derived from the JWT key), the challenge's range of numbers (a
+    # browser tries half of them on average: 50 000 SHA-256 hashes, about 0.1-0.5 s), and how
+    # long a challenge stays valid (a shopper solves it while reading the page or in the lobby).
+    altcha_hmac_key: str | None = None
+    altcha_max_number: int = Field(50_000, ge=1_000, le=10_000_000)
+    altcha_challenge_ttl_seconds: int = Field(1800, ge=60, le=24 * 3600)
 
     # Waiting room.
     decision_batch_size: int = Field(500, ge=1, le=10_000)
@@ -161,7 +185,8 @@ class Settings(BaseSettings):
         return [(host, int(port)) for host, _, port in pairs if host]
 
     @field_validator("login_rate_limit", "admission_rate_limit", "register_rate_limit",
-                     "register_total_rate_limit", "payment_rate_limit")
+                     "register_total_rate_limit", "payment_rate_limit", "verify_email_rate_limit",
+                     "verify_email_account_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -193,6 +218,8 @@ class Settings(BaseSettings):
                 )
             if self.jwt_secret_key and len(self.jwt_secret_key) < 32:
                 raise ValueError("JWT_SECRET_KEY must be at least 32 characters in production")
+            if self.dev_mailbox:
+                raise ValueError("DEV_MAILBOX shows every outgoing mail: never in production")
             if self.password_hash_memory_kib * self.password_hash_time_cost < 7 * 1024 * 5:
                 raise ValueError("PASSWORD_HASH_MEMORY_KIB x PASSWORD_HASH_TIME_COST is below "
                                  "OWASP's argon2id minimum (7168 KiB x 5) in production")

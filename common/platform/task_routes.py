@@ -18,6 +18,7 @@ class TaskName(StrEnum):
     APPLY_PAYMENT_EVENT = "worker.tasks.apply_payment_event"
     APPLY_PAYMENT = "worker.tasks.apply_payment"
     RECONCILE_SALES = "worker.tasks.reconcile_sales"
+    SEND_VERIFICATION_MAIL = "worker.tasks.send_verification_mail"
 
 
 DEFAULT_QUEUE = "celery"

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -22,11 +23,36 @@ class Shopper:
     token: str = ""
     session: requests.Session = field(default_factory=requests.Session)
 
-    def register(self) -> Shopper:
+    def register(self, verify: bool = True) -> Shopper:
+        """Sign up; with `verify`, follow the link mailed to the address (read from the
+        development mailbox, GET /api/dev/mailbox), as a person would."""
         r = self.session.post(f"{self.base}/api/auth/register", json={
             "email": self.email, "password": self.password, "name": "Shopper"}, timeout=30)
         assert r.status_code == 201, r.text
         self.token = r.json()["access_token"]
+        if verify:
+            self.verify_email()
+        return self
+
+    def verification_token(self, timeout: float = 30) -> str:
+        """The token of the newest verification link mailed to this shopper."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.session.get(f"{self.base}/api/dev/mailbox", params={"to": self.email}, timeout=10)
+            assert r.status_code == 200, r.text
+            for message in r.json()["items"]:
+                for link in message["links"]:
+                    if urlsplit(link).path == "/verify-email":
+                        return parse_qs(urlsplit(link).query)["token"][0]
+            assert time.monotonic() < deadline, f"no verification mail for {self.email}"
+            time.sleep(0.1)
+
+    def verify_email(self) -> Shopper:
+        r = self.session.post(f"{self.base}/api/auth/verify-email",
+                              json={"token": self.verification_token()}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["email_verified"] is True
+        # The token from before still admits: a refused one is checked against the account.
         return self
 
     def login(self) -> Shopper:

@@ -76,7 +76,8 @@ def queued_tasks(clients: Clients) -> int:
 
 
 def access_token(settings: Settings, user_id: str, role: str = "customer", ttl: int = 600) -> str:
-    """An access token as the API issues one, without the cost of registering the user."""
+    """An access token as the API issues one (of an account whose email is verified), without
+    the cost of registering the user."""
     return mint_access_token(settings.jwt_secret(), user_id, role, ttl)
 
 

@@ -6,7 +6,8 @@
 -- KEYS: 1 config, 2 counters, 3 stream, 4 live, 5 latest, 6 held, 7 kick, 8 new ticket,
 --       9 the shopper's admission rate (GCRA), 10 drain lock, 11 lobby, 12 after-lobby
 -- ARGV: 1 ticket_id, 2 user_id, 3 quantity, 4 kick debounce ms, 5 sale_id,
---       6 ms between admissions at the limit's rate, 7 burst allowance ms (0 = no limit)
+--       6 ms between admissions at the limit's rate, 7 burst allowance ms (0 = no limit),
+--       8 "1" when the shopper's email is verified (the sale's `verified_email` entry rule)
 -- Idempotent on ARGV[1]: the same call again (its first reply lost on the way back and the call
 -- resent, by lua_scripts.call_hot or a cluster client's retry) changes nothing more and answers
 -- {"replayed", ticket_id} when the first issued the ticket, else as the first did (the rate
@@ -14,16 +15,16 @@
 -- Returns {"issued", ticket_id, kick(0|1), seq ("" in the lobby), created_at_ms, served, rate,
 --         status, units_before, available, reserved, served_units, lobby_units}
 --       (all the answer needs, so an admission is this one call) | {"replayed", ticket_id}
---       | {"existing", ticket_id} | {"no_sale"}
+--       | {"existing", ticket_id} | {"no_sale"} | {"email_unverified"}
 --       | {"not_open", "scheduled"|"ended"} | {"sold_out"} | {"over_limit", limit}
 --       | {"limit_reached", held} | {"rate_limited", retry_after_ms}
 local config_key, counters_key, stream_key, live_key, latest_key, held_key, kick_key,
   ticket_key, rate_key, drain_lock_key, lobby_key, after_lobby_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
   KEYS[11], KEYS[12]
-local ticket_id, user, quantity, kick_debounce_ms, sale_id, interval, allowance =
+local ticket_id, user, quantity, kick_debounce_ms, sale_id, interval, allowance, verified =
   ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]),
-  tonumber(ARGV[7])
+  tonumber(ARGV[7]), ARGV[8]
 local now = now_ms()
 
 -- This admission ran already and issued its ticket: the first reply was lost.
@@ -43,8 +44,9 @@ if interval > 0 then
 end
 
 local config = redis.call('HMGET', config_key, 'starts_at_ms', 'ends_at_ms', 'per_user_limit',
-  'expire_at_s', 'lobby_opens_at_ms')
+  'expire_at_s', 'lobby_opens_at_ms', 'verified_email')
 if not config[1] then return {'no_sale'} end
+if config[6] == '1' and verified ~= '1' then return {'email_unverified'} end
 local lobby_opens = tonumber(config[5] or '')
 -- Before starts_at by this server's clock, unless the lobby is closed already: after a failover
 -- to a replica whose clock is behind, a ticket must not join a lobby whose seed is public.
