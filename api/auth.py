@@ -39,7 +39,7 @@ from werkzeug.exceptions import HTTPException
 
 from api import refresh_cookie
 from api.errors import error_body, error_response
-from api.extensions import client_address, clients, jwt, limiter, settings
+from api.extensions import client_address, clients, denylist, jwt, limiter, settings
 from api.schemas import RequestSchema
 from api.task_queue import send_task
 from common.accounts import email_verification, tokens, users
@@ -209,7 +209,7 @@ def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     if payload.get("type") == "refresh":
         return tokens.is_refresh_token_revoked(clients().db, payload["jti"])
     return tokens.is_access_token_revoked(clients().redis, payload["jti"], payload.get("fam"),
-                                          clients().denylist)
+                                          denylist())
 
 
 @jwt.expired_token_loader
@@ -416,7 +416,7 @@ def refresh() -> dict[str, Any]:
     db = clients().db
     record = tokens.spend_refresh_token(db, clients().redis, claims["jti"],
                                         access_ttl_seconds=settings().jwt_access_ttl_seconds,
-                                        copy=clients().denylist)
+                                        copy=denylist())
     user = users.get_user(db, record["user_id"])
     if user is None:
         raise Unauthorized("This account no longer exists.")
@@ -432,11 +432,11 @@ def logout() -> None:
     claims = get_jwt()
     refresh_cookie.clear()
     redis_client = clients().redis
-    denylist = clients().denylist
-    tokens.revoke_access_token(redis_client, claims["jti"], int(claims["exp"]), denylist)
+    copy = denylist()
+    tokens.revoke_access_token(redis_client, claims["jti"], int(claims["exp"]), copy)
     if claims.get("fam"):
         tokens.revoke_family(clients().db, redis_client, claims["fam"],
-                             access_ttl_seconds=settings().jwt_access_ttl_seconds, copy=denylist)
+                             access_ttl_seconds=settings().jwt_access_ttl_seconds, copy=copy)
 
 
 @blp.route("/me")

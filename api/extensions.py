@@ -8,6 +8,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from api.errors import ContractApi
+from common.accounts import revocations
 from common.platform.clients import Clients
 from common.platform.settings import Settings
 
@@ -29,3 +30,7 @@ def clients() -> Clients:
 def settings() -> Settings:
     return current_app.extensions["flashsale.settings"]  # type: ignore[no-any-return]
 
+
+def denylist() -> revocations.DenylistCopy:
+    """This process's copy of the token denylist (common/accounts/revocations.py)."""
+    return revocations.denylist_copy(clients())

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import redis
 from redis.exceptions import RedisError
 
+from common.platform.clients import Clients
 from common.platform.clock import now_ms
 from common.platform.subscriptions import Subscription
 
@@ -134,3 +135,9 @@ class DenylistCopy(Subscription):
                     last_prune = time.monotonic()
         finally:
             pubsub.close()
+
+
+def denylist_copy(clients: Clients) -> DenylistCopy:
+    """This process's copy of the denylist on `clients.redis`, followed from first use (after
+    a fork) until `clients.close()`."""
+    return clients.follower("denylist", lambda: DenylistCopy(clients.redis).start())

@@ -36,6 +36,7 @@ from common.billing.stripe_gateway import (
     StripeGateway,
 )
 from common.flash_sale import sale_keys
+from common.flash_sale.intent_outbox import cancel_released_intent, forget_cancellation
 from common.flash_sale.tickets import HOLDING, TicketStatus
 from common.flash_sale.waiting_room import public_status, read_ticket, read_ticket_fields, release_ticket
 from common.platform import metrics
@@ -247,25 +248,6 @@ CANCEL_RETRY_MS = 5_000
 CANCEL_RETRY_CAP_MS = 300_000
 
 
-def cancel_released_intent(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
-                           intent_id: str) -> str:
-    """Cancel a released ticket's intent at Stripe and take it out of the outbox once Stripe
-    confirms. Returns Stripe's status; an intent that succeeded meanwhile stays in the outbox
-    for the sweep, which settles or refunds it."""
-    final = gateway.cancel(intent_id)
-    if final.status == CANCELED:
-        _forget_cancellation(redis_client, sale_id, intent_id)
-    return final.status
-
-
-def _forget_cancellation(redis_client: redis.Redis, sale_id: str, intent_id: str) -> None:
-    key = sale_keys.intent_cancels_key(sale_id)
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.zrem(key, intent_id)
-    pipe.hdel(sale_keys.intent_cancel_attempts_key(sale_id), intent_id)
-    pipe.execute()
-
-
 def sweep_intent_cancellations(ctx: PaymentContext, sale_id: str, limit: int = 200) -> dict[str, int]:
     """Beat's pass over one sale's outbox: cancel each due intent until Stripe confirms.
 
@@ -281,7 +263,7 @@ def sweep_intent_cancellations(ctx: PaymentContext, sale_id: str, limit: int = 2
             status = cancel_released_intent(ctx.redis, ctx.gateway, sale_id, intent_id)
             if status == SUCCEEDED:
                 apply_intent(ctx, intent_id)
-                _forget_cancellation(ctx.redis, sale_id, intent_id)
+                forget_cancellation(ctx.redis, sale_id, intent_id)
             elif status != CANCELED:
                 raise PaymentProviderError(f"intent still {status}")
         except Exception as exc:

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common.billing.payments import cancel_released_intent
-from common.billing.stripe_gateway import StripeGateway
 from common.flash_sale import lobby, sale_keys
+from common.flash_sale.intent_outbox import PaymentIntents, cancel_released_intent
 from common.flash_sale.tickets import TicketStatus
 from common.flash_sale.waiting_room import release_ticket
 from common.platform import ids, metrics
@@ -92,7 +91,7 @@ def decide_batch(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
     return list(zip(flat[0::2], flat[1::2], strict=True))
 
 
-def attach_payment_intent(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
+def attach_payment_intent(redis_client: redis.Redis, gateway: PaymentIntents, sale_id: str,
                           ticket_id: str) -> str:
     """Create the reservation's PaymentIntent and show the ticket as reserved.
 
@@ -131,7 +130,7 @@ def attach_payment_intent(redis_client: redis.Redis, gateway: StripeGateway, sal
 class Decider:
     """Drains one sale's waiting room until it stays empty for `idle_seconds`."""
 
-    def __init__(self, redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
+    def __init__(self, redis_client: redis.Redis, gateway: PaymentIntents, sale_id: str,
                  options: DrainOptions, intent_pool: ThreadPoolExecutor,
                  consumer: str | None = None) -> None:
         self.redis = redis_client
@@ -350,7 +349,7 @@ class Decider:
         return self.report
 
 
-def drain_sale(redis_client: redis.Redis, gateway: StripeGateway, sale_id: str,
+def drain_sale(redis_client: redis.Redis, gateway: PaymentIntents, sale_id: str,
                options: DrainOptions, intent_pool: ThreadPoolExecutor,
                consumer: str | None = None) -> DrainReport:
     """Decide every waiting ticket of a sale; returns at once if another decider holds it.

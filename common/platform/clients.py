@@ -5,14 +5,19 @@ code at throw-away servers. Two Redis roles: `sales_redis` holds the waiting roo
 data (a Redis Cluster when REDIS_CLUSTER_NODES is set, every sale on its own slot), `redis`
 the rest (Celery's broker, rate limits, the token denylist with its pub/sub, locks of the
 whole shop); without a cluster they are the same client.
+
+A domain that keeps a background follower of Redis per process (accounts' copy of the token
+denylist) gets it from `Clients.follower`: the platform names no domain.
 """
 
 from __future__ import annotations
 
 import select
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -21,10 +26,16 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from redis.cluster import ClusterNode, RedisCluster
 
-from common.accounts.revocations import DenylistCopy
 from common.platform.settings import Settings
 
-_DENYLIST_START = threading.Lock()
+_FOLLOWER_START = threading.Lock()
+
+
+class Follower(Protocol):
+    def stop(self) -> None: ...
+
+
+F = TypeVar("F", bound=Follower)
 
 try:  # the OS's poll even where gevent has patched `select` (a zero timeout never blocks)
     from gevent.monkey import get_original
@@ -155,20 +166,21 @@ class Clients:
     def stripe(self) -> stripe.StripeClient:
         return make_stripe(self.settings)
 
-    @property
-    def denylist(self) -> DenylistCopy:
-        """This process's copy of the token denylist, followed from first use (after a fork)."""
-        copy = self.__dict__.get("_denylist")
-        if copy is None:
-            with _DENYLIST_START:
-                copy = self.__dict__.get("_denylist")
-                if copy is None:
-                    copy = self.__dict__["_denylist"] = DenylistCopy(self.redis).start()
-        return copy  # type: ignore[no-any-return]
+    def follower(self, name: str, start: Callable[[], F]) -> F:
+        """The process's one follower called `name`, started by `start` on first use (so after
+        a fork), stopped by close()."""
+        followers: dict[str, Follower] = self.__dict__.setdefault("_followers", {})
+        made = followers.get(name)
+        if made is None:
+            with _FOLLOWER_START:
+                made = followers.get(name)
+                if made is None:
+                    made = followers[name] = start()
+        return made  # type: ignore[return-value]
 
     def close(self) -> None:
-        if "_denylist" in self.__dict__:
-            self.__dict__.pop("_denylist").stop()
+        for follower in self.__dict__.pop("_followers", {}).values():
+            follower.stop()
         if "sales_redis" in self.__dict__ and self.sales_redis is not self.__dict__.get("redis"):
             self.sales_redis.close()
         if "redis" in self.__dict__:
