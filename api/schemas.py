@@ -54,6 +54,10 @@ class TicketSchema(ma.Schema):
     reservation = ma.fields.Nested(ReservationSchema, allow_none=True)
     order_id = ma.fields.String(allow_none=True)
     refunded = ma.fields.Boolean(metadata={"description": "present when a late payment was refunded"})
+    payment_pending = ma.fields.Boolean(metadata={
+        "description": "present (true) on an `expired` ticket whose payment may still have gone "
+                       "through: it becomes `paid` (honoured) or stays `expired` with "
+                       "`refunded: true`; its event stream stays open until then"})
     reason = ma.fields.String(metadata={
         "description": "present on a `sold_out` ticket whose owner already held or bought their "
                        "share (`per_user_limit`)"})

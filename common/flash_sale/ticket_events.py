@@ -33,7 +33,14 @@ import redis
 
 from common.flash_sale import sale_keys
 from common.flash_sale.stream_slots import RENEW_SECONDS, StreamSlot, StreamSlots
-from common.flash_sale.tickets import FINAL, PUBLIC_STATUS, Chances, TicketStatus, public_ticket
+from common.flash_sale.tickets import (
+    FINAL,
+    PAYMENT_PENDING,
+    PUBLIC_STATUS,
+    Chances,
+    TicketStatus,
+    public_ticket,
+)
 from common.platform.errors import NotFound
 from common.platform.lua_scripts import scripts_for
 from common.platform.subscriptions import Subscription
@@ -53,6 +60,9 @@ PRESENCE_KEEP_SECONDS = 8 * 24 * 3600
 # A stream's ticket is re-read this often even if no message named it: a message lost while
 # the subscription was down (or a change by a script that does not publish) shows within it.
 REREAD_SECONDS = 60.0
+# An expired ticket whose payment may still have gone through is read this often until the
+# decision: an intent that Stripe confirms cancelled leaves the outbox without a message.
+PENDING_REREAD_SECONDS = 2.0
 
 _TOKEN_CONTEXT = b"flashsale ticket event stream v1"
 # Statuses in the order a ticket can pass through them (TRANSITIONS): with the time of the
@@ -98,21 +108,24 @@ def stream_token_valid(key: bytes, ticket_id: str, token: str, now: float, ttl_s
 
 def event_version(fields: dict[str, str], served_at_ms: int) -> int:
     """The event id: grows with every change the shopper can see. A waiting ticket changes
-    when it moves up (the served counter moved at `served_at_ms`) or changes status."""
+    when it moves up (the served counter moved at `served_at_ms`) or changes status; an expired
+    ticket when its late payment is decided (which may change nothing else)."""
     changed = int(fields.get("updated_at_ms") or 0)
     status = fields.get("status", "")
     if status == TicketStatus.QUEUED.value:
         changed = max(changed, served_at_ms)
     rank = _STATUS_ORDER.index(status) + 1 if status in _STATUS_ORDER else 0
-    return changed * 100 + rank
+    return changed * 100 + rank * 2 + (0 if fields.get(PAYMENT_PENDING) else 1)
 
 
 def is_final(fields: dict[str, str]) -> bool:
+    """Nothing will change any more: a final status, and for an expired ticket no payment that
+    may still make it `paid` or refunded (a stream stays open until that decision)."""
     try:
         status = TicketStatus(fields.get("status", ""))
     except ValueError:
         return False
-    return PUBLIC_STATUS.get(status, status) in FINAL
+    return PUBLIC_STATUS.get(status, status) in FINAL and not fields.get(PAYMENT_PENDING)
 
 
 # How stale a sale's outlook counters may get between moves of its line (one read per sale).
@@ -166,6 +179,12 @@ def read_ticket_state(redis_client: redis.Redis, ticket_id: str) -> tuple[dict[s
     fields, (served, served_at, rate, *chances) = pipe.execute()
     if not fields:
         raise NotFound("No such ticket.")
+    if fields.get("status") == TicketStatus.EXPIRED.value and not fields.get("refund_id"):
+        # Rare, and one more round trip: was money taken that is not decided on yet?
+        intent_id = fields.get("payment_intent_id")
+        if fields.get("refund_due") or (intent_id and redis_client.zscore(
+                sale_keys.intent_cancels_key(sale_id), intent_id) is not None):
+            fields[PAYMENT_PENDING] = "1"
     return fields, SaleProgress(int(served or 0), int(served_at or 0), float(rate or 0.0),
                                 Chances.from_values(chances))
 
@@ -422,15 +441,21 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             ticket = ticket_of(fields, progress)
             now = time.monotonic()
             if version > sent_version and ticket != sent_ticket:
+                # Only a waiting ticket's moves are paced; any other change is news (a late
+                # payment decided a moment after `expired` must not be held back, nor lost when
+                # the stream ends right after it).
                 status_news = sent_ticket is None or ticket["status"] != sent_ticket["status"]
-                if status_news or now >= follower.quiet_until:
+                if status_news or not follower.waiting or now >= follower.quiet_until:
                     yield TicketEvent(version, ticket)
                     sent_version, sent_ticket, ping_at = version, ticket, now
                     follower.quiet_until = now + max(position_every,
                                                      (ticket.get("poll_after_ms") or 0) / 1000)
             if is_final(fields):
                 return
+            pending = bool(fields.get(PAYMENT_PENDING))
             timeout = ping_at + ping_seconds - now
+            if pending:
+                timeout = min(timeout, last_read + PENDING_REREAD_SECONDS - now)
             if follower.waiting and now < follower.quiet_until:
                 # Moves now wake nobody (dispatch): look again when the pause is over.
                 timeout = min(timeout, follower.quiet_until - now)
@@ -441,7 +466,8 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
             if time.monotonic() - ping_at >= ping_seconds:
                 yield None
                 ping_at = time.monotonic()
-            reread = follower.status_changed or time.monotonic() - last_read >= REREAD_SECONDS
+            reread_every = PENDING_REREAD_SECONDS if pending else REREAD_SECONDS
+            reread = follower.status_changed or time.monotonic() - last_read >= reread_every
             follower.status_changed = follower.moved = False
             if reread:
                 try:

@@ -64,6 +64,12 @@ PUBLIC_STATUS = {
     TicketStatus.SETTLING: TicketStatus.RESERVED,
 }
 
+# Set by the reader of a ticket (ticket_events.read_ticket_state), never stored: an `expired`
+# ticket whose payment may still have gone through. Its intent waits in the sale's cancellation
+# outbox, or its refund is decided but not made: the ticket may yet become `paid` (a late payment
+# honoured), or stay `expired` with `refunded: true`.
+PAYMENT_PENDING = "payment_pending"
+
 MIN_POLL_MS = 500
 # A lobby ticket changes only at the start: its page asks again then, and rarely before.
 LOBBY_POLL_MS = 5_000
@@ -183,6 +189,8 @@ def public_ticket(fields: dict[str, str], served: int, rate: float,
             ticket["outlook"] = outlook(ahead, int(fields["quantity"]), chances).value
     if fields.get("refund_id") or fields.get("refund_due"):
         ticket["refunded"] = bool(fields.get("refund_id"))
+    if fields.get(PAYMENT_PENDING):
+        ticket["payment_pending"] = True
     if fields.get("reason"):
         ticket["reason"] = fields["reason"]
     return ticket

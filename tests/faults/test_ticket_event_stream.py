@@ -12,13 +12,15 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from common.billing.payments import sweep_intent_cancellations
 from common.development.ports import free_port
-from common.flash_sale import waiting_room
+from common.flash_sale import reservations, waiting_room
 from common.flash_sale.ticket_events import stream_token, stream_token_key
-from tests.faults.flows import access_token, bearer
+from tests.faults.flows import access_token, bearer, pay_at_stripe, reserve
+from tests.faults.services import wait_until
 from tests.faults.sse import Event
 from tests.faults.sse import events as _events
-from tests.waiting_room_helpers import drain, open_sale
+from tests.waiting_room_helpers import drain, open_sale, payment_context
 
 pytestmark = [pytest.mark.slow]
 
@@ -199,3 +201,57 @@ def test_streams_are_capped_per_ticket_and_per_address_across_the_workers(fault_
     opened.append(open_stream(tickets[2]))
     for response, _events_left in opened:
         response.close()
+
+
+class _Follower(threading.Thread):
+    """A shopper's stream read to its end in the background."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers = url, headers
+        self.tickets: list[dict] = []
+        self.opened = threading.Event()
+
+    def run(self) -> None:
+        with requests.get(self.url, headers=self.headers, stream=True, timeout=60) as response:
+            for event in _events(response):
+                if event is not None:
+                    self.tickets.append(event.ticket)
+                    self.opened.set()
+
+    def statuses(self) -> list[tuple[str, bool, bool]]:
+        return [(t["status"], t.get("payment_pending", False), t.get("refunded", False))
+                for t in self.tickets]
+
+
+@pytest.mark.parametrize("late_payment", ["honoured", "refunded", "none"])
+def test_an_expired_ticket_streams_until_its_late_payment_is_decided(api, fault_settings,
+                                                                     fault_clients, late_payment):
+    """A payment taken just as the reservation expired: the stream stays open past `expired`
+    and ends with the decision, `paid` (honoured) or `expired` with `refunded: true` (the unit
+    went to someone else meanwhile); with no payment it ends once the intent is cancelled."""
+    clients = fault_clients
+    sale_id = open_sale(clients, stock=1, ttl=1)
+    ticket_id, intent_id = reserve(clients, sale_id, "usr_late")
+    follower = _Follower(f"{api}/api/tickets/{ticket_id}/events",
+                         bearer(access_token(fault_settings, "usr_late")))
+    follower.start()
+    assert follower.opened.wait(10)
+    if late_payment != "none":
+        assert pay_at_stripe(clients, intent_id) == "succeeded"  # the webhook is not applied yet
+    time.sleep(1.1)
+    assert reservations.expire_due_reservations(clients.redis, sale_id) == [(ticket_id, intent_id)]
+    if late_payment == "refunded":
+        reserve(clients, sale_id, "usr_next")  # the freed unit is someone else's now
+    wait_until(lambda: ("expired", True, False) in follower.statuses(), timeout=10,
+               message="expired with its payment pending")
+    assert follower.is_alive()  # `expired` did not end the stream
+    sweep_intent_cancellations(payment_context(clients), sale_id)  # beat's sweep: Stripe asked
+    follower.join(15)
+    assert not follower.is_alive(), "the stream did not end after the decision"
+    last = follower.tickets[-1]
+    expected = {"honoured": ("paid", False, False), "refunded": ("expired", False, True),
+                "none": ("expired", False, False)}[late_payment]
+    assert follower.statuses()[-1] == expected, follower.statuses()
+    if late_payment == "honoured":
+        assert last["order_id"]

@@ -13,7 +13,8 @@ BASE = {"id": "tkt_sal_00000000000000aa_1", "sale_id": "sal_00000000000000aa", "
         "updated_at_ms": "1764800001234", "expires_at_ms": "1764800300000",
         "payment_intent_id": "pi_1", "client_secret": "pi_1_secret", "amount_cents": "3998",
         "currency": "usd", "order_id": "ord_1"}
-EXTRAS = [{}, {"refund_id": "re_1"}, {"refund_due": "late"}, {"reason": "per_user_limit"}]
+EXTRAS = [{}, {"refund_id": "re_1"}, {"refund_due": "late"}, {"reason": "per_user_limit"},
+          {"payment_pending": "1"}]
 
 
 @pytest.mark.parametrize("status", [status.value for status in TicketStatus])

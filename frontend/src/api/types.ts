@@ -163,6 +163,14 @@ export function isFinalTicketStatus(status: TicketStatus): boolean {
   return FINAL_TICKET_STATUSES.includes(status);
 }
 
+/**
+ * Nothing will change on this ticket any more: a final status, and no late payment still being
+ * decided (an `expired` ticket with `payment_pending` may yet become `paid`, or be refunded).
+ */
+export function isSettledTicket(ticket: Pick<Ticket, 'status' | 'payment_pending'>): boolean {
+  return isFinalTicketStatus(ticket.status) && !ticket.payment_pending;
+}
+
 /** A lobby or queued ticket's chance to buy (shared/API.md "Chance to buy"). */
 export type Outlook = 'likely' | 'possible' | 'unlikely';
 
@@ -187,6 +195,10 @@ export interface Ticket {
   poll_after_ms: number | null;
   /** Opens this ticket's event stream (EventSource cannot send the Authorization header). */
   stream_token?: string;
+  /** An `expired` ticket whose payment may still have gone through: paid or refunded next. */
+  payment_pending?: boolean;
+  /** Present when a payment that came too late was refunded (true) or is being refunded. */
+  refunded?: boolean;
   reservation: Reservation | null;
   order_id: string | null;
   created_at: string;

@@ -5,7 +5,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError } from '../api/client';
 import { sales, tickets } from '../api/shop';
-import { isFinalTicketStatus, type Sale, type Ticket } from '../api/types';
+import { isSettledTicket, type Sale, type Ticket } from '../api/types';
 
 export const DEFAULT_POLL_MS = 2000;
 export const MAX_BACKOFF_MS = 30_000;
@@ -22,7 +22,7 @@ export function ticketStreamUrl(ticket: Ticket): string {
 }
 
 function canStream(ticket: Ticket): boolean {
-  return typeof EventSource !== 'undefined' && Boolean(ticket.stream_token) && !isFinalTicketStatus(ticket.status);
+  return typeof EventSource !== 'undefined' && Boolean(ticket.stream_token) && !isSettledTicket(ticket);
 }
 
 /**
@@ -104,7 +104,7 @@ export function useTicketPolling(ticketId: string): TicketPoll {
         delivered = true;
         const fresh = JSON.parse((event as MessageEvent<string>).data) as Ticket;
         take(fresh);
-        if (isFinalTicketStatus(fresh.status)) {
+        if (isSettledTicket(fresh)) {
           source.close();
           stream = undefined;
         }
@@ -133,7 +133,7 @@ export function useTicketPolling(ticketId: string): TicketPoll {
         if (stopped) return;
         failures = 0;
         take(fresh);
-        if (isFinalTicketStatus(fresh.status)) return;
+        if (isSettledTicket(fresh)) return;
         if (!streamFailed && canStream(fresh)) {
           follow(fresh);
           return;
@@ -156,7 +156,7 @@ export function useTicketPolling(ticketId: string): TicketPoll {
     };
 
     // A ticket already known to be final (replaced after an action) needs no polling.
-    if (latest.current && isFinalTicketStatus(latest.current.status) && latest.current.id === ticketId) {
+    if (latest.current && isSettledTicket(latest.current) && latest.current.id === ticketId) {
       return undefined;
     }
     void poll();

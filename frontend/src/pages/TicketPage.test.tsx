@@ -1,6 +1,7 @@
 import { act, fireEvent, screen } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokens } from '../api/client';
+import type { Ticket } from '../api/types';
 import { ticketForSale } from '../lib/ticketStore';
 import { customer, order, product, sale, ticket } from '../test/fixtures';
 import { apiError, installFetch, json, type Answer } from '../test/http';
@@ -257,6 +258,58 @@ describe('queue page with live updates', () => {
     expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
     expect(screen.getByTestId('queue-position').textContent).toBe('3');
     expect(FakeEventSource.opened).toHaveLength(1); // polling from now on
+  });
+});
+
+describe('ticket page when a payment races the end of its reservation', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T12:00:02Z'));
+    tokens.set({ access_token: 'a' });
+    FakeEventSource.opened = [];
+    vi.stubGlobal('EventSource', FakeEventSource);
+  });
+
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  const expired = (over: Partial<Ticket> = {}) => ticket({ status: 'expired', position: null, stream_token: 'tok', ...over });
+
+  it('keeps following an expired ticket whose payment is being checked, and shows the order it became', async () => {
+    const http = serve([() => json(200, ticket({ stream_token: 'tok' }))], {
+      'GET /api/orders/o1': () => json(200, order()),
+    });
+    renderRoute(<TicketPage />, at);
+    await advance();
+    const stream = FakeEventSource.opened[0];
+    await act(async () => stream.send(expired({ payment_pending: true })));
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('expired');
+    expect(screen.getByTestId('late-payment-pending').textContent).toContain('checking with the bank');
+    expect(stream.readyState).toBe(FakeEventSource.OPEN);
+
+    await act(async () => stream.send(ticket({ status: 'paid', position: null, order_id: 'o1' })));
+    await advance();
+    expect(screen.getByTestId('paid-order-summary').textContent).toContain('o1');
+    expect(stream.readyState).toBe(FakeEventSource.CLOSED);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(1);
+  });
+
+  it('says a late payment was refunded, and polls an expired ticket until its payment is decided', async () => {
+    vi.stubGlobal('EventSource', undefined);
+    const http = serve([
+      () => json(200, expired({ payment_pending: true, poll_after_ms: null })),
+      () => json(200, expired({ refunded: true, poll_after_ms: null })),
+    ]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByTestId('late-payment-pending')).toBeTruthy();
+    await advance(2000);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
+    expect(screen.getByTestId('late-payment-refunded').textContent).toContain('refunded in full');
+    expect(screen.queryByText(/Nothing\s+was charged/)).toBeNull();
+    await advance(60_000);
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
   });
 });
 

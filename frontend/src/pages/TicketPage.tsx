@@ -321,7 +321,17 @@ function OutcomeView({ ticket, paymentNote }: { ticket: Ticket; paymentNote: str
       );
       break;
     case 'expired':
-      body = (
+      body = ticket.payment_pending ? (
+        <p className="notice" role="status" data-testid="late-payment-pending">
+          The reservation ran out just as a payment was being made. We are checking with the bank: if it went
+          through, you get the item, or a full refund if it is gone. Keep this page open; it shows the result.
+        </p>
+      ) : ticket.refunded ? (
+        <p data-testid="late-payment-refunded">
+          Your payment arrived after the reservation ran out and could not be honoured (the item had gone to
+          someone else, or you already have your share), so it was refunded in full.
+        </p>
+      ) : (
         <p>
           The reservation ran out before the payment went through, so the item went back to the line. Nothing
           was charged. If the sale is still open you can join the line again.
