@@ -52,7 +52,7 @@ browser-deps:
 # The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link, a
 # page missing from the nav or a setting without a description.
 docs: venv
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The monitoring kit (deploy/monitoring/): promtool checks the Prometheus configuration and the
 # alert rules and runs their unit tests. promtool is Debian's `prometheus` package, installed

@@ -8,6 +8,8 @@ export interface User {
   email: string;
   name: string;
   role: Role;
+  /** The owner followed the link mailed to the address (sales may require it). */
+  email_verified?: boolean;
 }
 
 export interface AuthSession {
@@ -106,6 +108,30 @@ export interface Sale {
   /** Tickets that joined the lobby. */
   lobby_size?: number;
   fairness?: SaleFairness | null;
+  /** Who may enter (shared/API.md "Entry requirements"). */
+  entry?: EntryRequirements;
+}
+
+export interface EntryRequirements {
+  verified_email: boolean;
+  challenge: boolean;
+  one_card: boolean;
+}
+
+/** POST /api/auth/verify-email/request: `sending` a new link, or nothing to do. */
+export interface VerificationRequest {
+  status: 'sending' | 'verified';
+}
+
+/** GET /api/dev/mailbox (development only): the embedded SMTP sink's messages, newest first. */
+export interface MailboxMessage {
+  id: string;
+  to: string;
+  from: string;
+  subject: string;
+  date: string;
+  text: string;
+  links: string[];
 }
 
 /** GET /api/sales/<id>/fairness: the draw, and the lobby's ticket ids in pages. */
@@ -127,6 +153,7 @@ export interface NewSale {
   ends_at: string;
   per_user_limit: number;
   reservation_ttl_seconds: number;
+  entry?: Partial<EntryRequirements>;
 }
 
 export interface NewProduct {
