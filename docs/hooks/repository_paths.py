@@ -24,7 +24,7 @@ log = logging.getLogger("mkdocs.hooks.repository_paths")
 def missing_paths(markdown: str) -> list[str]:
     found = []
     for path in sorted(set(CODE_SPAN.findall(markdown))):
-        if path.startswith(TOP_LEVEL) and not path.startswith(MADE_BY_RUNS):
+        if path.startswith(TOP_LEVEL) and not (path.rstrip("/") + "/").startswith(MADE_BY_RUNS):
             if not (ROOT / path.rstrip("/")).exists():
                 found.append(path)
     return found
