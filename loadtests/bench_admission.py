@@ -9,14 +9,27 @@
    tickets for 10,000 units), then the whole `drain_sale` loop on another such stream with a
    PaymentIntent stand-in (this measures deciding, not the Stripe emulator).
    Also: API CPU per admission and per status read (the gunicorn processes' CPU time over
-   the requests, psutil) and Redis per admission (admit.lua's cmdstat_evalsha usec_per_call,
-   and redis-server's own CPU time).
+   the requests, psutil; the read by id and "mine" through the fast path, and by id through
+   Flask, which a query string sends it to) and Redis per admission (admit.lua's
+   cmdstat_evalsha usec_per_call, and redis-server's own CPU time).
 1b. Capacity on a local Redis Cluster (`flashsale run --redis-cluster`): 1 sale on 1 shard
    against 3 sales on 3 shards, side by side; what one API core and one shard sustain.
 3. Status polls at 1,000 and at 1,000,000 queued tickets: `read_ticket` directly and
    `GET /api/tickets/<id>` through the API; queues are filled with admit.lua in pipelines.
 4. The development run's log relay: `flashsale run`'s own CPU per admission with every access
    line logged and with its default 5% sample.
+5. A sign-in storm beside the admission, on the same system: 1,000 shoppers sign in within a
+   minute (`POST /api/auth/login`, arrivals spread evenly, open loop), then the same accounts
+   as fast as 32 connections go (closed loop): sign-ins a second, p50/p95, API CPU per sign-in
+   and so sign-ins a second per API core, the capacity model's figure for the minutes before
+   a drop (argon2id with the system's PASSWORD_HASH_* settings; `--password-hash M,T,P`).
+6. What users get from `flashsale run` (`make run`) as it starts by default (every process
+   running, the access log sampled, the log relay): bursts of 200 shoppers each pressing Buy
+   once on a fresh connection (a gevent client opening one TCP connection per request,
+   `Connection: close`; wrk cannot send one request per connection), against a sale that is
+   selling (its tickets decided and given PaymentIntents meanwhile). p50/p90/p95/p99 from
+   the connect to the last byte, and from the request's send (what wrk reports), and each
+   process's CPU over the bursts.
 
 A throw-away system (`flashsale run`) and a throw-away Redis are started and stopped here.
 The load generator shares the machine's cores with what it measures.
@@ -46,17 +59,20 @@ from typing import Any
 
 import gevent
 import psutil
+import pymongo
 import redis
 from gevent.pool import Pool
 from redis.cluster import ClusterNode, RedisCluster
 
+from common.accounts import users
 from common.billing.stripe_gateway import Intent
 from common.flash_sale import reservations, sale_keys, sales, waiting_room
-from common.platform.clients import make_redis
+from common.platform.clients import make_redis, mongo_database_name
 from common.platform.lua_scripts import scripts_for
+from common.platform.settings import Settings
 from loadtests.charts import percentile
 from loadtests.gevent_http import Answer, JsonClient
-from loadtests.shop import AccountPool, Operator, mint_access_token
+from loadtests.shop import PASSWORD, AccountPool, Operator, mint_access_token
 from loadtests.system import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -201,12 +217,21 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
         api_us = (cpu_seconds(gunicorns) - api_cpu) * 1e6 / max(1, real.requests)
         redis_us = (_redis_cpu(system_redis) - redis_cpu) * 1e6 / max(1, real.requests)
         script_us = _evalsha_usec(system_redis)
-        # Status reads: each shopper polls their own ticket.
-        reads: list[Request] = [("GET", f"/api/tickets/{body['id']}", None, token)
-                                for body, token in issued[: args.status_reads]]
-        api_cpu = cpu_seconds(gunicorns)
-        read = hammer(api, reads, args.concurrency, "GET /api/tickets/<id>", (200,))
-        read_us = (cpu_seconds(gunicorns) - api_cpu) * 1e6 / max(1, read.requests)
+        # Status reads: each shopper polls their own ticket, through the fast path (both
+        # routes) and through Flask (a query string sends a read there; Flask ignores it).
+        reads = {
+            "GET /api/tickets/<id>": [("GET", f"/api/tickets/{body['id']}", None, token)
+                                      for body, token in issued[: args.status_reads]],
+            "GET /api/sales/<id>/tickets/mine": [("GET", f"/api/sales/{sale_id}/tickets/mine", None, token)
+                                                 for _body, token in issued[: args.status_reads]],
+            "GET /api/tickets/<id> via Flask": [("GET", f"/api/tickets/{body['id']}?via=flask", None, token)
+                                                for body, token in issued[: args.status_reads]],
+        }
+        read_figures: list[tuple[Figures, float]] = []
+        for label, requests in reads.items():
+            api_cpu = cpu_seconds(gunicorns)
+            read = hammer(api, requests, args.concurrency, label, (200,))
+            read_figures.append((read, (cpu_seconds(gunicorns) - api_cpu) * 1e6 / max(1, read.requests)))
         system_redis.close()
         with running_gunicorn(f"loadtests.bare_app:create_app({services['redis']!r})", root,
                               args.web_concurrency) as (bare_url, bare_pid):
@@ -225,10 +250,12 @@ def bench_admission(services: dict[str, Any], root: Path, args: argparse.Namespa
     print(f"  ratio: admission throughput is {real.throughput / baseline.throughput:.2f}x the bare "
           f"endpoint's; p50 {real.p(0.5) / baseline.p(0.5):.1f}x, p99 {real.p(0.99) / baseline.p(0.99):.1f}x "
           f"(concurrency {args.concurrency}, {args.web_concurrency} gunicorn workers)")
-    print(f"  {read.line()}")
-    print(f"  API CPU per admission {api_us:6.0f} us   per status read {read_us:6.0f} us   "
-          f"bare endpoint per request {bare_us:6.0f} us   (gunicorn processes' CPU time over "
-          f"the requests; the bare one is the floor gunicorn, gevent and Flask set)")
+    for read, _us in read_figures:
+        print(f"  {read.line()}")
+    read_us = ", ".join(f"{us:.0f}" for _read, us in read_figures)
+    print(f"  API CPU per admission {api_us:6.0f} us   per status read {read_us} us (by id, mine, "
+          f"by id via Flask)   bare endpoint per request {bare_us:6.0f} us   (gunicorn processes' "
+          f"CPU time over the requests; the bare one is the floor gunicorn, gevent and Flask set)")
     print(f"  Redis per admission: admit.lua {script_us:5.1f} us (cmdstat_evalsha usec_per_call), "
           f"{redis_us:5.1f} us of redis-server CPU in all (used_cpu_user + used_cpu_sys)")
     api.close()
@@ -259,6 +286,210 @@ def bench_relay(root: Path, args: argparse.Namespace) -> None:
             api.close()
         print(f"  access log {label:<31} supervisor CPU per admission {relay_us:6.1f} us "
               f"({flood.requests:,} admissions, {flood.throughput:,.0f}/s)")
+
+
+# ------------------------------------------------------------------ 5. sign-in storm
+
+
+def password_hash_parameters(args: argparse.Namespace) -> tuple[int, int, int]:
+    """(memory KiB, passes, lanes): `--password-hash`, else the settings' defaults."""
+    if args.password_hash:
+        memory, passes, lanes = (int(x) for x in args.password_hash.split(","))
+        return memory, passes, lanes
+    fields = Settings.model_fields
+    return (fields["password_hash_memory_kib"].default, fields["password_hash_time_cost"].default,
+            fields["password_hash_parallelism"].default)
+
+
+def _storm_accounts(services: dict[str, Any], count: int, parameters: tuple[int, int, int]) -> list[str]:
+    """`count` customer accounts made by the domain's own `create_user` straight into the
+    system's MongoDB (through the API each would cost a hash, which is not what is measured
+    here): made with a throw-away cheap hash, then all given one real hash made with the
+    system's parameters (a check costs what the stored hash's parameters say)."""
+    memory, passes, lanes = parameters
+    password_hash = users.password_hasher(memory, passes, lanes).hash(PASSWORD)
+    emails = [f"storm-{secrets.token_hex(6)}@bench.example.com" for _ in range(count)]
+    mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(services["mongodb"])
+    real_hasher, users._hasher = users._hasher, users.password_hasher(1024, 1, 1)
+    try:
+        db = mongo[mongo_database_name(services["mongodb"], "flashsale")]
+        for email in emails:
+            users.create_user(db, email=email, password=PASSWORD, name="Storm")
+        db.users.update_many({"email": {"$in": emails}}, {"$set": {"password_hash": password_hash}})
+    finally:
+        users._hasher = real_hasher
+        mongo.close()
+    return emails
+
+
+def bench_signin(services: dict[str, Any], args: argparse.Namespace) -> None:
+    """1,000 sign-ins spread over a minute (open loop), then as fast as they go (closed loop)."""
+    parameters = password_hash_parameters(args)
+    emails = _storm_accounts(services, args.signin_shoppers, parameters)
+    memory, passes, lanes = parameters
+    print(f"  argon2id m={memory} KiB, t={passes}, p={lanes}; {len(emails):,} accounts")
+    api = JsonClient(services["api"], 200)
+    gunicorns = api_processes(services["system_pid"])
+    signins = [("POST", "/api/auth/login", {"email": email, "password": PASSWORD}, "") for email in emails]
+    hammer(api, signins[:20], 4, "warm-up", (200,))
+
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+
+    def sign_in(request: Request) -> None:
+        method, path, body, token = request
+        try:
+            answer = api.request(method, path, body, token)
+        except Exception as exc:
+            errors[type(exc).__name__] += 1
+            return
+        latencies.append(answer.ms)
+        if answer.status != 200:
+            errors[f"{answer.status} {answer.error_code()}"] += 1
+
+    interval = args.signin_seconds / len(signins)
+    before, started = cpu_seconds(gunicorns), time.perf_counter()
+    arrivals = []
+    for i, request in enumerate(signins):
+        wait = started + i * interval - time.perf_counter()
+        if wait > 0:
+            gevent.sleep(wait)
+        arrivals.append(gevent.spawn(sign_in, request))
+    gevent.joinall(arrivals)
+    storm = Figures(f"storm: {len(signins):,} within {args.signin_seconds:.0f} s", len(signins),
+                    time.perf_counter() - started, latencies, errors)
+    storm_us = (cpu_seconds(gunicorns) - before) * 1e6 / max(1, storm.requests)
+
+    before = cpu_seconds(gunicorns)
+    flood = hammer(api, signins, args.signin_concurrency,
+                   f"flood: {args.signin_concurrency} at a time", (200,))
+    flood_us = (cpu_seconds(gunicorns) - before) * 1e6 / max(1, flood.requests)
+    api.close()
+    print(f"  {storm.line()}")
+    print(f"  {flood.line()}")
+    print(f"  API CPU per sign-in {storm_us:6.0f} us in the storm, {flood_us:6.0f} us in the flood: "
+          f"one API core signs in about {1e6 / flood_us:,.0f} shoppers/s "
+          f"({args.web_concurrency} gunicorn workers, one hashing thread each)")
+
+
+# ------------------------------------------------------------------ 6. fresh connections, flashsale run
+
+
+def _fresh_connection_request(host: str, port: int, request: bytes) -> tuple[float, float, int]:
+    """One request on a connection of its own: (ms from the connect, ms from the send, status)."""
+    started = time.perf_counter()
+    sock = gevent.socket.create_connection((host, port), timeout=60)
+    try:
+        sent = time.perf_counter()
+        sock.sendall(request)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    finally:
+        sock.close()
+    done = time.perf_counter()
+    return (done - started) * 1000, (done - sent) * 1000, int(received[9:12] or 0)
+
+
+def _system_cpu(system_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each kind of process of a `flashsale run` system."""
+    used: Counter[str] = Counter()
+    supervisor = psutil.Process(system_pid)
+    for process in [supervisor, *supervisor.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(process.cmdline())
+            times = process.cpu_times()
+            kind = ("supervisor (log relay)" if process.pid == system_pid else
+                    "api (gunicorn)" if "gunicorn" in command else
+                    "decider" if "decider" in command else
+                    "beat" if " beat" in command else
+                    "worker" if "worker.app" in command else
+                    next((name for name in ("redis", "mongodb", "stripe") if name in command), "other"))
+            used[kind] += times.user + times.system
+    return dict(used)
+
+
+def _background_processes(system_pid: int) -> list[psutil.Process]:
+    """The Celery processes (worker, decider, beat) that `flashsale run` starts at a lower
+    priority (common/development/cli.py BACKGROUND_PROCESSES)."""
+    found = []
+    for child in psutil.Process(system_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "worker.app" in child.cmdline():
+                found.append(child)
+    return found
+
+
+def _burst(host: str, port: int, requests: list[bytes]) -> list[tuple[float, float, int]]:
+    burst = [gevent.spawn(_fresh_connection_request, host, port, r) for r in requests]
+    gevent.joinall(burst)
+    return [g.value for g in burst if g.successful()]
+
+
+def bench_fresh_connections(root: Path, args: argparse.Namespace) -> None:
+    """Bursts of `--burst` shoppers, one request per new connection, against `flashsale run`
+    as users start it (only the benchmark's key, admin and port set; Celery running). Rounds
+    alternate with one where the Celery processes are put back at the API's priority (as
+    before flashsale run lowered them), so both are measured on the same machine at once."""
+    where = root / "fresh-connections"
+    where.mkdir()
+    env = {"JWT_SECRET_KEY": args.jwt_secret, "LOG_LEVEL": "INFO", "ADMISSION_RATE_LIMIT": "20 per second"}
+    as_started, equal = "as flashsale run starts it", "Celery at the API's priority"
+    with running_system(where, env) as services:
+        host, _, port = services["api"].rpartition("//")[2].partition(":")
+        operator = Operator(services["api"], ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
+        background = _background_processes(services["system_pid"])
+        started_nice = {process.pid: process.nice() for process in background}
+        api_nice = api_processes(services["system_pid"])[0].nice()
+        results: dict[str, list[tuple[float, float, int]]] = {as_started: [], equal: []}
+        cpu: dict[str, float] = {}
+        seconds = 0.0
+        load_generator = psutil.Process()
+        for round_ in range(2 * args.burst_rounds + 1):  # the first warms the workers up, unreported
+            label = equal if round_ % 2 == 0 and args.burst_compare else as_started
+            try:
+                for process in background:
+                    process.nice(api_nice if label == equal else started_nice[process.pid])
+            except psutil.AccessDenied:  # raising a priority needs root: measure as started only
+                label = as_started
+            sale_id = operator.create_sale(stock=100)["id"]  # the demo sale's size, selling at once
+            body = b'{"quantity":1}'
+            tokens = [mint_access_token(args.jwt_secret, f"usr_burst_{round_}_{i}")
+                      for i in range(args.burst)]
+            requests = [f"POST /api/sales/{sale_id}/tickets HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                        for token in tokens]
+            cpu_before, started = _system_cpu(services["system_pid"]), time.perf_counter()
+            cpu_before["load generator (this process)"] = sum(load_generator.cpu_times()[:2])
+            answers = _burst(host, int(port), requests)
+            gevent.sleep(args.burst_pause)
+            if round_ == 0:
+                continue
+            results[label] += answers
+            if label == as_started:
+                seconds += time.perf_counter() - started
+                used_now = _system_cpu(services["system_pid"])
+                used_now["load generator (this process)"] = sum(load_generator.cpu_times()[:2])
+                for kind, used in used_now.items():
+                    cpu[kind] = cpu.get(kind, 0.0) + used - cpu_before.get(kind, 0.0)
+            whole = [a[0] for a in answers]
+            print(f"  burst {round_:2} ({label}): {len(answers)}/{args.burst} answered "
+                  f"{dict(Counter(a[2] for a in answers))}; from the connect "
+                  f"p50 {percentile(whole, .5):4.0f} ms"
+                  f"  p90 {percentile(whole, .9):4.0f}  p95 {percentile(whole, .95):4.0f}  "
+                  f"p99 {percentile(whole, .99):4.0f}")
+    for label, answers in results.items():
+        for what, index in (("from the connect", 0), ("from the send (as wrk)", 1)):
+            ms = [a[index] for a in answers]
+            if ms:
+                print(f"  {label}, {len(ms)} shoppers, {what:<22} p50 {percentile(ms, .5):4.0f} ms  "
+                      f"p90 {percentile(ms, .9):4.0f}  p95 {percentile(ms, .95):4.0f}  "
+                      f"p99 {percentile(ms, .99):4.0f}  max {max(ms):4.0f}")
+    shoppers = max(1, len(results[as_started]))
+    print(f"  CPU per admission as started, over its bursts and pauses ({seconds:.1f} s): " +
+          ", ".join(f"{kind} {used * 1e6 / shoppers:,.0f} us"
+                    for kind, used in sorted(cpu.items(), key=lambda item: -item[1])))
 
 
 def _redis_cpu(client: redis.Redis) -> float:
@@ -541,8 +772,21 @@ def main() -> None:
     parser.add_argument("--capacity-rounds", type=int, default=2)
     parser.add_argument("--relay-shoppers", type=int, default=10_000,
                         help="admissions per relay measurement (flashsale run's log relay)")
-    parser.add_argument("--skip", default="",
-                        help="comma list of parts to skip: admission,capacity,decisions,polls,relay")
+    parser.add_argument("--signin-shoppers", type=int, default=1000, help="accounts in the sign-in storm")
+    parser.add_argument("--signin-seconds", type=float, default=60.0,
+                        help="the storm's sign-ins arrive evenly over this many seconds")
+    parser.add_argument("--signin-concurrency", type=int, default=32,
+                        help="connections of the closed-loop sign-in flood")
+    parser.add_argument("--password-hash", default="",
+                        help="argon2id 'memory_kib,passes,lanes' for the system (default: its settings')")
+    parser.add_argument("--burst", type=int, default=200,
+                        help="shoppers per burst of fresh connections (flashsale run as users start it)")
+    parser.add_argument("--burst-rounds", type=int, default=5, help="bursts measured (of each kind)")
+    parser.add_argument("--burst-compare", action=argparse.BooleanOptionalAction, default=True,
+                        help="alternate with bursts where Celery runs at the API's priority")
+    parser.add_argument("--burst-pause", type=float, default=3.0, help="seconds between bursts")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: "
+                        "admission,signin,capacity,decisions,polls,relay,fresh")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -553,18 +797,30 @@ def main() -> None:
         # Every request logged, as in production (flashsale run samples 5% by default).
         env = {"WEB_CONCURRENCY": str(args.web_concurrency), "JWT_SECRET_KEY": args.jwt_secret,
                "ACCESS_LOG_SAMPLE_RATE": "1.0"}
+        if args.password_hash:
+            memory, passes, lanes = password_hash_parameters(args)
+            env.update({"PASSWORD_HASH_MEMORY_KIB": str(memory), "PASSWORD_HASH_TIME_COST": str(passes),
+                        "PASSWORD_HASH_PARALLELISM": str(lanes)})
         args.system_env = env
         with running_system(root, env) as services, \
                 running_redis(root) as redis_url:
             if "admission" not in skip:
                 print("admission (one new ticket per request):")
                 bench_admission(services, root, args)
+            if "signin" not in skip:
+                print("sign-in storm (argon2id check, two tokens, the refresh token recorded):")
+                bench_signin(services, args)
             if "decisions" not in skip:
                 print(f"worker decisions ({args.decision_tickets:,} tickets, {args.decision_stock:,} units):")
                 bench_decisions(redis_url, args)
             if "polls" not in skip:
                 print("status polls (O(1): the position comes from two counters):")
                 bench_polls(services, redis_url, root, args)
+        if "fresh" not in skip:
+            # After the first system has stopped: users' `flashsale run`, alone on the machine.
+            print(f"flashsale run as users start it: bursts of {args.burst} shoppers pressing Buy once, "
+                  "each on a fresh connection:")
+            bench_fresh_connections(root, args)
         if "relay" not in skip:
             # After the first system has stopped, like the capacity part.
             print("development run (flashsale run): its supervisor relays every line the processes write:")
