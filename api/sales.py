@@ -13,7 +13,7 @@ from api.auth import BEARER, admin_required, current_user_id, login_required, ve
 from api.extensions import clients, limiter, settings
 from api.schemas import PageQuerySchema, RequestSchema, TicketSchema
 from api.task_queue import send_task
-from common.flash_sale import lobby, sales, ticket_events, waiting_room
+from common.flash_sale import entry_challenge, lobby, sales, ticket_events, waiting_room
 from common.flash_sale.lobby import MAX_ENTRIES_PAGE
 from common.platform import metrics
 from common.platform.errors import DomainError
@@ -122,6 +122,20 @@ class AdmissionSchema(RequestSchema):
 
     quantity = ma.fields.Integer(load_default=1, strict=True,
                                  validate=ma.validate.Range(min=1, max=MAX_QUANTITY))
+    altcha = ma.fields.String(validate=ma.validate.Length(max=entry_challenge.MAX_PAYLOAD_CHARS),
+                              metadata={"description": "the solved challenge's ALTCHA payload "
+                                                       "(base64), for a sale with `entry.challenge`"})
+
+
+class ChallengeSchema(ma.Schema):
+    """An ALTCHA challenge (the protocol's first version, which the `altcha` widget solves)."""
+
+    algorithm = ma.fields.String(required=True)
+    challenge = ma.fields.String(required=True)
+    maxnumber = ma.fields.Integer(required=True)
+    salt = ma.fields.String(required=True, metadata={
+        "description": "carries `expires` (unix seconds) and the sale's id"})
+    signature = ma.fields.String(required=True)
 
 
 class SaleStatsSchema(ma.Schema):
@@ -201,16 +215,22 @@ def sale_fairness(query: dict, sale_id: str):
 @blp.arguments(AdmissionSchema)
 @blp.response(202, TicketSchema, description="A new ticket")
 @blp.alt_response(200, schema=TicketSchema, description="The caller's live ticket, again")
-@blp.alt_response(403, description="`email_unverified`: the sale is open to verified accounts only")
+@blp.alt_response(403, description="`email_unverified`: the sale is open to verified accounts only; "
+                                   "`challenge_required`: the sale needs a solved challenge (missing, "
+                                   "invalid, expired or used already), see `details.challenge_url`")
 def join_waiting_room(body: dict, sale_id: str):
     """Join the sale's waiting room: one ticket per shopper per sale."""
     user_id = current_user_id()
     email_verified = bool(get_jwt().get("ev"))
+    solution = None
+    if "altcha" in body:
+        solution = entry_challenge.verify(body["altcha"], sale_id, entry_challenge.hmac_key(settings()))
     try:
         admission = waiting_room.admit(
             clients().sales_redis, sale_id, user_id, body["quantity"],
             _admission_rate(settings().admission_rate_limit), email_verified=email_verified,
-            recheck_verified=None if email_verified else verified_recheck(clients().db, user_id))
+            recheck_verified=None if email_verified else verified_recheck(clients().db, user_id),
+            solution=solution)
     except DomainError as exc:
         metrics.ADMISSIONS.labels(exc.code).inc()
         raise
@@ -223,6 +243,21 @@ def join_waiting_room(body: dict, sale_id: str):
     response: Response = jsonify(TICKET_SCHEMA.dump(admission.ticket))
     response.status_code = 202 if admission.created else 200
     return response
+
+
+@blp.route("/sales/<sale_id>/challenge", methods=["GET"])
+@blp.doc(security=BEARER)
+@login_required
+@blp.response(200, ChallengeSchema)
+def sale_challenge(sale_id: str):
+    """A proof-of-work challenge for one admission to this sale (ALTCHA): solve it (the
+    `altcha` widget does) and send the payload as the admission's `altcha`. It expires (the
+    salt's `expires`) and its solution is accepted once."""
+    sale = sales.get_sale_doc(clients().db, sale_id)  # 404 for no such sale
+    config = settings()
+    return entry_challenge.new_challenge(sale["_id"], entry_challenge.hmac_key(config),
+                                         max_number=config.altcha_max_number,
+                                         ttl_seconds=config.altcha_challenge_ttl_seconds)
 
 
 @blp.route("/sales/<sale_id>/tickets/mine", methods=["GET"])

@@ -56,9 +56,11 @@ class Server:
                 self.process.wait(5)
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        # The child keeps its own copy of the descriptor; ours is closed at once (left to the
+        # garbage collector, it surfaced as a ResourceWarning in whichever test ran then).
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
 
 def _start(name: str, url: str, argv: list[str], port: int, logs: Path) -> Server:

@@ -7,24 +7,29 @@ for two accounts."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.auditing import audit
 from common.billing import card_claims
 from common.billing.payments import apply_intent
-from common.flash_sale import reservations, sale_keys, waiting_room
+from common.flash_sale import reservations, sale_keys, sales, waiting_room
 from tests.accounts import bearer, register
-from tests.waiting_room_helpers import card_token, drain, open_sale, payment_context
+from tests.waiting_room_helpers import card_token, drain, make_product, payment_context
 
 # Stripe's test card that asks for 3-D Secure: the payment stays open, the reservation held.
 THREE_D_SECURE = "4000002500003155"
 DECLINED = "4000000000000341"  # attaches, then the charge is declined
 
 
-def one_card_sale(clients, stock: int, **options: Any) -> str:
-    sale_id = open_sale(clients, stock, **options)
-    clients.redis.hset(sale_keys.config_key(sale_id), "one_card", "1")
-    return sale_id
+def one_card_sale(clients, stock: int, *, ttl: int = 300, per_user_limit: int = 1) -> str:
+    now = datetime.now(UTC)
+    sale = sales.create_sale(
+        clients.db, clients.redis, product_id=make_product(clients, stock), stock=stock,
+        price_cents=1999, starts_at=now - timedelta(seconds=1), ends_at=now + timedelta(hours=1),
+        per_user_limit=per_user_limit, reservation_ttl_seconds=ttl, lobby_opens_at=None,
+        entry=sales.EntryRequirements(one_card=True))
+    return str(sale["_id"])
 
 
 def shopper(client) -> dict[str, Any]:

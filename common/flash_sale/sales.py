@@ -43,8 +43,9 @@ class EntryRequirements:
     a sale stored before requirements existed reads as requiring none, as it was created.
 
     `verified_email` is enforced by admit.lua (the sale's config in Redis says it, the access
-    token says whether the shopper is verified); `challenge` and `one_card` are stored and
-    shown for the checks that enforce them."""
+    token says whether the shopper is verified); `challenge` too (the API checks the solution,
+    admit.lua spends it: flash_sale/entry_challenge.py); `one_card` by the payment
+    (billing/card_claims.py), from the same config."""
 
     verified_email: bool = False
     challenge: bool = False
@@ -182,6 +183,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
 def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> bool:
     """Put a sale's configuration and stock into Redis once (idempotent)."""
     sale_id = sale["_id"]
+    entry = EntryRequirements.of(sale)
     expire_at = int((sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
                      + KEEP_AFTER_END).timestamp())
     loaded = scripts_for(redis_client).load_sale(
@@ -191,7 +193,8 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
               sale["currency"], sale["product_id"], expire_at,
               sale.get("presence_timeout_seconds", 0), _lobby_opens_ms(sale),
               sale.get("fairness_seed") or "",
-              "1" if EntryRequirements.of(sale).verified_email else "0"],
+              "1" if entry.verified_email else "0", "1" if entry.challenge else "0",
+              "1" if entry.one_card else "0"],
     )
     # The index spans every sale (another cluster slot): added after the sale's own keys.
     redis_client.sadd(sale_keys.SALES_INDEX_KEY, sale_id)

@@ -15,9 +15,11 @@ import limits
 import redis
 
 from common.flash_sale import sale_keys, ticket_events
+from common.flash_sale.entry_challenge import Solution, challenge_url
 from common.flash_sale.tickets import Chances, TicketStatus, public_ticket
 from common.platform import ids
 from common.platform.errors import (
+    ChallengeRequired,
     EmailUnverified,
     NotFound,
     PurchaseLimitReached,
@@ -59,8 +61,8 @@ class Admission:
 
 
 def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
-                      rate: AdmissionRate = UNLIMITED,
-                      email_verified: bool = False) -> tuple[list[str], list[Any]]:
+                      rate: AdmissionRate = UNLIMITED, email_verified: bool = False,
+                      solution: Solution | None = None) -> tuple[list[str], list[Any]]:
     """admit.lua's KEYS and ARGV for one admission."""
     keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
             sale_keys.stream_key(sale_id), sale_keys.live_tickets_key(sale_id),
@@ -70,12 +72,16 @@ def admit_script_call(sale_id: str, ticket_id: str, user_id: str, quantity: int,
             sale_keys.lobby_key(sale_id), sale_keys.after_lobby_key(sale_id)]
     args = [ticket_id, user_id, quantity, KICK_DEBOUNCE_MS, sale_id, rate.interval_ms,
             rate.allowance_ms, "1" if email_verified else "0"]
+    if solution is not None:
+        keys.append(sale_keys.challenge_solution_key(sale_id, solution.challenge))
+        args.append(solution.expires_at_ms)
     return keys, args
 
 
 def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
           rate: AdmissionRate = UNLIMITED, *, email_verified: bool = False,
-          recheck_verified: Callable[[], bool] | None = None) -> Admission:
+          recheck_verified: Callable[[], bool] | None = None,
+          solution: Solution | None = None) -> Admission:
     """Issue a ticket, or return the caller's live ticket for this sale (idempotent).
 
     One call is one admission whatever the network does: admit.lua is idempotent on the ticket
@@ -83,20 +89,24 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     `email_verified`: what the shopper's access token says; a sale that needs it refuses
     others, unless `recheck_verified()` (the account as it is now, asked only then) says the
     address was verified since the token was issued.
+    `solution`: the admission's proof-of-work, verified by the caller (entry_challenge.verify);
+    a sale that needs one spends it here, once: ChallengeRequired without one, or when it was
+    spent already (by anyone).
     Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached,
-    EmailUnverified, NotFound.
+    EmailUnverified, ChallengeRequired, NotFound.
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
         raise NotFound("No such sale.")
     ticket_id = ids.new_ticket_id(sale_id)
-    keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate, email_verified)
+    keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate, email_verified,
+                                   solution)
     # One round trip: the script's reply carries everything the answer needs (no pipeline:
     # a Redis Cluster client does not pipeline EVALSHA).
     result = scripts_for(redis_client).call_hot("admit", keys, args)
     outcome = result[0]
     if outcome == "email_unverified" and recheck_verified is not None and recheck_verified():
         # The same ticket id: its rate step was counted already and is not taken again.
-        keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate, True)
+        keys, args = admit_script_call(sale_id, ticket_id, user_id, quantity, rate, True, solution)
         result = scripts_for(redis_client).call_hot("admit", keys, args)
         outcome = result[0]
     if outcome == "issued":
@@ -127,6 +137,8 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         raise PurchaseLimitReached(details={"held": int(result[1])})
     if outcome == "email_unverified":
         raise EmailUnverified()
+    if outcome == "challenge_required":
+        raise ChallengeRequired(details={"challenge_url": challenge_url(sale_id), "reason": result[1]})
     raise NotFound("No such sale.")
 
 

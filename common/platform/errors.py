@@ -158,3 +158,9 @@ class EmailUnverified(DomainError):
 class CardAlreadyUsed(DomainError):
     code, status, message = ("card_already_used", 409,
                              "This card has already paid for another account in this sale.")
+
+
+class ChallengeRequired(DomainError):
+    code, status, message = ("challenge_required", 403,
+                             "This sale asks for a solved challenge with each entry: get a new "
+                             "one and try again.")

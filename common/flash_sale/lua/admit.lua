@@ -7,7 +7,9 @@
 --       9 the shopper's admission rate (GCRA), 10 drain lock, 11 lobby, 12 after-lobby
 -- ARGV: 1 ticket_id, 2 user_id, 3 quantity, 4 kick debounce ms, 5 sale_id,
 --       6 ms between admissions at the limit's rate, 7 burst allowance ms (0 = no limit),
---       8 "1" when the shopper's email is verified (the sale's `verified_email` entry rule)
+--       8 "1" when the shopper's email is verified (the sale's `verified_email` entry rule),
+--       9 when the admission's proof-of-work solution expires (ms; "" without a solution the
+--       API verified), 13 (KEYS) that solution's once-key, only with one
 -- Idempotent on ARGV[1]: the same call again (its first reply lost on the way back and the call
 -- resent, by lua_scripts.call_hot or a cluster client's retry) changes nothing more and answers
 -- {"replayed", ticket_id} when the first issued the ticket, else as the first did (the rate
@@ -16,6 +18,7 @@
 --         status, units_before, available, reserved, served_units, lobby_units}
 --       (all the answer needs, so an admission is this one call) | {"replayed", ticket_id}
 --       | {"existing", ticket_id} | {"no_sale"} | {"email_unverified"}
+--       | {"challenge_required", "missing"|"used"}
 --       | {"not_open", "scheduled"|"ended"} | {"sold_out"} | {"over_limit", limit}
 --       | {"limit_reached", held} | {"rate_limited", retry_after_ms}
 local config_key, counters_key, stream_key, live_key, latest_key, held_key, kick_key,
@@ -54,6 +57,17 @@ local in_lobby = now < tonumber(config[1])
   and not (lobby_opens and redis.call('HGET', counters_key, 'lobby_closed'))
 if in_lobby and (not lobby_opens or now < lobby_opens) then return {'not_open', 'scheduled'} end
 if now >= tonumber(config[2]) then return {'not_open', 'ended'} end
+
+-- The sale's proof-of-work (entry.challenge): the API checked the solution's hash, signature
+-- and expiry; here it is spent, by whoever comes first. A resend of this very call keeps it.
+if redis.call('HGET', config_key, 'challenge') == '1' then
+  local solution_key, solution_expires = KEYS[13], tonumber(ARGV[9] or '')
+  if not solution_key or not solution_expires then return {'challenge_required', 'missing'} end
+  if not redis.call('SET', solution_key, ticket_id, 'NX', 'PX', math.max(solution_expires - now, 60000))
+      and redis.call('GET', solution_key) ~= ticket_id then
+    return {'challenge_required', 'used'}
+  end
+end
 
 local live = redis.call('HGET', live_key, user)
 if live then return {'existing', live} end
