@@ -17,6 +17,7 @@ import { SalePage } from './pages/SalePage';
 import { SalesPage } from './pages/SalesPage';
 import { ShopPage } from './pages/ShopPage';
 import { TicketPage } from './pages/TicketPage';
+import { CheckEmailPage, DevMailboxPage, VerifyEmailPage } from './pages/VerifyEmailPages';
 
 
 function SessionWatch() {
@@ -120,6 +121,9 @@ export function AppRoutes() {
       <Route path="/sales/:saleId/fairness" element={<FairnessPage />} />
       <Route path="/login" element={<LoginPage />} />
       <Route path="/register" element={<RegisterPage />} />
+      <Route path="/check-email" element={<CheckEmailPage />} />
+      <Route path="/verify-email" element={<VerifyEmailPage />} />
+      <Route path="/dev/mailbox" element={<DevMailboxPage />} />
       <Route
         path="/tickets/:ticketId"
         element={

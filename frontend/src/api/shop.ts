@@ -5,6 +5,7 @@ import type {
   Cart,
   Checkout,
   FairnessPage,
+  MailboxMessage,
   NewProduct,
   NewSale,
   Order,
@@ -16,6 +17,7 @@ import type {
   SaleStats,
   Ticket,
   User,
+  VerificationRequest,
 } from './types';
 
 const id = encodeURIComponent;
@@ -36,6 +38,15 @@ export const auth = {
     api.post<AuthSession>('/api/auth/login', body, { auth: false }),
   logout: () => api.post<null>('/api/auth/logout', undefined, { redirectOnAuthFailure: false }),
   me: () => api.get<User>('/api/auth/me', { redirectOnAuthFailure: false }),
+  /** Mail the signed-in account a new verification link. */
+  requestVerification: () => api.post<VerificationRequest>('/api/auth/verify-email/request'),
+  /** Spend a mailed token (public): the account, now verified. */
+  verifyEmail: (token: string) => api.post<User>('/api/auth/verify-email', { token }, { auth: false }),
+};
+
+/** Development only: the embedded SMTP sink's messages (404 anywhere else). */
+export const devMailbox = {
+  list: async () => (await api.get<{ items: MailboxMessage[] }>('/api/dev/mailbox', { auth: false })).items,
 };
 
 export const catalog = {

@@ -11,6 +11,8 @@ interface AuthState {
   logout: () => Promise<void>;
   /** Forget the user locally (the session was lost). */
   signedOut: () => void;
+  /** Ask the API for the signed-in user again (after verifying the email, say). */
+  reloadUser: () => Promise<void>;
 }
 
 const AuthContext = createContext<AuthState | null>(null);
@@ -69,8 +71,9 @@ export function AuthProvider({ children }: { children: ReactNode }) {
         }
       },
       signedOut: () => setUser(null),
+      reloadUser: loadMe,
     }),
-    [user, start],
+    [user, start, loadMe],
   );
 
   return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;

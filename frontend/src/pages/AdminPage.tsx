@@ -158,6 +158,7 @@ function SaleForm({ products }: { products: Product[] }) {
         starts_at: startsAt!,
         ends_at: endsAt!,
         ...numbers,
+        entry: { verified_email: form.get('verified_email') === 'on', one_card: form.get('one_card') === 'on' },
       });
       navigate(`/admin/sales/${encodeURIComponent(sale.id)}`);
     }, local);
@@ -205,9 +206,18 @@ function SaleForm({ products }: { products: Product[] }) {
           errors={fields.reservation_ttl_seconds}
         />
       </div>
+      <fieldset className="field-row" data-testid="entry-requirements">
+        <legend>Who may enter</legend>
+        <label>
+          <input type="checkbox" name="verified_email" defaultChecked /> Verified email only
+        </label>
+        <label>
+          <input type="checkbox" name="one_card" defaultChecked /> One card per person
+        </label>
+      </fieldset>
       <OtherFieldErrors
         errors={fields}
-        known={['product_id', 'stock', 'price_cents', 'starts_at', 'ends_at', 'per_user_limit', 'reservation_ttl_seconds']}
+        known={['product_id', 'stock', 'price_cents', 'starts_at', 'ends_at', 'per_user_limit', 'reservation_ttl_seconds', 'entry']}
       />
       <button type="submit" className="button button-primary" disabled={busy || !products.length} data-testid="create-sale">
         {busy ? 'Creating…' : 'Create sale'}

@@ -77,3 +77,22 @@ describe('operator sale view of a lobby', () => {
     expect(screen.getByTestId('admin-commitment').textContent).toBe('ab'.repeat(32));
   });
 });
+
+describe("operator sale view's entry requirements", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    tokens.set({ access_token: 'a' });
+  });
+
+  it('says who may enter', async () => {
+    installFetch({
+      'GET /api/auth/me': () => json(200, admin),
+      'GET /api/sales/s1': () => json(200, sale({ entry: { verified_email: true, challenge: false, one_card: true } })),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/admin/sales/s1/stats': () => json(200, stats()),
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('admin-sale-entry').textContent).toBe('Entry: verified email · one card per person');
+  });
+});

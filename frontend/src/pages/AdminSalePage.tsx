@@ -7,6 +7,7 @@ import { Money } from '../components/Money';
 import { admissionRates, RateChart, type Sample } from '../components/RateChart';
 import { useResource, useTitle } from '../lib/hooks';
 import { nextPollDelay, useSaleRefresh } from '../lib/polling';
+import { entryLine } from './SalePage';
 import { formatDateTime } from '../lib/time';
 
 export const STATS_POLL_MS = 1000;
@@ -77,6 +78,11 @@ export function AdminSalePage() {
           <Money cents={sale.price_cents} currency={sale.currency} /> · <span data-testid="admin-sale-status">{sale.status}</span> ·{' '}
           {formatDateTime(sale.starts_at)} – {formatDateTime(sale.ends_at)} ·{' '}
           <Link to={`/sales/${encodeURIComponent(saleId)}`}>Shopper's view</Link>
+        </p>
+      ) : null}
+      {sale ? (
+        <p className="muted" data-testid="admin-sale-entry">
+          {entryLine(sale.entry) ?? 'Entry: open to every signed-in shopper'}
         </p>
       ) : null}
       {sale?.fairness ? (

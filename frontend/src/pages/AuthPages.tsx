@@ -81,7 +81,8 @@ export function RegisterPage() {
       String(form.get('email') ?? ''),
       String(form.get('password') ?? ''),
     );
-    navigate(next, { replace: true });
+    // A link to confirm the address is on its way: say so, then go on where the shopper was going.
+    navigate(`/check-email${next !== '/' ? `?next=${encodeURIComponent(next)}` : ''}`, { replace: true });
   });
   return (
     <section className="page page-narrow">

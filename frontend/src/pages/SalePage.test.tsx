@@ -129,3 +129,63 @@ describe('sale page', () => {
     expect(screen.getByTestId('join-lobby-button')).toHaveProperty('disabled', false);
   });
 });
+
+describe('entry requirements on the sale page', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T12:00:05Z'));
+    tokens.set({ access_token: 'a' });
+  });
+
+  const requiring = { verified_email: true, challenge: false, one_card: true };
+
+  it('says what entry needs, and asks an unverified shopper to confirm the email (with a resend)', async () => {
+    const http = serve({
+      'GET /api/auth/me': () => json(200, { ...customer, email_verified: false }),
+      'GET /api/sales/s1': () => json(200, sale({ entry: requiring })),
+      'POST /api/auth/verify-email/request': () => json(202, { status: 'sending' }),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('sale-entry').textContent).toBe('Entry: verified email · one card per person');
+    expect(screen.getByTestId('verify-banner').textContent).toContain('open to verified accounts');
+    fireEvent.click(screen.getByTestId('resend-verification'));
+    await advance();
+    expect(http.callsTo('POST', '/api/auth/verify-email/request')).toHaveLength(1);
+    expect(screen.getByTestId('resend-done').textContent).toBe('A new link is on its way.');
+  });
+
+  it('shows no banner to a verified shopper, nor on a sale open to all', async () => {
+    serve({
+      'GET /api/auth/me': () => json(200, { ...customer, email_verified: true }),
+      'GET /api/sales/s1': () => json(200, sale({ entry: requiring })),
+    });
+    const first = renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.queryByTestId('verify-banner')).toBeNull();
+    first.unmount();
+    serve({
+      'GET /api/auth/me': () => json(200, { ...customer, email_verified: false }),
+      'GET /api/sales/s1': () => json(200, sale({ entry: { verified_email: false, challenge: false, one_card: false } })),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.queryByTestId('verify-banner')).toBeNull();
+    expect(screen.queryByTestId('sale-entry')).toBeNull();
+  });
+
+  it('shows the banner when the API refuses an unverified shopper', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale({ entry: requiring })),
+      'POST /api/sales/s1/tickets': () =>
+        apiError(403, 'email_unverified', 'This sale is open to verified accounts only: confirm your email first.'),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.queryByTestId('verify-banner')).toBeNull();
+    fireEvent.click(screen.getByTestId('buy-button'));
+    await advance();
+    expect(screen.getByTestId('verify-banner')).toBeTruthy();
+    expect(screen.getByTestId('buy-error').textContent).toContain('verified accounts only');
+  });
+});

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'react';
 import { Link, useLocation, useNavigate, useParams } from 'react-router';
 import { ApiError } from '../api/client';
 import { cachedProduct, sales } from '../api/shop';
-import { isFinalTicketStatus, type Sale, type Ticket } from '../api/types';
+import { isFinalTicketStatus, type EntryRequirements, type Sale, type Ticket } from '../api/types';
 import { useAuth } from '../auth/AuthContext';
 import { Countdown } from '../components/Countdown';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -11,6 +11,7 @@ import { Loading } from '../components/Loading';
 import { ProductImage } from '../components/ProductCard';
 import { SALE_STATUS_LABEL } from '../components/SaleCard';
 import { SalePrice } from '../components/SalePrice';
+import { DevMailboxLink, ResendVerification } from '../components/VerificationPrompt';
 import { now } from '../lib/clock';
 import { useNow, useResource, useTitle } from '../lib/hooks';
 import { loginPath } from '../lib/navigation';
@@ -18,6 +19,31 @@ import { nextPollDelay, SALE_REFRESH_MS } from '../lib/polling';
 import { rememberTicket, ticketForSale } from '../lib/ticketStore';
 import { formatDateTime, formatTimeOfDay } from '../lib/time';
 import { STATUS_LABEL } from './TicketPage';
+
+/** "Entry: verified email · one card per person", or null when the sale asks for nothing. */
+export function entryLine(entry: EntryRequirements | undefined): string | null {
+  if (!entry) return null;
+  const parts = [
+    entry.verified_email ? 'verified email' : null,
+    entry.challenge ? 'a quick check in your browser' : null,
+    entry.one_card ? 'one card per person' : null,
+  ].filter(Boolean);
+  return parts.length ? `Entry: ${parts.join(' · ')}` : null;
+}
+
+/** For a signed-in shopper who has not confirmed the address a sale requires. */
+function VerifyBanner() {
+  return (
+    <div className="notice" role="status" data-testid="verify-banner">
+      <p>
+        <strong>This sale is open to verified accounts.</strong> Open the link we emailed you to confirm your
+        address, then come back here.
+      </p>
+      <ResendVerification />
+      <DevMailboxLink />
+    </div>
+  );
+}
 
 /** The sale, refreshed every few seconds while it can still change. */
 function useLiveSale(saleId: string) {
@@ -129,6 +155,10 @@ export function SalePage() {
   const liveTicket = myTicket && !isFinalTicketStatus(myTicket.status) ? myTicket : null;
   const paidTicket = myTicket?.status === 'paid' ? myTicket : null;
   const rateLimited = retryUntil > clock;
+  const entry = entryLine(sale.entry);
+  const mustVerify =
+    (Boolean(sale.entry?.verified_email) && user?.email_verified === false) ||
+    (joinError instanceof ApiError && joinError.code === 'email_unverified');
 
   const buy = async () => {
     if (user === undefined) return; // the session is still being checked
@@ -258,6 +288,12 @@ export function SalePage() {
         <p className="muted">
           {formatDateTime(sale.starts_at)} – {formatDateTime(sale.ends_at)}
         </p>
+        {entry ? (
+          <p className="muted" data-testid="sale-entry">
+            {entry}
+          </p>
+        ) : null}
+        {mustVerify && !liveTicket && !ended && !isSoldOut ? <VerifyBanner /> : null}
         {action}
         <ErrorAlert error={joinError} testId="buy-error" />
         {paidTicket ? (
