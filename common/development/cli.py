@@ -36,13 +36,6 @@ EMBEDDED_NAMES = ("redis", "mongodb", "stripe", "smtp")
 # The API's listen queue, as api/gunicorn.conf.py's `backlog` (gunicorn does not listen() again
 # on a socket it inherits already listening).
 API_BACKLOG = 8192
-# One machine runs everything here, unlike production: the processes whose work can wait a
-# moment (deciding, PaymentIntents, beat) run at a lower CPU priority than the API and Redis,
-# as the Stripe emulator already does (localstripe_server.py), so a burst of shoppers is
-# answered first. Measured (bursts of 200 shoppers on fresh connections, `make bench` part 6,
-# 2 shared cores, rounds alternating): p95 626 ms at equal priority, 314 ms at nice 10.
-BACKGROUND_PROCESSES = ("worker", "decider", "beat")
-BACKGROUND_NICENESS = 10
 
 
 def read_procfile(path: Path = PROCFILE) -> dict[str, str]:
@@ -131,8 +124,6 @@ def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
             supervisor.add_process(name, command, env={**env, "LISTEN_FD": str(listener.fileno())},
                                    cwd=str(PROJECT_ROOT), pass_fds=(listener.fileno(),))
         else:
-            if name in BACKGROUND_PROCESSES:
-                command = f"nice -n {BACKGROUND_NICENESS} {command}"
             supervisor.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
 
     services_path = services_file(settings.var_dir)
