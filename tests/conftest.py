@@ -215,10 +215,13 @@ def start_system(root: Path, extra_env: dict[str, str] | None = None,
     for name in drop_env:
         env.pop(name, None)
     log_path = root / "system.log"
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "flashsale"), "run", *args], cwd=PROJECT_ROOT, env=env,
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    # The child keeps its own descriptor; ours is closed at once (left to the garbage collector
+    # it surfaced as a ResourceWarning, an error, in whichever test ran then).
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "flashsale"), "run", *args], cwd=PROJECT_ROOT,
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     services_path = var_dir / "run" / "services.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,7 +25,8 @@ def wait_for_mail(mail_dir: Path, address: str, timeout: float = 30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in sorted(mail_dir.glob("*.eml")):
-            message = BytesParser(policy=policy.default).parse(path.open("rb"))
+            with path.open("rb") as file:
+                message = BytesParser(policy=policy.default).parse(file)
             if message["To"] == address:
                 return path, message
         time.sleep(0.1)
