@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from werkzeug.test import Client
 
 from common.accounts import email_verification, users
@@ -213,3 +214,27 @@ def test_a_registration_queues_the_verification_mail(client, clients):
     before = clients.redis.llen("celery")
     client.post("/api/auth/register", json={"email": unique_email(), "password": PASSWORD, "name": "A"})
     assert clients.redis.llen("celery") == before + 1
+
+
+def test_the_development_mailbox_exists_only_when_configured_and_never_in_production(client, settings):
+    from common.platform.settings import SettingsError, load_settings
+
+    assert client.get("/api/dev/mailbox").status_code == 404  # DEV_MAILBOX unset
+    with pytest.raises(SettingsError, match="DEV_MAILBOX"):
+        load_settings(app_env="production", dev_mailbox=True, jwt_secret_key="k" * 40,
+                      redis_url=settings.redis_url, mongodb_uri=settings.mongodb_uri,
+                      stripe_secret_key="sk_live_x", stripe_webhook_secret="whsec_x")
+
+
+def test_the_development_mailbox_lists_the_sinks_messages(settings, clients, servers, tmp_path):
+    from api.app import create_app
+
+    app = create_app(settings.model_copy(update={"dev_mailbox": True, "var_dir": servers.root}), clients)
+    shopper_client = app.test_client()
+    shopper = register(shopper_client, verified=False)
+    token = mail_a_link(clients, settings, servers, shopper)
+    listed = shopper_client.get("/api/dev/mailbox", query_string={"to": shopper["user"]["email"]})
+    assert listed.status_code == 200
+    [message] = listed.get_json()["items"]
+    assert message["subject"] == "Confirm your email for Flash Sale"
+    assert message["links"] == [f"http://shop.test/verify-email?token={token}"]
