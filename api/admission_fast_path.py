@@ -46,7 +46,7 @@ from api.security_headers import HSTS
 from api.task_queue import TaskQueue
 from common.accounts import revocations, tokens
 from common.accounts.verified_tokens import AccessTokenCheck, VerifiedTokens
-from common.flash_sale import sale_keys, waiting_room
+from common.flash_sale import entry_challenge, sale_keys, waiting_room
 from common.platform import metrics
 from common.platform.clients import Clients
 from common.platform.errors import DomainError
@@ -59,7 +59,7 @@ log = logging.getLogger("api.admission")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ADMISSION_PATH = re.compile(r"^/api/sales/([^/]+)/tickets$")
 ENDPOINT = "/api/sales/<sale_id>/tickets"  # the Flask rule, so both paths share metric labels
-MAX_BODY = 1024  # an admission body is `{"quantity": n}`; anything larger goes to Flask
+MAX_BODY = 1024  # `{"quantity": n}`, with a solved challenge (~400 characters); larger: Flask
 TICKET_PATH = re.compile(r"^/api/tickets/([^/]+)$")
 TICKET_ENDPOINT = "/api/tickets/<ticket_id>"
 MY_TICKET_PATH = re.compile(r"^/api/sales/([^/]+)/tickets/mine$")
@@ -76,6 +76,7 @@ class AdmissionFastPath:
         # goes on to flask-jwt-extended.
         self.access_tokens = AccessTokenCheck(settings.jwt_secret(), REQUIRED_CLAIMS)
         self.rate = waiting_room.AdmissionRate.parse(settings.admission_rate_limit)
+        self.challenge_key = entry_challenge.hmac_key(settings)
         # Signatures checked once per token; expiry and revocation still on every request.
         self.verified = VerifiedTokens()
         # The series every ordinary admission updates, looked up once (labels() takes a lock).
@@ -100,17 +101,18 @@ class AdmissionFastPath:
         if matched is None:
             return self.app(environ, start_response)
         body = self._read_body(environ)
-        quantity = _ordinary_quantity(environ, body)
-        claims = self._token_claims(environ) if quantity is not None else None
-        if quantity is None or claims is None:
+        ordinary = _ordinary_body(environ, body)
+        claims = self._token_claims(environ) if ordinary is not None else None
+        if ordinary is None or claims is None:
             if body is not None:
                 environ["wsgi.input"] = io.BytesIO(body)  # Flask reads the body again
             return self.app(environ, start_response)
         return self._admit(environ, start_response, matched.group(1), claims["sub"],
-                           bool(claims.get("ev")), quantity)
+                           bool(claims.get("ev")), *ordinary)
 
     def _admit(self, environ: dict[str, Any], start_response: Callable[..., Any], sale_id: str,
-               user_id: str, email_verified: bool, quantity: int) -> Iterable[bytes]:
+               user_id: str, email_verified: bool, quantity: int,
+               altcha: str | None = None) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
@@ -120,10 +122,15 @@ class AdmissionFastPath:
             try:
                 # The token's `ev` claim says whether the email is verified: no MongoDB read,
                 # but for a token issued before its account was verified (then one, on refusal).
+                # A proof-of-work solution (a sale with entry.challenge) is checked here, as
+                # Flask's route checks it (about 15 us); admit.lua spends it.
+                solution = (None if altcha is None else
+                            entry_challenge.verify(altcha, sale_id, self.challenge_key))
                 admission = waiting_room.admit(
                     self.clients.sales_redis, sale_id, user_id, quantity, self.rate,
                     email_verified=email_verified,
-                    recheck_verified=None if email_verified else verified_recheck(self.clients.db, user_id))
+                    recheck_verified=None if email_verified else verified_recheck(self.clients.db, user_id),
+                    solution=solution)
             except DomainError as exc:
                 metrics.ADMISSIONS.labels(exc.code).inc()
                 status, payload, headers = exc.status, exc.to_body(), dict(exc.headers)
@@ -230,20 +237,26 @@ class AdmissionFastPath:
         return claims
 
 
-def _ordinary_quantity(environ: dict[str, Any], body: bytes | None) -> int | None:
-    """The quantity of the plainest bodies AdmissionSchema accepts, `{}` and `{"quantity": n}`
-    with n a JSON integer in range; None sends the request to Flask, which loads it with the
-    schema (and answers a refused body with the contract's 400 or 422). Checked here without
-    marshmallow, which cost about 4% of a worker's time under an admission flood (py-spy)."""
+def _ordinary_body(environ: dict[str, Any], body: bytes | None) -> tuple[int, str | None] | None:
+    """The quantity and proof-of-work payload of the plainest bodies AdmissionSchema accepts,
+    `{}` and `{"quantity": n}` with n a JSON integer in range, each optionally with `"altcha":
+    "<text>"` (through Flask, a sale's challenge cost 0.8 ms more API CPU per admission than
+    here: loadtests/bench_challenge.py); None sends the request to Flask, which loads it with
+    the schema (and answers a refused body with the contract's 400 or 422). Checked here
+    without marshmallow, which cost about 4% of a worker's time under an admission flood."""
     if body is None or environ.get("CONTENT_TYPE", "").partition(";")[0].strip() != "application/json":
         return None
     try:
         parsed = json.loads(body)
     except ValueError:
         return None
-    if type(parsed) is not dict or len(parsed) > 1:
+    if type(parsed) is not dict or not parsed.keys() <= {"quantity", "altcha"}:
         return None
-    quantity = parsed.get("quantity", 1) if parsed.keys() <= {"quantity"} else None
+    altcha = parsed.get("altcha")
+    if "altcha" in parsed and (type(altcha) is not str
+                               or len(altcha) > entry_challenge.MAX_PAYLOAD_CHARS):
+        return None  # null, a number, too long: the schema decides
+    quantity = parsed.get("quantity", 1)
     if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
-        return None  # a bool, a float, text, out of range, another field: the schema decides
-    return quantity
+        return None  # a bool, a float, text, out of range: the schema decides
+    return quantity, altcha

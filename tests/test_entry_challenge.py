@@ -12,6 +12,7 @@ from typing import Any
 
 import altcha
 import pytest
+from werkzeug.test import Client
 
 from common.flash_sale import entry_challenge, sale_keys
 from tests.accounts import bearer, create_product, register, register_admin
@@ -101,6 +102,13 @@ def get_challenge(client, sale_id: str, headers: dict[str, str]) -> dict[str, An
     return answer.get_json()
 
 
+@pytest.fixture(params=["fast path", "Flask"])
+def entrance(request, app, client):
+    """Admissions through the admission fast path (api/admission_fast_path.py), which takes a
+    body with `altcha`, and through the Flask route behind it: both answer alike."""
+    return client if request.param == "fast path" else Client(app.wsgi_app.app)
+
+
 def admit(client, sale_id: str, headers: dict[str, str], **body: Any):
     return client.post(f"/api/sales/{sale_id}/tickets", json={"quantity": 1} | body, headers=headers)
 
@@ -123,44 +131,49 @@ def test_a_sale_that_asks_for_a_challenge_shows_it_and_hands_challenges_to_shopp
     assert unknown.status_code == 404
 
 
-def test_a_correct_solution_admits_once_whoever_brings_it_again(client, clients, challenge_sale):
+def test_a_correct_solution_admits_once_whoever_brings_it_again(client, clients, challenge_sale, entrance):
     sale_id = challenge_sale["id"]
     first, second = shopper(client), shopper(client)
     payload = payload_for(get_challenge(client, sale_id, first))
-    admitted = admit(client, sale_id, first, altcha=payload)
+    admitted = admit(entrance, sale_id, first, altcha=payload)
     assert admitted.status_code == 202, admitted.get_json()
 
-    assert_challenge_required(admit(client, sale_id, second, altcha=payload), sale_id)
+    assert_challenge_required(admit(entrance, sale_id, second, altcha=payload), sale_id)
     # The solution is remembered on the sale's slot until its challenge expires.
     challenge = json.loads(base64.b64decode(payload))["challenge"]
     key = sale_keys.challenge_solution_key(sale_id, challenge)
     assert 0 < clients.redis.pttl(key) <= 1800 * 1000
     # A fresh challenge of their own lets the second shopper in.
-    assert admit(client, sale_id, second,
+    assert admit(entrance, sale_id, second,
                  altcha=payload_for(get_challenge(client, sale_id, second))).status_code == 202
 
 
-def test_a_missing_wrong_expired_or_foreign_solution_is_refused(client, clients, settings, challenge_sale):
+def test_a_missing_wrong_expired_or_foreign_solution_is_refused(client, clients, settings, challenge_sale,
+                                                                entrance):
     sale_id = challenge_sale["id"]
     headers = shopper(client)
-    assert_challenge_required(admit(client, sale_id, headers), sale_id)  # missing
+    assert_challenge_required(admit(entrance, sale_id, headers), sale_id)  # missing
     challenge = get_challenge(client, sale_id, headers)
     solved = json.loads(base64.b64decode(payload_for(challenge)))["number"]
-    assert_challenge_required(admit(client, sale_id, headers,
+    assert_challenge_required(admit(entrance, sale_id, headers,
                                     altcha=payload_for(challenge, number=solved + 1)), sale_id)
-    assert_challenge_required(admit(client, sale_id, headers,
+    assert_challenge_required(admit(entrance, sale_id, headers,
                                     altcha=payload_for(challenge, signature="0" * 64)), sale_id)
-    assert_challenge_required(admit(client, sale_id, headers, altcha="garbage"), sale_id)
+    assert_challenge_required(admit(entrance, sale_id, headers, altcha="garbage"), sale_id)
     key = entry_challenge.hmac_key(settings)
-    assert_challenge_required(admit(client, sale_id, headers,
+    assert_challenge_required(admit(entrance, sale_id, headers,
                                     altcha=payload_for(expired_challenge(sale_id, key))), sale_id)
     # Solved for another sale that asks for one.
     admin = register_admin(client, clients)
     other = make_sale(client, admin["access_token"], challenge=True, verified_email=False)
     foreign = payload_for(get_challenge(client, other["id"], headers))
-    assert_challenge_required(admit(client, sale_id, headers, altcha=foreign), sale_id)
+    assert_challenge_required(admit(entrance, sale_id, headers, altcha=foreign), sale_id)
     # None of the refusals spent anything: the good one still admits.
-    assert admit(client, sale_id, headers, altcha=payload_for(challenge)).status_code == 202
+    assert admit(entrance, sale_id, headers, altcha=payload_for(challenge)).status_code == 202
+    # A body the schema refuses is refused alike on both paths.
+    for wrong in (None, 7, "A" * 2000):
+        refused = admit(entrance, sale_id, shopper(client), altcha=wrong)
+        assert refused.status_code == 422, refused.get_json()
 
 
 def test_a_sale_without_a_challenge_admits_with_or_without_one(client, clients):
