@@ -1,5 +1,6 @@
 // One typed function per call of the public contract the pages use.
 import { api } from './client';
+import type { AltchaChallenge } from '../lib/entryChallenge';
 import type {
   AuthSession,
   Cart,
@@ -77,7 +78,10 @@ export const sales = {
     asPage(await api.get<Page<Sale> | Sale[]>(withCursor('/api/sales', cursor))),
   get: (saleId: string) => api.get<Sale>(`/api/sales/${id(saleId)}`),
   create: (body: NewSale) => api.post<Sale>('/api/sales', body),
-  join: (saleId: string, quantity = 1) => api.post<Ticket>(`/api/sales/${id(saleId)}/tickets`, { quantity }),
+  join: (saleId: string, quantity = 1, altcha?: string | null) =>
+    api.post<Ticket>(`/api/sales/${id(saleId)}/tickets`, altcha ? { quantity, altcha } : { quantity }),
+  /** A proof-of-work challenge for one admission (a sale with entry.challenge). */
+  challenge: (saleId: string) => api.get<AltchaChallenge>(`/api/sales/${id(saleId)}/challenge`),
   myTicket: (saleId: string) => api.get<Ticket>(`/api/sales/${id(saleId)}/tickets/mine`),
   stats: (saleId: string) => api.get<SaleStats>(`/api/admin/sales/${id(saleId)}/stats`),
   fairness: (saleId: string, cursor?: string | null, limit = 1000) =>

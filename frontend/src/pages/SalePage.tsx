@@ -13,6 +13,7 @@ import { SALE_STATUS_LABEL } from '../components/SaleCard';
 import { SalePrice } from '../components/SalePrice';
 import { DevMailboxLink, ResendVerification } from '../components/VerificationPrompt';
 import { now } from '../lib/clock';
+import { useEntryChallenge } from '../lib/entryChallenge';
 import { useNow, useResource, useTitle } from '../lib/hooks';
 import { loginPath } from '../lib/navigation';
 import { nextPollDelay, SALE_REFRESH_MS } from '../lib/polling';
@@ -134,6 +135,14 @@ export function SalePage() {
   const [retryUntil, setRetryUntil] = useState(0);
   const clock = useNow();
   useTitle(product.data?.name ? `Flash sale: ${product.data.name}` : 'Flash sale');
+  // Solved in the background while the shopper reads this page or waits for the start.
+  const needsChallenge =
+    Boolean(sale?.entry?.challenge) &&
+    Boolean(user) &&
+    !(myTicket && !isFinalTicketStatus(myTicket.status)) &&
+    sale?.status !== 'ended' &&
+    sale?.status !== 'sold_out';
+  const entryChallenge = useEntryChallenge(needsChallenge, () => sales.challenge(saleId));
 
   if (!sale) {
     return (
@@ -169,7 +178,14 @@ export function SalePage() {
     setJoining(true);
     setJoinError(null);
     try {
-      const ticket = await sales.join(sale.id, 1);
+      let ticket;
+      try {
+        ticket = await sales.join(sale.id, 1, sale.entry?.challenge ? await entryChallenge.take() : null);
+      } catch (caught) {
+        // Expired or spent meanwhile: solve a fresh one and knock once more.
+        if (!(caught instanceof ApiError && caught.code === 'challenge_required')) throw caught;
+        ticket = await sales.join(sale.id, 1, await entryChallenge.take(true));
+      }
       rememberTicket(ticket);
       navigate(`/tickets/${encodeURIComponent(ticket.id)}`);
     } catch (caught) {
@@ -294,6 +310,13 @@ export function SalePage() {
           </p>
         ) : null}
         {mustVerify && !liveTicket && !ended && !isSoldOut ? <VerifyBanner /> : null}
+        {needsChallenge && !ended ? (
+          <p className="muted" data-testid="challenge-status" data-ready={entryChallenge.ready ? 'true' : 'false'}>
+            {entryChallenge.ready
+              ? 'Your browser has done the entry check: you are ready.'
+              : 'Your browser is doing the entry check in the background…'}
+          </p>
+        ) : null}
         {action}
         <ErrorAlert error={joinError} testId="buy-error" />
         {paidTicket ? (
