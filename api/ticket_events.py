@@ -27,8 +27,8 @@ from redis.cluster import RedisCluster
 
 from api import stream_tokens
 from api.auth import BEARER, current_user_id
-from api.extensions import client_address, clients
-from api.schemas import TicketSchema
+from api.extensions import client_address, clients, limiter
+from api.schemas import ticket_body
 from common.flash_sale import ticket_events
 from common.flash_sale.stream_slots import StreamSlots
 from common.flash_sale.ticket_events import Follower, TicketFeed
@@ -39,7 +39,6 @@ log = logging.getLogger("api.ticket_events")
 
 blp = Blueprint("ticket_events", __name__, url_prefix="/api/tickets",
                 description="Live ticket updates (Server-Sent Events)")
-TICKET_SCHEMA = TicketSchema()
 _FEED_START = threading.Lock()
 RETRY_FRAME = b"retry: 3000\n\n"
 
@@ -88,7 +87,9 @@ def _last_event_id() -> int | None:
 def _frame(event: ticket_events.TicketEvent | None) -> bytes:
     if event is None:
         return b": ping\n\n"
-    data = json.dumps(TICKET_SCHEMA.dump(event.ticket), separators=(",", ":"))
+    # ticket_body, not TicketSchema().dump: the same body (tests/unit/test_ticket_body.py)
+    # without marshmallow's walk over every field, on every event of every stream.
+    data = json.dumps(ticket_body(event.ticket), separators=(",", ":"))
     return f"event: ticket\nid: {event.version}\ndata: {data}\n\n".encode()
 
 
@@ -128,6 +129,7 @@ def _watch_client(environ: dict[str, Any], follower: Follower) -> Any:
 @blp.alt_response(429, description="`too_many_streams`: this ticket, or this client address, has "
                                    "as many streams open as allowed (STREAM_MAX_PER_TICKET, "
                                    "STREAM_MAX_PER_ADDRESS); with Retry-After")
+@limiter.exempt  # capped by open streams instead (common/flash_sale/stream_slots.py)
 def ticket_event_stream(ticket_id: str) -> Response:
     """Follow the caller's ticket live: position and ETA while queued (at most once a
     second), each status change at once. `Last-Event-ID` resumes: the current ticket is sent
@@ -138,17 +140,21 @@ def ticket_event_stream(ticket_id: str) -> Response:
         if not stream_tokens.valid(ticket_id, token):
             raise Unauthorized("This stream token has expired or does not open this ticket; "
                                "read the ticket again for a fresh one.")
-        fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
     else:
         verify_jwt_in_request()
-        fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
-        if fields.get("user_id") != current_user_id():
-            raise NotFound("No such ticket.")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    slots = stream_slots(app)
-    slot = slots.take(ticket_id, client_address())  # TooManyStreams: 429
-    if fields.get("status") in ticket_events.WAITING:
-        ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
+    ticket_feed, slots = feed(app), stream_slots(app)
+    # Followed before it is read: one read, and no change published in between is missed.
+    follower, fields, progress = ticket_events.follow_and_read(ticket_feed, redis_client, ticket_id)
+    try:
+        if token is None and fields.get("user_id") != current_user_id():
+            raise NotFound("No such ticket.")
+        slot = follower.slot = slots.take(ticket_id, client_address())  # TooManyStreams: 429
+        if fields.get("status") in ticket_events.WAITING:
+            ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
+    except BaseException:
+        ticket_feed.forget(follower)
+        raise
     environ = request.environ
     last_event_id = _last_event_id()
 
@@ -160,8 +166,8 @@ def ticket_event_stream(ticket_id: str) -> Response:
             watched.append((follower, _watch_client(environ, follower)))
 
         metrics.TICKET_STREAMS.inc()
-        events = ticket_events.follow_ticket(feed(app), redis_client, fields, progress,
-                                             last_event_id, on_follow=on_follow, slot=slot)
+        events = ticket_events.follow_ticket(ticket_feed, redis_client, fields, progress,
+                                             last_event_id, on_follow=on_follow, follower=follower)
         try:
             # Headers go out with the first bytes: a resumed stream with nothing newer must not
             # leave its client waiting for them. `retry` is EventSource's reconnection delay.
@@ -181,12 +187,18 @@ def ticket_event_stream(ticket_id: str) -> Response:
                     watcher.close()
             metrics.TICKET_STREAMS.dec()
             metrics.TICKET_STREAM_ENDS.labels(ended).inc()
-            try:
-                slots.release(slot)
-            except Exception:  # its lease ends it within a minute
-                log.warning("stream slot not released", exc_info=True)
 
-    return Response(body(), mimetype="text/event-stream", headers={
+    def closed() -> None:
+        # Also when the body never ran (its generator's `finally` only runs once started).
+        ticket_feed.forget(follower)
+        try:
+            slots.release(slot)
+        except Exception:  # its lease ends it within a minute
+            log.warning("stream slot not released", exc_info=True)
+
+    response = Response(body(), mimetype="text/event-stream", headers={
         "Cache-Control": "no-cache, no-store",
         "X-Accel-Buffering": "no",  # nginx: pass each event on at once
     })
+    response.call_on_close(closed)
+    return response

@@ -15,6 +15,11 @@ learning it (p50/p95).
    and staying open: time to connect (a SYN the listen queue dropped is retried after 1 s)
    and to the answer; how many took over 1 s.
 
+`--idle` measures what holding streams costs instead: for each N, N lobby tickets of a sale
+that starts in two hours (a queue that does not move: pings and presence only) open their
+streams, and the figures are the API's CPU per stream opened and per open stream per second
+(`python -m loadtests.bench_sse --idle --shoppers 2000,10000`).
+
 The load generator shares the machine's two cores with what it measures; the figures say how
 busy the machine was (load average) and how much CPU the generator itself used.
 """
@@ -35,7 +40,7 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +284,80 @@ def run_round(mode: str, services: dict[str, Any], client: redis.Redis, operator
     return result
 
 
+# ------------------------------------------------------------------ --idle: holding streams
+
+
+def hold_streams(base: str, key: bytes, shopper: Shopper, connected: Any) -> None:
+    """Open the ticket's stream and read it until killed (pings only, in a still lobby)."""
+    token = stream_token(key, shopper.ticket_id, int(time.time()) + 3600)
+    stream = TicketStream(base, shopper.ticket_id, stream_token=token)
+    try:
+        stream.open()
+        for _event in stream:
+            shopper.events += 1
+            if not shopper.connected_at:
+                shopper.connected_at = time.time()
+                connected()
+    except (OSError, StreamFailed, ValueError) as exc:
+        shopper.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stream.close()
+        if not shopper.connected_at:
+            connected()
+
+
+def idle_round(services: dict[str, Any], client: redis.Redis, operator: Operator, count: int,
+               args: argparse.Namespace) -> list[str]:
+    """API CPU per stream opened and per open lobby stream per second."""
+    starts_at = datetime.now(UTC) + timedelta(hours=2)
+    sale_id = operator.create_sale(stock=max(1, count // 2), starts_at=starts_at)["id"]
+    shoppers = admit_all(client, sale_id, count, args.jwt_secret, f"idle{secrets.token_hex(3)}")
+    assert all(s.ticket_id for s in shoppers)
+    gunicorns = api_processes(services["system_pid"])
+    me = psutil.Process()
+    ready = Event()
+    pending = [count]
+
+    def connected() -> None:
+        pending[0] -= 1
+        if pending[0] <= 0:
+            ready.set()
+
+    key = stream_token_key(args.jwt_secret)
+    gevent.sleep(2.0)
+    quiet_before = cpu_seconds(gunicorns)
+    gevent.sleep(args.idle_seconds / 3)  # the API with no stream at all, for comparison
+    quiet_rate = (cpu_seconds(gunicorns) - quiet_before) / (args.idle_seconds / 3)
+    rss_before = rss_mb(gunicorns)
+    opened_before, started = cpu_seconds(gunicorns), time.monotonic()
+    group = [gevent.spawn_later(i / args.open_rate, hold_streams, services["api"], key, shopper,
+                                connected) for i, shopper in enumerate(shoppers)]
+    ready.wait(timeout=count / args.open_rate + 120)
+    open_seconds = time.monotonic() - started
+    open_cpu = cpu_seconds(gunicorns) - opened_before - quiet_rate * open_seconds
+    gevent.sleep(2.0)  # settled: every greenlet in its loop
+    rss_after = rss_mb(gunicorns)
+    held_before, me_before = cpu_seconds(gunicorns), cpu_seconds([me])
+    gevent.sleep(args.idle_seconds)
+    held_cpu = cpu_seconds(gunicorns) - held_before - quiet_rate * args.idle_seconds
+    me_cpu = cpu_seconds([me]) - me_before
+    errors = sum(1 for s in shoppers if s.error)
+    held = sum(1 for s in shoppers if s.connected_at and not s.error)  # open all through
+    gevent.killall(group, block=True, timeout=10)
+    first_error = next((s.error for s in shoppers if s.error), "")
+    opened = max(1, count - errors)
+    return [
+        f"  idle {held:>6,} of {count:,} lobby streams open: opened in {open_seconds:.1f} s "
+        f"({args.open_rate:,.0f}/s asked), API CPU {open_cpu * 1e6 / opened:7.1f} us per stream opened; "
+        f"held {args.idle_seconds:.0f} s: API CPU {held_cpu * 1e6 / (max(1, held) * args.idle_seconds):6.1f} "
+        f"us per open stream per second (the API alone, no stream: {quiet_rate * 100:.1f}% of a "
+        f"core, subtracted)",
+        f"          API RSS {rss_after:7.1f} MB, {(rss_after - rss_before) * 1024 / opened:5.1f} kB per "
+        f"stream; {errors} errors{(' (' + first_error[:80] + ')') if errors else ''}; "
+        f"generator CPU {me_cpu / args.idle_seconds * 100:.0f}% of a core while held",
+    ]
+
+
 # ------------------------------------------------------------------ 3. the first burst
 
 
@@ -334,6 +413,9 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0,
                         help="CPU measured this long with everyone connected, the queue still")
     parser.add_argument("--web-concurrency", type=int, default=2)
+    parser.add_argument("--idle", action="store_true",
+                        help="only the cost of holding streams: N lobby streams of a sale that "
+                             "starts later, API CPU per stream opened and per stream per second")
     args = parser.parse_args()
     fds = raise_fd_limit()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -349,11 +431,13 @@ def main() -> None:
             operator = Operator(services["api"], ADMIN_EMAIL, ADMIN_PASSWORD).sign_in()
             client = make_redis(services["redis"], socket_timeout=60)
             with celery_held(services["system_pid"]):
-                for count in (int(n) for n in args.shoppers.split(",")):
+                for count in (int(n) for n in args.shoppers.split(",") if args.idle):
+                    print("\n".join(idle_round(services, client, operator, count, args)), flush=True)
+                for count in (int(n) for n in args.shoppers.split(",") if not args.idle):
                     for mode in args.modes.split(","):
                         figures = run_round(mode, services, client, operator, count, args)
                         print("\n".join(figures.lines()), flush=True)
-                if args.burst:
+                if args.burst and not args.idle:
                     print("\n".join(connect_burst(services["api"], args.burst, args.burst_within)))
             client.close()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

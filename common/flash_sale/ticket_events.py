@@ -258,14 +258,17 @@ class TicketFeed(Subscription):
         with self._lock:
             return sum(len(group) for group in self._followers.values())
 
-    def follow(self, ticket_id: str, sale_id: str, progress: SaleProgress,
+    def follow(self, ticket_id: str, sale_id: str, progress: SaleProgress | None,
                slot: StreamSlot | None = None) -> Follower:
+        """A stream's follower, woken from now on by its ticket's and its sale's changes;
+        `progress`: the sale's as just read (None: not read yet, `observe` it once read)."""
         follower = Follower(ticket_id, sale_id, slot=slot)
         with self._lock:
             self._followers.setdefault(sale_id, set()).add(follower)
             self._by_ticket.setdefault(ticket_id, []).append(follower)
             self._progress.setdefault(sale_id, SaleProgress())
-        self.observe(sale_id, progress)
+        if progress is not None:
+            self.observe(sale_id, progress)
         return follower
 
     def observe(self, sale_id: str, progress: SaleProgress) -> None:
@@ -400,6 +403,25 @@ class TicketFeed(Subscription):
 # ------------------------------------------------------------------ one stream
 
 
+def follow_and_read(feed: TicketFeed, redis_client: redis.Redis, ticket_id: str,
+                    slot: StreamSlot | None = None) -> tuple[Follower, dict[str, str], SaleProgress]:
+    """Register a stream's follower, then read its ticket: a change published from then on
+    wakes it, so one read is enough (reading first would need a second read after following,
+    for a change published in between). NotFound, with nothing left registered, when there is
+    no such ticket. The caller forgets the follower if it does not go on to `follow_ticket`."""
+    sale_id = sale_keys.sale_of_ticket(ticket_id)
+    if sale_id is None:
+        raise NotFound("No such ticket.")
+    follower = feed.follow(ticket_id, sale_id, None, slot)
+    try:
+        fields, progress = read_ticket_state(redis_client, ticket_id)
+    except BaseException:
+        feed.forget(follower)
+        raise
+    feed.observe(sale_id, progress)
+    return follower, fields, progress
+
+
 @dataclass
 class TicketEvent:
     version: int
@@ -411,34 +433,45 @@ def follow_ticket(feed: TicketFeed, redis_client: redis.Redis, fields: dict[str,
                   on_follow: Callable[[Follower], None] | None = None,
                   ping_seconds: float = PING_SECONDS,
                   position_every: float = POSITION_EVERY_SECONDS,
-                  slot: StreamSlot | None = None,
+                  slot: StreamSlot | None = None, follower: Follower | None = None,
                   ) -> Generator[TicketEvent | None, None, None]:
     """What one stream sends: the current ticket at once (unless `last_event_id` is as new),
     then every change (status at once, position and ETA at most every `position_every`
     seconds, and no more often than the ticket's poll_after_ms asks a poller to come back),
     and None when a ping is due; it ends after a final status, or when the follower
-    is closed. Closing the iterator forgets the follower at once."""
+    is closed. Closing the iterator forgets the follower at once. With `follower` (from
+    `follow_and_read`, which read `fields` after following), nothing is read again."""
     ticket_id, sale_id = fields["id"], fields["sale_id"]
-    follower = feed.follow(ticket_id, sale_id, progress, slot)
+    read_after_following = follower is not None
+    if follower is None:
+        follower = feed.follow(ticket_id, sale_id, progress, slot)
     if on_follow is not None:
         on_follow(follower)
     try:
-        # A change published between the caller's read and follow() reached no follower (the
-        # load test's shoppers, opening their stream as the decider took them, waited for the
-        # 60 s re-read): read the ticket once more now that the stream is registered.
-        try:
-            fields, fresh = read_ticket_state(redis_client, ticket_id)
-        except NotFound:
-            return
-        feed.observe(sale_id, fresh)
+        if not read_after_following:
+            # A change published between the caller's read and follow() reached no follower
+            # (the load test's shoppers, opening their stream as the decider took them, waited
+            # for the 60 s re-read): read the ticket once more now that the stream is followed.
+            try:
+                fields, fresh = read_ticket_state(redis_client, ticket_id)
+            except NotFound:
+                return
+            feed.observe(sale_id, fresh)
         sent_version = last_event_id or 0
         sent_ticket: dict[str, Any] | None = None
         last_read = ping_at = time.monotonic()
+        # What the ticket was last built from: a stream woken for a ping, or a move that does
+        # not concern it, builds nothing (most wakes of a still line are pings).
+        built_from: tuple[Any, ...] = ()
+        version, ticket = 0, {}
         while True:
             follower.waiting = fields.get("status") in WAITING
             progress = feed.progress(sale_id)
-            version = event_version(fields, progress.served_at_ms)
-            ticket = ticket_of(fields, progress)
+            inputs = (fields, progress.served, progress.served_at_ms, progress.rate, progress.chances)
+            if inputs != built_from:
+                built_from = inputs
+                version = event_version(fields, progress.served_at_ms)
+                ticket = ticket_of(fields, progress)
             now = time.monotonic()
             if version > sent_version and ticket != sent_ticket:
                 # Only a waiting ticket's moves are paced; any other change is news (a late
