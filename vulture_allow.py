@@ -154,3 +154,4 @@ send_verification_mail  # Celery task, sent by name (worker/tasks.py, api/auth.p
 sale_challenge  # Flask route (api/sales.py)
 maxnumber  # a schema field, ALTCHA's name for it (api/sales.py ChallengeSchema)
 card_holder  # who holds a sale's card claim: for operators' shells and tests (common/billing/card_claims.py)
+payment_pending  # marshmallow field (api/schemas.py TicketSchema)
