@@ -67,6 +67,10 @@ class SaleCreateSchema(RequestSchema):
     entry = ma.fields.Nested(EntrySchema, load_default=lambda: EntrySchema().load({}), metadata={
         "description": "entry requirements; default `{verified_email: true, challenge: false, "
                        "one_card: true}`"})
+    mode = ma.fields.String(load_default=sales.SaleMode.QUEUE.value,
+                            validate=ma.validate.OneOf([m.value for m in sales.SaleMode]), metadata={
+        "description": "`queue` (the waiting room) or `draw` (the card held at entry, winners "
+                       "charged at `starts_at`); a draw needs a lobby of at most 6 days"})
 
 
 class FairnessSchema(ma.Schema):
@@ -107,6 +111,7 @@ class SaleSchema(ma.Schema):
     lobby_size = ma.fields.Integer()
     fairness = ma.fields.Nested(FairnessSchema, allow_none=True)
     entry = ma.fields.Nested(EntryViewSchema)
+    mode = ma.fields.String(validate=ma.validate.OneOf([m.value for m in sales.SaleMode]))
 
 
 class SaleListSchema(ma.Schema):

@@ -32,6 +32,15 @@ class SaleStatus(StrEnum):
     ENDED = "ended"
 
 
+class SaleMode(StrEnum):
+    QUEUE = "queue"  # the waiting room: reserve in line, then pay within the reservation
+    DRAW = "draw"  # the card held at entry, winners charged at the start (draw.py)
+
+
+# A card hold lasts 7 days at the major networks: a draw's lobby lasts at most 6, so every
+# hold taken in it can still be captured at the draw.
+MAX_DRAW_LOBBY = timedelta(days=6)
+
 # Redis keeps a sale's keys this long after it ends (tickets stay readable for shoppers).
 KEEP_AFTER_END = timedelta(days=7)
 
@@ -119,12 +128,15 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
                 reservation_ttl_seconds: int = 300,
                 presence_timeout_seconds: int = 0,
                 lobby_opens_at: datetime | Unset | None = UNSET,
-                entry: EntryRequirements | dict[str, bool] = NO_REQUIREMENTS) -> dict[str, Any]:
+                entry: EntryRequirements | dict[str, bool] = NO_REQUIREMENTS,
+                mode: SaleMode | str = SaleMode.QUEUE) -> dict[str, Any]:
     """Store a sale, taking its units out of the product's stock, and load it into Redis.
 
     `lobby_opens_at`: when shoppers may join the lobby (default: now; None: no lobby, the v1
     behaviour). The sale draws its fairness seed now and publishes only its commitment
     (flash_sale/lobby.py). `entry`: who may enter (EntryRequirements; none by default here).
+    `mode`: `draw` for a draw sale (flash_sale/draw.py), which needs a lobby of at most
+    MAX_DRAW_LOBBY (ValidationFailed otherwise).
 
     InsufficientStock (409) when the product has fewer units than the sale. The units are
     taken first, with one conditional update: a crash before the sale is stored leaves the
@@ -139,6 +151,9 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         raise ValidationFailed(details={"fields": {"lobby_opens_at": ["Must not be after starts_at."]}})
     if isinstance(entry, dict):
         entry = EntryRequirements(**entry)
+    mode = SaleMode(mode)
+    if mode is SaleMode.DRAW:
+        _check_draw_lobby(lobby_opens_at, starts_at)
     seed = lobby.new_seed()
     product = db.products.find_one({"_id": product_id})
     if not product:
@@ -164,6 +179,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "presence_timeout_seconds": presence_timeout_seconds,
         "lobby_opens_at": lobby_opens_at,
         "entry": entry.as_dict(),
+        "mode": mode.value,
         "fairness": {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)},
         # Secret until the lobby closes: never in an answer or a log line before the start.
         "fairness_seed": seed.hex(),
@@ -180,9 +196,22 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
     return sale
 
 
+def _check_draw_lobby(lobby_opens_at: datetime | None, starts_at: datetime) -> None:
+    """A draw sale's entries are its lobby's: it needs one, no longer than a hold lasts."""
+    if lobby_opens_at is None or _to_ms(lobby_opens_at) >= _to_ms(starts_at):
+        raise ValidationFailed(details={"fields": {"lobby_opens_at": [
+            "A draw sale needs a lobby: it must open before starts_at."]}})
+    if _to_ms(starts_at) - _to_ms(lobby_opens_at) > MAX_DRAW_LOBBY.total_seconds() * 1000:
+        raise ValidationFailed(details={"fields": {"lobby_opens_at": [
+            "A draw sale's lobby may last at most 6 days (a card hold lasts 7)."]}})
+
+
 def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> bool:
     """Put a sale's configuration and stock into Redis once (idempotent)."""
     sale_id = sale["_id"]
+    if sale.get("mode") == SaleMode.DRAW:
+        # Before the stock: no admission (it needs the stock) can miss that it enters a draw.
+        redis_client.hset(sale_keys.config_key(sale_id), "mode", SaleMode.DRAW.value)
     entry = EntryRequirements.of(sale)
     expire_at = int((sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
                      + KEEP_AFTER_END).timestamp())
@@ -284,6 +313,7 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "lobby_size": counters.lobby_size if counters else 0,
         "fairness": lobby.sale_fairness(sale),
         "entry": EntryRequirements.of(sale).as_dict(),
+        "mode": sale.get("mode") or SaleMode.QUEUE.value,
     }
 
 
