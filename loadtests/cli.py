@@ -35,7 +35,7 @@ from common.platform.settings import settings_or_exit
 @click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
 @click.option("--card-entry", default="3,8", show_default=True, metavar="MIN,MAX",
               help="Seconds a paying shopper takes to type a card (0,0: at once).")
-@click.option("--scenario", type=click.Choice(["shoppers", "surge"]), default="shoppers",
+@click.option("--scenario", type=click.Choice(["shoppers", "surge", "scalpers"]), default="shoppers",
               show_default=True, help="surge: 10,000 shoppers for 500 units, arriving over a "
               "60 s lobby.")
 @click.option("--updates", type=click.Choice(["sse", "poll"]), default="sse", show_default=True,
@@ -54,12 +54,20 @@ from common.platform.settings import settings_or_exit
 @click.option("--admin-password", help="[default: ADMIN_PASSWORD]")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
               help="[default: loadtests/results]")
+@click.option("--scalper-accounts", default=200, show_default=True, type=click.IntRange(1),
+              help="scalpers: the scalper's accounts (--users are the people).")
+@click.option("--scalper-cards", default=3, show_default=True, type=click.IntRange(1),
+              help="scalpers: the scalper's cards.")
+@click.option("--defences", type=click.Choice(["off", "challenge", "one_card", "all", "table"]),
+              default="table", show_default=True,
+              help="scalpers: the sale's entry defences; `table` runs all four and prints one table.")
 def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: str | None,
              arrival: str | None, lobby_window: float | None, arrival_window: float | None,
              pay: bool, card_entry: str, scenario: str,
              updates: str, leavers: float, soak: bool,
              services: Path | None, admin_email: str | None, admin_password: str | None,
-             results_dir: Path | None) -> None:
+             results_dir: Path | None, scalper_accounts: int = 200, scalper_cards: int = 3,
+             defences: str = "table") -> None:
     """Load-test the running system, verify the sale's invariants, print one summary.
 
     Exits non-zero when an invariant fails.
@@ -88,6 +96,16 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
     if not options.admin_email or not options.admin_password:
         raise click.UsageError("the load test signs in as an admin: set ADMIN_EMAIL and "
                                "ADMIN_PASSWORD (or pass --admin-email/--admin-password)")
+    if scenario == "scalpers":
+        from loadtests.scalpers import run_scalpers
+        from loadtests.verify import load_services
+
+        click.echo(run_scalpers(
+            load_services(options.services), admin_email=options.admin_email,
+            admin_password=options.admin_password, people=users, scalper_accounts=scalper_accounts,
+            cards=scalper_cards, units=stock or 100, defences=defences,
+            results_dir=options.results_dir, echo=lambda message: click.echo(message, err=True)))
+        return
     try:
         summary = run_loadtest(options, echo=lambda message: click.echo(message, err=True))
     except (FileNotFoundError, RuntimeError) as exc:
