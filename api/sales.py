@@ -9,10 +9,18 @@ from flask import Response, jsonify
 from flask_jwt_extended import get_jwt
 from flask_smorest import Blueprint
 
-from api.auth import BEARER, admin_required, current_user_id, login_required, verified_recheck
+from api.auth import (
+    BEARER,
+    admin_required,
+    current_user,
+    current_user_id,
+    login_required,
+    verified_recheck,
+)
 from api.extensions import clients, limiter, settings
 from api.schemas import PageQuerySchema, RequestSchema, TicketSchema
 from api.task_queue import send_task
+from common.auditing import operator_log
 from common.flash_sale import entry_challenge, lobby, sales, ticket_events, waiting_room
 from common.flash_sale.lobby import MAX_ENTRIES_PAGE
 from common.platform import metrics
@@ -92,7 +100,23 @@ class FairnessQuerySchema(PageQuerySchema):
                               validate=ma.validate.Range(min=1, max=MAX_ENTRIES_PAGE))
 
 
-class SaleSchema(ma.Schema):
+class PacingSchema(ma.Schema):
+    mode = ma.fields.String(required=True, validate=ma.validate.OneOf(["auto", "operator"]))
+    per_second = ma.fields.Float(required=True, allow_none=True, metadata={
+        "description": "most tickets decided a second; null: no limit; 0 while paused"})
+    reason = ma.fields.String(required=True, allow_none=True)
+
+
+class SaleControlsViewMixin(ma.Schema):
+    paused = ma.fields.Boolean(metadata={"description": "no ticket is decided (admission goes on)"})
+    outflow_per_second = ma.fields.Float(allow_none=True, metadata={
+        "description": "the operator's pace: most tickets decided a second; null: no limit"})
+    queue_cap = ma.fields.Integer(allow_none=True, metadata={
+        "description": "most live tickets; admissions beyond answer 409 `queue_full`"})
+    pacing = ma.fields.Nested(PacingSchema)
+
+
+class SaleSchema(SaleControlsViewMixin):
     id = ma.fields.String(required=True)
     product_id = ma.fields.String(required=True)
     price_cents = ma.fields.Integer(required=True)
@@ -183,6 +207,10 @@ def create_sale(body: dict):
     loaded into Redis at once; units left unsold when it ends go back to the catalogue."""
     db, redis_client = clients().db, clients().sales_redis
     sale = sales.create_sale(db, redis_client, **body)
+    operator_log.record(
+        db, actor=str(current_user()["id"]), action=operator_log.OperatorAction.SALE_CREATED,
+        sale_id=sale["_id"],
+        changes={name: {"before": None, "after": sales.shown_value(value)} for name, value in body.items()})
     return sales.public_sale(sale, sales.read_counters(redis_client, sale["_id"]))
 
 

@@ -58,6 +58,9 @@ class TicketSchema(ma.Schema):
         "description": "present (true) on an `expired` ticket whose payment may still have gone "
                        "through: it becomes `paid` (honoured) or stays `expired` with "
                        "`refunded: true`; its event stream stays open until then"})
+    paused = ma.fields.Boolean(metadata={
+        "description": "present (true) on a lobby or queued ticket while the operator has paused "
+                       "the sale: admission goes on, no ticket is decided, `eta_seconds` is null"})
     reason = ma.fields.String(metadata={
         "description": "present on a `sold_out` ticket whose owner already held or bought their "
                        "share (`per_user_limit`)"})

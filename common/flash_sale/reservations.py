@@ -10,6 +10,7 @@ was already decided. PaymentIntents are created concurrently, off the decision l
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -31,6 +32,8 @@ from common.platform.lua_scripts import scripts_for
 
 log = logging.getLogger("common.flash_sale.reservations")
 
+# reserve_batch.lua's answers for a ticket left undecided by the operator's pause or pace.
+HELD_BACK = frozenset({"paused", "deferred"})
 # Short: a decider that dies frees its sale within seconds; a live one renews every loop.
 LOCK_TTL_MS = 5_000
 BLOCK_MS = 100
@@ -150,6 +153,8 @@ class Decider:
         # Entries whose PaymentIntent this decider is creating (guarded by _report_lock).
         self._in_flight: set[str] = set()
         self._last_touch = 0.0
+        # Entries read but held back by the pause or the pace, decided first next time, in order.
+        self._held: list[tuple[str, dict[str, str]]] = []
 
     def _keep_in_flight_fresh(self) -> None:
         """Reset the idle time of the entries whose PaymentIntents this decider is still
@@ -217,20 +222,33 @@ class Decider:
         log.error("ticket dead-lettered", extra={"sale_id": self.sale_id, "ticket_id": ticket_id,
                                                  "reason": reason})
 
-    def _read_new(self) -> list[tuple[str, dict[str, str]]]:
+    def _read_new(self, pace: float | None = None) -> list[tuple[str, dict[str, str]]]:
+        # A paced sale reads about what its pace lets through, so little waits held back.
+        count = self.options.batch_size if pace is None else \
+            max(1, min(self.options.batch_size, math.floor(pace / 10)))
         reply = self.redis.xreadgroup(sale_keys.CONSUMER_GROUP, self.consumer, {self.stream: ">"},
-                                      count=self.options.batch_size, block=BLOCK_MS)
+                                      count=count, block=BLOCK_MS)
         if not reply:
             return []
         return [(eid, data) for eid, data in reply[0][1] if data]
 
     # -- deciding -----------------------------------------------------------------------
 
+    def _controls(self) -> tuple[bool, float | None]:
+        """The operator's pause and pace, read from the sale's config every loop (controls.py):
+        reserve_batch.lua enforces both atomically; this only sizes what is read."""
+        paused, pace = self.redis.hmget(sale_keys.config_key(self.sale_id), "paused", "outflow_per_second")
+        return paused == "1", float(pace) if pace else None
+
     def _decide(self, entries: list[tuple[str, dict[str, str]]], rate_sample: float) -> None:
         ids = [data["ticket_id"] for _, data in entries]
         decisions = decide_batch(self.redis, self.sale_id, ids, rate_sample)
         done_now: list[str] = []
-        for (entry_id, _), (ticket_id, outcome) in zip(entries, decisions, strict=True):
+        for (entry_id, data), (ticket_id, outcome) in zip(entries, decisions, strict=True):
+            if outcome in HELD_BACK:
+                # Paused or beyond the pace: unchanged and unacknowledged, decided next time.
+                self._held.append((entry_id, data))
+                continue
             if outcome in (TicketStatus.RESERVING, f"already:{TicketStatus.RESERVING.value}"):
                 if outcome == TicketStatus.RESERVING:
                     self.report.reserved += 1
@@ -248,7 +266,8 @@ class Decider:
                 elif outcome == TicketStatus.ABANDONED.value:
                     metrics.DECISIONS.labels(outcome).inc()
                 done_now.append(entry_id)
-        self.report.decided += sum(1 for _, o in decisions if not o.startswith("already:"))
+        self.report.decided += sum(1 for _, o in decisions
+                                   if not o.startswith("already:") and o not in HELD_BACK)
         if done_now:
             self.redis.xack(self.stream, sale_keys.CONSUMER_GROUP, *done_now)
             with self._report_lock:
@@ -328,7 +347,13 @@ class Decider:
                     log.warning("drain lock lost", extra={"sale_id": self.sale_id})
                     break
                 self._keep_in_flight_fresh()
-                entries = self._claim_stale() or self._read_new()
+                paused, pace = self._controls()
+                if paused:
+                    # Nothing is decided: let go (beat looks every second). Entries held back
+                    # stay pending and are claimed again after claim_idle_ms.
+                    break
+                held, self._held = self._held, []
+                entries = held or self._claim_stale() or self._read_new(pace)
                 if not entries:
                     continue
                 batch_started = time.perf_counter()
@@ -339,14 +364,34 @@ class Decider:
                     self._last_rate = len(entries) / elapsed
                 self.report.batches += 1
                 last_work = time.monotonic()
+                if self._held:
+                    # Beyond the pace: wait about one token's time.
+                    time.sleep(min(0.5, max(0.01, 1 / pace)) if pace else BLOCK_MS / 1000)
             for future in self._pending_intents:
                 while not future.done():
                     if self.lock.renew():
                         self._keep_in_flight_fresh()
                     time.sleep(0.05)
         finally:
+            self._give_back_held()
             self.lock.release()
         return self.report
+
+    def _give_back_held(self) -> None:
+        """Entries held back when this decider stops (paused meanwhile) are made claimable at
+        once, ahead of newer ones, and that delivery is not counted towards the dead letters."""
+        if not self._held:
+            return
+        held = [entry_id for entry_id, _ in self._held]
+        self._held = []
+        key = sale_keys.intent_throttled_key(self.sale_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xclaim(self.stream, sale_keys.CONSUMER_GROUP, self.consumer, min_idle_time=0,
+                    message_ids=held, idle=self.options.claim_idle_ms, justid=True)
+        for entry_id in held:
+            pipe.hincrby(key, entry_id, 1)
+        pipe.expire(key, 7 * 24 * 3600)
+        pipe.execute()
 
 
 def drain_sale(redis_client: redis.Redis, gateway: PaymentIntents, sale_id: str,

@@ -296,6 +296,11 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
                 now: datetime | None = None) -> dict[str, Any]:
     now = now or utc_now()
     return {
+        # The operator's controls (flash_sale/controls.py).
+        "paused": bool(sale.get("paused")),
+        "outflow_per_second": sale.get("outflow_per_second"),
+        "queue_cap": sale.get("queue_cap"),
+        "pacing": pacing(sale),
         "id": sale["_id"],
         "product_id": sale["product_id"],
         "price_cents": sale["price_cents"],
@@ -315,6 +320,24 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "entry": EntryRequirements.of(sale).as_dict(),
         "mode": sale.get("mode") or SaleMode.QUEUE.value,
     }
+
+
+def pacing(sale: dict[str, Any]) -> dict[str, Any]:
+    """How fast the sale's tickets are decided, and who set it (flash_sale/controls.py)."""
+    if sale.get("paused"):
+        return {"mode": "operator", "per_second": 0, "reason": "paused by the operator"}
+    per_second = sale.get("outflow_per_second")
+    return {"mode": "operator", "per_second": per_second,
+            "reason": "set by the operator" if per_second is not None else None}
+
+
+def shown_value(value: Any) -> Any:
+    """A sale's field as JSON shows it (times in ISO 8601 UTC), for the audit log."""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, EntryRequirements):
+        return value.as_dict()
+    return value
 
 
 def list_sales(db: Database, redis_client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:

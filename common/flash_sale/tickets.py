@@ -93,6 +93,12 @@ def eta_seconds(position: int, rate: float) -> int:
     return math.ceil(position / (rate if rate > 0 else DEFAULT_SERVICE_RATE))
 
 
+def sale_paused(rate: float) -> bool:
+    """The sale's shown rate is negative while the operator has paused it (sale_controls.lua):
+    no ticket is decided, so none has an ETA."""
+    return rate < 0
+
+
 def poll_after_ms(position: int) -> int:
     """Far from the front, poll rarely: a long queue must not flood the API with polls."""
     return int(min(MAX_POLL_MS, MIN_POLL_MS + 250 * math.sqrt(max(0, position - 1))))
@@ -157,6 +163,8 @@ def public_ticket(fields: dict[str, str], served: int, rate: float,
     elif shown is TicketStatus.QUEUED:
         position = 1 if status is TicketStatus.RESERVING else queue_position(int(fields["seq"]), served)
         eta = 0 if status is TicketStatus.RESERVING else eta_seconds(position, rate)
+        if sale_paused(rate) and status is not TicketStatus.RESERVING:
+            eta = None
         poll = MIN_POLL_MS if status is TicketStatus.RESERVING else poll_after_ms(position)
     elif shown is TicketStatus.RESERVED:
         poll = 2_000
@@ -191,6 +199,9 @@ def public_ticket(fields: dict[str, str], served: int, rate: float,
         ticket["refunded"] = bool(fields.get("refund_id"))
     if fields.get(PAYMENT_PENDING):
         ticket["payment_pending"] = True
+    if sale_paused(rate) and shown in (TicketStatus.LOBBY, TicketStatus.QUEUED) \
+            and status is not TicketStatus.RESERVING:
+        ticket["paused"] = True
     if fields.get("reason"):
         ticket["reason"] = fields["reason"]
     return ticket

@@ -24,6 +24,7 @@ from common.platform.errors import (
     NotFound,
     PurchaseLimitReached,
     QuantityTooLarge,
+    QueueFull,
     RateLimited,
     SaleNotOpen,
     SoldOut,
@@ -92,7 +93,7 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
     `solution`: the admission's proof-of-work, verified by the caller (entry_challenge.verify);
     a sale that needs one spends it here, once: ChallengeRequired without one, or when it was
     spent already (by anyone).
-    Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached,
+    Raises RateLimited, SaleNotOpen, SoldOut, QuantityTooLarge, PurchaseLimitReached, QueueFull,
     EmailUnverified, ChallengeRequired, NotFound.
     """
     if not sale_keys.SALE_ID_PATTERN.match(sale_id):
@@ -137,6 +138,8 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         raise PurchaseLimitReached(details={"held": int(result[1])})
     if outcome == "email_unverified":
         raise EmailUnverified()
+    if outcome == "queue_full":
+        raise QueueFull(details={"queue_cap": int(result[1])})
     if outcome == "challenge_required":
         raise ChallengeRequired(details={"challenge_url": challenge_url(sale_id), "reason": result[1]})
     raise NotFound("No such sale.")

@@ -164,3 +164,8 @@ class ChallengeRequired(DomainError):
     code, status, message = ("challenge_required", 403,
                              "This sale asks for a solved challenge with each entry: get a new "
                              "one and try again.")
+
+
+class QueueFull(DomainError):
+    code, status, message = ("queue_full", 409,
+                             "The waiting room is full for now: try again in a little while.")

@@ -33,6 +33,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     "webhook_events": [IndexModel([("received_at", ASCENDING)], name="by_received")],
     "refresh_tokens": [IndexModel([("family", ASCENDING)], name="by_family")],
     "dead_letters": [IndexModel([("created_at", DESCENDING)], name="newest")],
+    # The operator's actions (auditing/operator_log.py), paged newest first, all or per sale.
+    "audit_log": [IndexModel([("created_at", DESCENDING)], name="newest"),
+                  IndexModel([("sale_id", ASCENDING), ("created_at", DESCENDING)],
+                             name="sale_newest")],
 }
 
 

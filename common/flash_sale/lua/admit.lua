@@ -21,6 +21,7 @@
 --       | {"challenge_required", "missing"|"used"}
 --       | {"not_open", "scheduled"|"ended"} | {"sold_out"} | {"over_limit", limit}
 --       | {"limit_reached", held} | {"rate_limited", retry_after_ms}
+--       | {"queue_full", cap} (the sale's queue_cap: that many live tickets already)
 local config_key, counters_key, stream_key, live_key, latest_key, held_key, kick_key,
   ticket_key, rate_key, drain_lock_key, lobby_key, after_lobby_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
@@ -47,7 +48,7 @@ if interval > 0 then
 end
 
 local config = redis.call('HMGET', config_key, 'starts_at_ms', 'ends_at_ms', 'per_user_limit',
-  'expire_at_s', 'lobby_opens_at_ms', 'verified_email')
+  'expire_at_s', 'lobby_opens_at_ms', 'verified_email', 'queue_cap')
 if not config[1] then return {'no_sale'} end
 if config[6] == '1' and verified ~= '1' then return {'email_unverified'} end
 local lobby_opens = tonumber(config[5] or '')
@@ -80,6 +81,10 @@ if held + quantity > limit then return {'limit_reached', held} end
 local stock = redis.call('HMGET', counters_key, 'available', 'reserved', 'served', 'rate',
   'served_units', 'lobby_units')
 if tonumber(stock[1]) <= 0 and tonumber(stock[2]) <= 0 then return {'sold_out'} end
+-- The operator's cap on live tickets (flash_sale/controls.py): the live hash holds one entry per
+-- live ticket, so its length is the count, read in O(1) in this same step.
+local cap = tonumber(config[7] or '')
+if cap and redis.call('HLEN', live_key) >= cap then return {'queue_full', cap} end
 
 if in_lobby then
   -- Nothing here waits for the opening: no place, no stream entry, no worker nudged.

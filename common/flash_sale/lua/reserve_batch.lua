@@ -8,20 +8,43 @@
 -- units go to the next ticket of this same batch.
 -- The batch is published once on the sale's events channel (served counter and the tickets
 -- decided), for the API processes that stream tickets to shoppers.
+-- The operator's controls (flash_sale/controls.py), read here so they hold at once and atomically:
+-- a `paused` sale decides nothing (every ticket "paused"); a sale with `outflow_per_second`
+-- decides at most that many a second (a token bucket of at most max(1, pace / 10) tokens in the
+-- counters' pace_tokens/pace_at_ms), the rest of the batch "deferred", unchanged, in order;
+-- the ETA rate shown to shoppers (counters' `rate`) is capped by the pace.
 -- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6 presence, 7.. ticket keys (in stream order)
 -- ARGV: 1 decisions-per-second sample (0 = none)
 -- Returns a flat list: ticket_id, outcome, per ticket; outcome is "reserving", "sold_out",
--- "limit_reached", "abandoned", "missing" or "already:<status>".
+-- "limit_reached", "abandoned", "missing", "already:<status>", "paused" or "deferred".
 local config_key, counters_key, live_key, held_key, expiry_key, presence_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local FIRST_TICKET = 7
 local rate_sample = tonumber(ARGV[1])
 
-local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit', 'presence_timeout_s')
+local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit', 'presence_timeout_s',
+  'paused', 'outflow_per_second')
+if config[4] == '1' then
+  local held_back = {}
+  for i = FIRST_TICKET, #KEYS do
+    held_back[#held_back + 1] = ticket_id_of(KEYS[i])
+    held_back[#held_back + 1] = 'paused'
+  end
+  return held_back
+end
 local ttl_ms = tonumber(config[1]) * 1000
 local per_user_limit = tonumber(config[2])
 local presence_timeout_ms = tonumber(config[3] or '0') * 1000
 local now = now_ms()
+local pace = tonumber(config[5] or '')
+local budget, tokens = math.huge, 0
+if pace then
+  local bucket = redis.call('HMGET', counters_key, 'pace_tokens', 'pace_at_ms')
+  local capacity = math.max(1, math.floor(pace / 10))
+  tokens = math.min(capacity, tonumber(bucket[1] or capacity) +
+    math.max(0, now - tonumber(bucket[2] or now)) * pace / 1000)
+  budget = math.floor(tokens)
+end
 local available = tonumber(redis.call('HGET', counters_key, 'available'))
 local served = tonumber(redis.call('HGET', counters_key, 'served') or '0')
 -- Units of every ticket decided so far (the tickets' running units_before + their own), so a
@@ -37,7 +60,11 @@ for i = FIRST_TICKET, #KEYS do
   local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'quantity', 'user_id', 'seq',
     'created_at_ms', 'units_before')
   local id, status = ticket[1], ticket[2]
-  if not id then
+  if decided >= budget then
+    -- Out of the pace's tokens: this ticket and every one after it wait for the next call.
+    out[#out + 1] = id or ticket_id_of(KEYS[i])
+    out[#out + 1] = 'deferred'
+  elseif not id then
     out[#out + 1] = KEYS[i]
     out[#out + 1] = 'missing'
   elseif status ~= 'queued' then
@@ -96,9 +123,13 @@ if reserved_units > 0 then redis.call('HINCRBY', counters_key, 'reserved', reser
 if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) end
 if abandoned > 0 then redis.call('HINCRBY', counters_key, 'abandoned', abandoned) end
 if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end
-if rate_sample > 0 then
+if pace then redis.call('HSET', counters_key, 'pace_tokens', tostring(tokens - decided), 'pace_at_ms', now) end
+if rate_sample > 0 or pace then
   local rate = tonumber(redis.call('HGET', counters_key, 'rate') or '0')
-  if rate <= 0 then rate = rate_sample else rate = rate * 0.7 + rate_sample * 0.3 end
+  if rate_sample > 0 then
+    if rate <= 0 then rate = rate_sample else rate = rate * 0.7 + rate_sample * 0.3 end
+  end
+  if pace and (rate <= 0 or rate > pace) then rate = pace end
   redis.call('HSET', counters_key, 'rate', tostring(rate))
 end
 if decided > 0 then

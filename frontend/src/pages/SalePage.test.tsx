@@ -61,6 +61,19 @@ describe('sale page', () => {
     expect(screen.queryByTestId('buy-button')).toBeNull();
   });
 
+  it('says plainly that the waiting room is full on 409 queue_full', async () => {
+    serve({
+      'GET /api/sales/s1': () => json(200, sale()),
+      'POST /api/sales/s1/tickets': () => apiError(409, 'queue_full', 'Full.'),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    fireEvent.click(screen.getByTestId('buy-button'));
+    await advance();
+    expect(screen.getByTestId('buy-error').textContent).toContain('The waiting room is full right now');
+    expect(screen.getByTestId('buy-button')).toHaveProperty('disabled', false);
+  });
+
   it('holds the Buy button for Retry-After seconds on 429', async () => {
     serve({
       'GET /api/sales/s1': () => json(200, sale()),

@@ -195,6 +195,13 @@ export function SalePage() {
           setSoldOut(true);
           return;
         }
+        if (caught.code === 'queue_full') {
+          // The operator capped the line: say so plainly; a place frees as tickets end.
+          setJoinError(
+            'The waiting room is full right now: the shop has capped how many shoppers wait at once. Try again in a few minutes.',
+          );
+          return;
+        }
         // Our clock and the server's disagree: show its message and look at the sale again.
         if (caught.status === 409 && caught.code === 'sale_not_open') reload();
         if (caught.status === 429) setRetryUntil(now() + (caught.retryAfterSeconds ?? 5) * 1000);

@@ -1,0 +1,88 @@
+"""The operator's controls of a live sale, and the log of what operators did (admin only)."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from flask_smorest import Blueprint
+
+from api.auth import BEARER, admin_required, current_user
+from api.extensions import clients
+from api.sales import SaleSchema, _presence_timeout
+from api.schemas import PageQuerySchema, RequestSchema
+from common.auditing import operator_log
+from common.flash_sale import controls, sales
+
+blp = Blueprint("admin", __name__, url_prefix="/api", description="The operator's controls")
+
+
+class SaleUpdateSchema(RequestSchema):
+    """Any of these; anything else is 422."""
+
+    ends_at = ma.fields.AwareDateTime(default_timezone=None, metadata={
+        "description": "after starts_at and in the future; admissions follow it at once, "
+                       "reservations keep their expiry"})
+    reservation_ttl_seconds = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=1, max=86_400),
+                                                metadata={"description": "reservations made from now on"})
+    presence_timeout_seconds = ma.fields.Integer(
+        strict=True, validate=[ma.validate.Range(max=86_400), _presence_timeout],
+        metadata={"description": "every ticket not yet decided, when its turn comes"})
+    outflow_per_second = ma.fields.Float(allow_none=True, allow_nan=False,
+                                         validate=ma.validate.Range(min=0.1, max=100_000), metadata={
+        "description": "most tickets decided per second; null: no limit"})
+    queue_cap = ma.fields.Integer(strict=True, allow_none=True,
+                                  validate=ma.validate.Range(min=1, max=100_000_000), metadata={
+        "description": "most live tickets; admissions beyond answer 409 `queue_full`; null: none"})
+    paused = ma.fields.Boolean(metadata={
+        "description": "true: admission goes on, no ticket is decided; tickets show `paused`"})
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict, **_kwargs: object) -> None:
+        if not data:
+            raise ma.ValidationError("Give at least one field to change.", "_schema")
+
+
+class AuditEntrySchema(ma.Schema):
+    at = ma.fields.String(required=True)
+    actor = ma.fields.String(required=True, metadata={"description": "the admin's user id"})
+    action = ma.fields.String(required=True, validate=ma.validate.OneOf(
+        [action.value for action in operator_log.OperatorAction]))
+    sale_id = ma.fields.String(required=True, allow_none=True)
+    changes = ma.fields.Dict(required=True, metadata={
+        "description": "`{field: {before, after}}`"})
+
+
+class AuditPageSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(AuditEntrySchema), required=True)
+    next_cursor = ma.fields.String(required=True, allow_none=True)
+
+
+class AuditQuerySchema(PageQuerySchema):
+    sale_id = ma.fields.String(load_default=None, validate=ma.validate.Length(max=64))
+
+
+def _actor() -> str:
+    return str(current_user()["id"])
+
+
+@blp.route("/sales/<sale_id>", methods=["PATCH"])
+@blp.doc(security=BEARER)
+@admin_required
+@blp.arguments(SaleUpdateSchema)
+@blp.response(200, SaleSchema)
+def update_sale(body: dict, sale_id: str):
+    """Steer a live sale (admin): each change holds at once in every process. Reservations
+    already made keep their expiry; see the operations page for what applies to whom."""
+    db, redis_client = clients().db, clients().sales_redis
+    sale = controls.update_sale(db, redis_client, sale_id, body, actor=_actor())
+    return sales.public_sale(sale, sales.read_counters(redis_client, sale_id))
+
+
+@blp.route("/admin/audit-log", methods=["GET"])
+@blp.doc(security=BEARER)
+@admin_required
+@blp.arguments(AuditQuerySchema, location="query")
+@blp.response(200, AuditPageSchema)
+def audit_log(query: dict):
+    """What operators did, newest first (admin), paged (`next_cursor` back as `cursor`)."""
+    return operator_log.page(clients().db, limit=query["limit"], cursor=query["cursor"],
+                             sale_id=query["sale_id"])
