@@ -241,13 +241,15 @@ def render(results: list[RunResult], people: int, scalper_accounts: int, cards: 
              "per-user limit 1, a lobby draw",
              "",
              "| defences | scalper's units | people's units | scalper entries stopped by the "
-             "challenge | stopped by one card | scalper's CPU s on challenges | sold | run s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "challenge | stopped by one card | scalper's CPU s on challenges | people's CPU s "
+             "on challenges (all of them) | sold | run s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r.defences} | {r.scalper_units} ({r.scalper_units / r.units:.0%}) | "
                      f"{r.people_units} ({r.people_units / r.units:.0%}) | {r.stopped_by_challenge} "
                      f"of {r.scalper_entries} | {r.stopped_by_one_card} | "
-                     f"{r.scalper_challenge_cpu_s:.1f} | {r.sold} | {r.seconds:.0f} |")
+                     f"{r.scalper_challenge_cpu_s:.1f} | {r.people_challenge_cpu_s:.1f} | {r.sold} | "
+                     f"{r.seconds:.0f} |")
     return "\n".join(lines)
 
 

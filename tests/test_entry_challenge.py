@@ -170,6 +170,8 @@ def test_a_missing_wrong_expired_or_foreign_solution_is_refused(client, clients,
     assert_challenge_required(admit(entrance, sale_id, headers, altcha=foreign), sale_id)
     # None of the refusals spent anything: the good one still admits.
     assert admit(entrance, sale_id, headers, altcha=payload_for(challenge)).status_code == 202
+    # Each refusal is counted on the sale, for the operator's report.
+    assert clients.redis.hget(sale_keys.counters_key(sale_id), "challenges_refused") == "6"
     # A body the schema refuses is refused alike on both paths.
     for wrong in (None, 7, "A" * 2000):
         refused = admit(entrance, sale_id, shopper(client), altcha=wrong)

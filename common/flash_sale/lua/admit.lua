@@ -63,9 +63,14 @@ if now >= tonumber(config[2]) then return {'not_open', 'ended'} end
 -- and expiry; here it is spent, by whoever comes first. A resend of this very call keeps it.
 if redis.call('HGET', config_key, 'challenge') == '1' then
   local solution_key, solution_expires = KEYS[13], tonumber(ARGV[9] or '')
-  if not solution_key or not solution_expires then return {'challenge_required', 'missing'} end
+  -- Refusals are counted per sale (counters `challenges_refused`) for the operator's report.
+  if not solution_key or not solution_expires then
+    redis.call('HINCRBY', counters_key, 'challenges_refused', 1)
+    return {'challenge_required', 'missing'}
+  end
   if not redis.call('SET', solution_key, ticket_id, 'NX', 'PX', math.max(solution_expires - now, 60000))
       and redis.call('GET', solution_key) ~= ticket_id then
+    redis.call('HINCRBY', counters_key, 'challenges_refused', 1)
     return {'challenge_required', 'used'}
   end
 end
