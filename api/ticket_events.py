@@ -171,7 +171,9 @@ def ticket_event_stream(ticket_id: str) -> Response:
         try:
             # Headers go out with the first bytes: a resumed stream with nothing newer must not
             # leave its client waiting for them. `retry` is EventSource's reconnection delay.
-            yield RETRY_FRAME
+            # A new stream's first event is at hand: it leaves with them, in one send.
+            first = next(events, None) if last_event_id is None else None
+            yield RETRY_FRAME + (_frame(first) if first is not None else b"")
             for event in events:
                 yield _frame(event)
             # The follower is closed only when its client hung up; otherwise a final status.
