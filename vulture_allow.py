@@ -155,3 +155,5 @@ sale_challenge  # Flask route (api/sales.py)
 maxnumber  # a schema field, ALTCHA's name for it (api/sales.py ChallengeSchema)
 card_holder  # who holds a sale's card claim: for operators' shells and tests (common/billing/card_claims.py)
 payment_pending  # marshmallow field (api/schemas.py TicketSchema)
+outflow_per_second  # marshmallow field (api/admin.py SaleUpdateSchema), read by controls.py by name
+queue_cap  # marshmallow field (api/admin.py SaleUpdateSchema), read by controls.py by name

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import marshmallow as ma
 from flask_smorest import Blueprint
 
 from api.auth import BEARER, admin_required, current_user
-from api.extensions import clients
+from api.extensions import clients, settings
 from api.sales import SaleSchema, _presence_timeout
 from api.schemas import PageQuerySchema, RequestSchema
+from api.task_queue import send_task
 from common.auditing import operator_log
+from common.billing import sale_cancellation
+from common.billing.payments import PaymentContext
+from common.billing.stripe_gateway import StripeGateway
 from common.flash_sale import controls, sales
+from common.platform.task_routes import TaskName
+
+log = logging.getLogger("api.admin")
 
 blp = Blueprint("admin", __name__, url_prefix="/api", description="The operator's controls")
 
@@ -75,6 +84,49 @@ def update_sale(body: dict, sale_id: str):
     db, redis_client = clients().db, clients().sales_redis
     sale = controls.update_sale(db, redis_client, sale_id, body, actor=_actor())
     return sales.public_sale(sale, sales.read_counters(redis_client, sale_id))
+
+
+class CancelSchema(RequestSchema):
+    confirm = ma.fields.String(required=True, metadata={"description": "the sale's id, typed"})
+
+
+def _decide_now(sale_id: str) -> None:
+    """Nudge a decider to end the waiting tickets now (beat looks every second anyway)."""
+    try:
+        send_task(TaskName.DRAIN_SALE, sale_id)
+    except Exception:  # beat drains every second anyway: nothing is lost
+        log.warning("drain not sent; beat will drain", extra={"sale_id": sale_id}, exc_info=True)
+
+
+@blp.route("/sales/<sale_id>/end", methods=["POST"])
+@blp.doc(security=BEARER)
+@admin_required
+@blp.response(200, SaleSchema)
+def end_sale(sale_id: str):
+    """End the sale now (admin): queued and lobby tickets end `sold_out` with reason
+    `sale_ended`; reservations keep their time to pay."""
+    db, redis_client = clients().db, clients().sales_redis
+    sale = controls.end_sale(db, redis_client, sale_id, actor=_actor())
+    _decide_now(sale_id)
+    return sales.public_sale(sale, sales.read_counters(redis_client, sale_id))
+
+
+@blp.route("/sales/<sale_id>/cancel", methods=["POST"])
+@blp.doc(security=BEARER)
+@admin_required
+@blp.arguments(CancelSchema)
+@blp.response(200, SaleSchema)
+def cancel_sale(body: dict, sale_id: str):
+    """Cancel the sale, final (admin; `confirm` is the sale's id): every live ticket ends
+    `cancelled` with reason `sale_cancelled`, every hold is released and every paid order of
+    the sale is refunded (what Stripe does not confirm now, reconcile finishes)."""
+    made = clients()
+    ctx = PaymentContext(mongo=made.mongo, db=made.db, redis=made.sales_redis,
+                         gateway=StripeGateway(made.stripe, emulator=settings().stripe_emulator),
+                         serialize_transactions=settings().mongodb_serialize_transactions)
+    sale = sale_cancellation.cancel_sale(ctx, sale_id, confirm=body["confirm"], actor=_actor())
+    _decide_now(sale_id)
+    return sales.public_sale(sale, sales.read_counters(made.sales_redis, sale_id))
 
 
 @blp.route("/admin/audit-log", methods=["GET"])

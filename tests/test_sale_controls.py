@@ -12,10 +12,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from werkzeug.test import Client
 
-from common.flash_sale import controls, reservations, sale_keys, waiting_room
-from common.platform.errors import QueueFull
+from common.auditing import audit, reconcile
+from common.billing.payments import apply_intent
+from common.flash_sale import controls, reservations, sale_keys, sales, waiting_room
+from common.platform.errors import QueueFull, SaleNotOpen
 from tests.accounts import bearer, create_product, register, register_admin
-from tests.waiting_room_helpers import drain, gateway_for, open_sale
+from tests.waiting_room_helpers import (
+    card_token,
+    drain,
+    gateway_for,
+    make_product,
+    open_sale,
+    payment_context,
+)
 
 
 def http_sale(client, admin_token: str, stock: int = 10, **fields) -> dict:
@@ -191,3 +200,119 @@ def test_a_shorter_reservation_time_applies_to_new_reservations_only(clients):
         return (int(fields[0]) - int(fields[1] or 0)) / 1000
 
     assert ttl_of(first[0]) > 250 and ttl_of(second[0]) <= 60
+
+
+# ------------------------------------------------------------------ end and cancel
+
+
+def pay(clients, ticket_id: str) -> str:
+    intent_id = waiting_room.read_ticket(clients.sales_redis, ticket_id)["reservation"]["payment_intent_id"]
+    ctx = payment_context(clients)
+    ctx.gateway.confirm_with_card_token(intent_id, card_token(clients.settings.stripe_api_base),
+                                        email="shopper@example.com")
+    return apply_intent(ctx, intent_id)
+
+
+def audit_problems(clients, sale_id: str) -> list[str]:
+    snapshot = audit.read_sale_snapshot(
+        clients.sales_redis, clients.db, sale_id,
+        stripe_client=clients.stripe)
+    return [str(v) for v in audit.audit_sale(snapshot, settled=True, allow_reserved=True)]
+
+
+def test_end_ends_waiting_tickets_sold_out_and_reservations_keep_their_time(client, clients):
+    admin = register_admin(client, clients)
+    sale_id = open_sale(clients, stock=5)
+    reserved = admit_many(clients, sale_id, 2)
+    drain(clients, sale_id)
+    expiries = [clients.sales_redis.hget(sale_keys.ticket_key(sale_id, t), "expires_at_ms") for t in reserved]
+    waiting = admit_many(clients, sale_id, 3)
+    shopper = register(client)
+    refused = client.post(f"/api/sales/{sale_id}/end", headers=bearer(shopper["access_token"]))
+    assert refused.status_code == 403
+
+    response = client.post(f"/api/sales/{sale_id}/end", headers=bearer(admin["access_token"]))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["status"] == "ended"
+    with pytest.raises(SaleNotOpen):
+        admit_many(clients, sale_id, 1)
+    drain(clients, sale_id)
+    assert statuses(clients, sale_id, waiting) == ["sold_out"] * 3
+    assert {waiting_room.read_ticket(clients.sales_redis, t).get("reason") for t in waiting} == {"sale_ended"}
+    assert statuses(clients, sale_id, reserved) == ["reserved"] * 2
+    assert [clients.sales_redis.hget(sale_keys.ticket_key(sale_id, t), "expires_at_ms")
+            for t in reserved] == expiries
+    assert pay(clients, reserved[0]) == "paid"  # its time to pay holds
+    assert audit_problems(clients, sale_id) == []
+    log = client.get(f"/api/admin/audit-log?sale_id={sale_id}", headers=bearer(admin["access_token"]))
+    assert log.get_json()["items"][0]["action"] == "sale.ended"
+
+
+def test_end_during_the_lobby_ends_lobby_tickets(clients):
+    product_id = make_product(clients, 10)
+    now = datetime.now(UTC)
+    sale = sales.create_sale(clients.db, clients.sales_redis, product_id=product_id, stock=5,
+                             price_cents=1000, starts_at=now + timedelta(minutes=5),
+                             ends_at=now + timedelta(hours=1), lobby_opens_at=now - timedelta(seconds=1))
+    lobby = admit_many(clients, sale["_id"], 3)
+    assert statuses(clients, sale["_id"], lobby) == ["lobby"] * 3
+    controls.end_sale(clients.db, clients.sales_redis, sale["_id"], actor="ops")
+    assert statuses(clients, sale["_id"], lobby) == ["sold_out"] * 3
+    assert waiting_room.read_ticket(clients.sales_redis, lobby[0])["reason"] == "sale_ended"
+    assert not clients.sales_redis.hlen(sale_keys.live_tickets_key(sale["_id"]))
+    assert audit_problems(clients, sale["_id"]) == []
+
+
+def test_cancel_ends_every_live_ticket_and_refunds_every_paid_order(client, clients):
+    admin = register_admin(client, clients)
+    sale_id = open_sale(clients, stock=4)
+    bought = admit_many(clients, sale_id, 2)
+    drain(clients, sale_id)
+    assert [pay(clients, t) for t in bought] == ["paid", "paid"]
+    held = admit_many(clients, sale_id, 1)
+    drain(clients, sale_id)
+    waiting = admit_many(clients, sale_id, 2)
+    path = f"/api/sales/{sale_id}/cancel"
+    token = bearer(admin["access_token"])
+    shopper = register(client)
+    assert client.post(path, json={"confirm": sale_id},
+                       headers=bearer(shopper["access_token"])).status_code == 403
+    for body in ({}, {"confirm": "sal_other"}, {"confirm": sale_id, "force": True}):
+        assert client.post(path, json=body, headers=token).status_code == 422, body
+    assert statuses(clients, sale_id, held) == ["reserved"]
+
+    response = client.post(path, json={"confirm": sale_id}, headers=token)
+    assert response.status_code == 200, response.get_json()
+    drain(clients, sale_id)
+    everyone = held + waiting
+    assert statuses(clients, sale_id, everyone) == ["cancelled"] * 3
+    reasons = {waiting_room.read_ticket(clients.sales_redis, t)["reason"] for t in everyone}
+    assert reasons == {"sale_cancelled"}
+    orders = list(clients.db.orders.find({"sale_id": sale_id}))
+    assert len(orders) == 2 and {o["status"] for o in orders} == {"refunded"}
+    refunds = [clients.stripe.v1.refunds.list(params={"payment_intent": o["payment_intent_id"]}).data
+               for o in orders]
+    assert [len(found) for found in refunds] == [1, 1]
+    assert all(waiting_room.read_ticket(clients.sales_redis, t)["refunded"] for t in bought)
+    assert audit_problems(clients, sale_id) == []
+    # Final, and a second call refunds nothing twice.
+    assert client.post(path, json={"confirm": sale_id}, headers=token).status_code == 200
+    assert client.post(f"/api/sales/{sale_id}/end", headers=token).status_code == 200
+    assert [len(clients.stripe.v1.refunds.list(params={"payment_intent": o["payment_intent_id"]}).data)
+            for o in orders] == [1, 1]
+    assert client.get(f"/api/sales/{sale_id}").get_json()["status"] == "ended"
+
+
+def test_a_cancel_cut_short_is_finished_by_reconcile_and_the_auditor_sees_money_kept(clients):
+    sale_id = open_sale(clients, stock=2)
+    bought = admit_many(clients, sale_id, 1)
+    drain(clients, sale_id)
+    assert pay(clients, bought[0]) == "paid"
+    # The process died right after recording the cancellation: nothing refunded yet.
+    controls.close_sale(clients.db, clients.sales_redis, sale_id, controls.Closing.CANCELLED)
+    kept = audit_problems(clients, sale_id)
+    assert kept and all(problem.startswith("cancelled sale:") for problem in kept), kept
+    report = reconcile.reconcile_sale(payment_context(clients), sale_id)
+    assert report.consistent, report.problems
+    assert clients.db.orders.find_one({"sale_id": sale_id})["status"] == "refunded"
+    assert audit_problems(clients, sale_id) == []

@@ -20,6 +20,8 @@ webhook, joined again with T2 and paid it ended with 2 paid units unseen.
   payment is honoured (API v2, "Payments that race a reservation's end").
 - Places (I2): no two tickets share a place (seq); once a lobby is closed its tickets hold
   places 1..lobby_size, each exactly once, and the tickets admitted after it the places behind.
+- Cancelled sale (the operator cancelled it: config `closing` is sale_cancelled): no money kept,
+  every sale order refunded, with Stripe read no sale payment left succeeded and unrefunded.
 - One card (a sale whose `entry.one_card` is on): no card (its fingerprint, recorded on the paid
   order) paid for two accounts in the sale.
 """
@@ -62,6 +64,7 @@ class Invariant(StrEnum):
     MONEY = "I4"
     PER_USER_LIMIT = "per-user limit"
     FINAL_STAYS_FINAL = "final stays final"
+    CANCELLED_SALE = "cancelled sale"
     ONE_CARD = "one card"
 
 
@@ -87,6 +90,8 @@ class SaleConfig:
     product_id: str = ""
     # One card pays for one account in this sale (entry.one_card).
     one_card: bool = False
+    # The operator cancelled the sale (flash_sale/controls.py): no money may be kept.
+    cancelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,11 @@ class SaleSnapshot:
     def paid_orders(self) -> list[OrderRecord]:
         return [o for o in self.orders if o.status == OrderStatus.PAID]
 
+    def sold_orders(self) -> list[OrderRecord]:
+        """Orders whose units the sale sold: paid, or refunded because the sale was cancelled."""
+        return [o for o in self.orders if o.status == OrderStatus.PAID
+                or (o.status == OrderStatus.REFUNDED and o.document.get("refund_reason") == "sale_cancelled")]
+
     def intents_for(self, ticket: TicketRecord) -> list[IntentRecord]:
         if self.intents is None:
             return []
@@ -244,7 +254,7 @@ def check_stock(s: SaleSnapshot, *, orders_complete: bool = True) -> list[Violat
             out.append(Violation(Invariant.STOCK, "negative_counter",
                                  f"{name} is negative ({getattr(c, name)})", name))
     held, sold = s.units(HOLDING), s.units(SELLING)
-    order_units = sum(o.units for o in s.paid_orders())
+    order_units = sum(o.units for o in s.sold_orders())
     if held + sold > c.stock_total or order_units > c.stock_total:
         out.append(Violation(Invariant.STOCK, "oversold",
                              f"{held} units held + {sold} sold ({order_units} in paid orders) "
@@ -435,7 +445,12 @@ def check_money(s: SaleSnapshot) -> list[Violation]:
     def add(code: str, message: str, subject: str) -> None:
         out.append(Violation(Invariant.MONEY, code, message, subject))
 
-    ordered = {o.payment_intent_id for o in s.orders}
+    # An order refunded (its sale cancelled) has its refund in place of its goods.
+    ordered = {o.payment_intent_id for o in s.orders if o.status != OrderStatus.REFUNDED}
+    for order in s.orders:
+        found = s.intents.get(order.payment_intent_id)
+        if order.status == OrderStatus.REFUNDED and found is not None and found.refunds == 0:
+            add("refund_not_made", f"order {order.id} is refunded but its payment is not", order.id)
     for intent in s.intents.values():
         if intent.status != SUCCEEDED or intent.metadata.get("kind") != "sale":
             continue
@@ -555,6 +570,20 @@ def check_final_stays_final(s: SaleSnapshot, earlier: Sequence[SaleSnapshot] = (
     return check_status_history(status_history(*earlier, s))
 
 
+def check_cancelled_sale(s: SaleSnapshot) -> list[Violation]:
+    """No money kept for a cancelled sale: no paid order, and (Stripe read) no sale payment
+    succeeded and unrefunded."""
+    if s.config is None or not s.config.cancelled:
+        return []
+    out = [Violation(Invariant.CANCELLED_SALE, "money_kept_after_cancel",
+                     f"order {o.id} of a cancelled sale is still paid", o.id) for o in s.paid_orders()]
+    for intent in (s.intents or {}).values():
+        if intent.metadata.get("kind") == "sale" and intent.charged:
+            out.append(Violation(Invariant.CANCELLED_SALE, "money_kept_after_cancel",
+                                 f"{intent.id} of a cancelled sale is charged and not refunded", intent.id))
+    return out
+
+
 def audit_sale(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bool = True,
                orders_complete: bool | None = None, intents_closed: bool = True,
                one_live_intent: bool = True, earlier: Sequence[SaleSnapshot] = ()) -> list[Violation]:
@@ -565,6 +594,7 @@ def audit_sale(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bool =
     return [*check_stock(s, orders_complete=complete),
             *check_outcomes(s, settled=settled, allow_reserved=allow_reserved), *check_places(s),
             *check_one_per_ticket(s, intents_closed=intents_closed, one_live_intent=one_live_intent),
+            *check_cancelled_sale(s),
             *check_money(s), *check_per_user_limit(s), *check_one_card(s),
             *check_final_stays_final(s, earlier)]
 
@@ -658,7 +688,8 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
                             ttl_ms=_int(config_raw.get("ttl_s")) * 1000,
                             starts_at_ms=_int(config_raw.get("starts_at_ms")),
                             product_id=str(config_raw.get("product_id") or ""),
-                            one_card=config_raw.get("one_card") == "1")
+                            one_card=config_raw.get("one_card") == "1",
+                            cancelled=config_raw.get("closing") == "sale_cancelled")
         if counters_raw:
             # Every counter the hash holds, by SaleCounters' own field names.
             counters = SaleCounters(

@@ -22,6 +22,7 @@ from typing import Any
 
 from common.auditing import audit
 from common.auditing.audit import Violation
+from common.billing import sale_cancellation
 from common.billing.payments import PaymentContext, settle_ticket_payment
 from common.billing.stripe_gateway import SUCCEEDED
 from common.flash_sale import sale_keys
@@ -72,9 +73,15 @@ def reconcile_sale(ctx: PaymentContext, sale_id: str, repair: bool = True, *,
         report.problems.append("sale not loaded in Redis")
         return report
 
-    # Every settled ticket has exactly one order.
+    sale = ctx.db.sales.find_one({"_id": sale_id}, {"closing": 1}) or {}
+    if repair and sale.get("closing") == sale_cancellation.controls.Closing.CANCELLED:
+        # A cancelled sale: release and refund what is left (a crash, an outage, a late payment).
+        sale_cancellation.finish_cancellation(ctx, sale_id)
+
+    # Every settled ticket has exactly one order (refunded when its sale was cancelled).
     ordered_tickets = {o["ticket_id"]: o["_id"] for o in ctx.db.orders.find(
-        {"sale_id": sale_id, "status": str(OrderStatus.PAID)}, {"ticket_id": 1})}
+        {"sale_id": sale_id, "status": {"$in": [str(OrderStatus.PAID), str(OrderStatus.REFUNDED)]}},
+        {"ticket_id": 1})}
     settled = [str(t) for t in ctx.redis.smembers(sale_keys.settled_key(sale_id))]
     pipe = ctx.redis.pipeline(transaction=False)
     for ticket_id in settled:
@@ -104,7 +111,7 @@ def reconcile_sale(ctx: PaymentContext, sale_id: str, repair: bool = True, *,
     violations = [*audit.check_stock(snapshot, orders_complete=True),
                   *audit.check_one_per_ticket(snapshot),
                   *audit.check_per_user_limit(snapshot),
-                  *audit.check_final_stays_final(snapshot)]
+                  *audit.check_final_stays_final(snapshot), *audit.check_cancelled_sale(snapshot)]
     if confirm:
         violations = _seen_twice(ctx, sale_id, violations)
     for violation in violations:

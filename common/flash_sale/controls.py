@@ -19,6 +19,7 @@ What a change does to tickets already in the sale:
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -27,6 +28,8 @@ from pymongo.database import Database
 from common.auditing import operator_log
 from common.flash_sale import sale_keys
 from common.flash_sale.sales import KEEP_AFTER_END, get_sale_doc
+from common.flash_sale.tickets import TicketStatus
+from common.flash_sale.waiting_room import release_ticket
 from common.platform.clock import utc_now
 from common.platform.errors import Conflict, NotFound, ValidationFailed
 from common.platform.lua_scripts import scripts_for
@@ -135,3 +138,79 @@ def _store(db: Database, sale_id: str, changes: dict[str, Any]) -> None:
         if replaced.matched_count:
             return
     raise Conflict("The sale changed meanwhile; try again.")
+
+
+class Closing(StrEnum):
+    """Why the operator closed a sale early: the `reason` its waiting tickets end with."""
+
+    ENDED = "sale_ended"  # waiting tickets end sold_out; reservations keep their time to pay
+    CANCELLED = "sale_cancelled"  # every live ticket ends cancelled; paid orders refunded
+
+
+LOBBY_PAGE = 200
+
+
+def close_sale(db: Database, redis_client: redis.Redis, sale_id: str, closing: Closing) -> dict[str, Any]:
+    """End the sale now, as the operator asked: admissions stop at once (its end is now), every
+    lobby ticket ends here, and every queued ticket ends at the decider's next batch (it reads
+    `closing` before anything else: no pause, no pace), which is nudged by the caller.
+
+    Idempotent, and a cancel may follow an end (never the reverse). The sale's document records
+    it first (`closing`, `closed_at`): a crash after that leaves a record that the sweep (and
+    a second call) finish from. Returns the sale's document."""
+    sale = get_sale_doc(db, sale_id)
+    if sale.get("closing") == Closing.CANCELLED and closing is Closing.ENDED:
+        return sale  # cancelled already: final
+    now = utc_now()
+    ends_at = min(_aware(sale["ends_at"]), now)
+    _store(db, sale_id, {"closing": closing.value, "closed_at": now, "ends_at": ends_at,
+                         "paused": False})
+    apply_config(redis_client, sale_id, {
+        "closing": closing.value, "paused": "", "ends_at_ms": _config_value("ends_at", ends_at)})
+    end_lobby_tickets(redis_client, sale_id, closing)
+    return get_sale_doc(db, sale_id)
+
+
+def end_lobby_tickets(redis_client: redis.Redis, sale_id: str, closing: Closing) -> int:
+    """Every ticket still in the lobby ends now (end_lobby_tickets.lua), a page at a time;
+    a draw entry's hold goes into the cancellation outbox in the same step."""
+    status = "cancelled" if closing is Closing.CANCELLED else "sold_out"
+    lobby_key, ended, start = sale_keys.lobby_key(sale_id), 0, 0
+    while True:
+        page = redis_client.zrange(lobby_key, start, start + LOBBY_PAGE - 1)
+        if not page:
+            return ended
+        keys = [sale_keys.counters_key(sale_id), sale_keys.live_tickets_key(sale_id),
+                sale_keys.intent_cancels_key(sale_id)]
+        keys += [sale_keys.ticket_key(sale_id, str(ticket_id)) for ticket_id in page]
+        ended += len(scripts_for(redis_client).end_lobby_tickets(keys=keys,
+                                                                args=[status, closing.value]))
+        start += LOBBY_PAGE
+
+
+def end_sale(db: Database, redis_client: redis.Redis, sale_id: str, *, actor: str) -> dict[str, Any]:
+    """`POST /api/sales/<id>/end`: the sale ends now; queued and lobby tickets end `sold_out`
+    with reason `sale_ended`; reservations keep their time to pay. Idempotent."""
+    before = get_sale_doc(db, sale_id)
+    sale = close_sale(db, redis_client, sale_id, Closing.ENDED)
+    operator_log.record(db, actor=actor, action=operator_log.OperatorAction.SALE_ENDED, sale_id=sale_id,
+                        changes={"ends_at": {"before": _shown(before["ends_at"]),
+                                             "after": _shown(sale["ends_at"])}})
+    return sale
+
+
+def cancel_waiting_and_reserved(redis_client: redis.Redis, sale_id: str) -> list[str]:
+    """A cancelled sale's reservations end `cancelled` (reason `sale_cancelled`), their units
+    back and their PaymentIntents in the cancellation outbox, each in one step (release.lua).
+    A payment already under way is settled as a late payment on a cancelled ticket: refunded.
+    Returns the intents to cancel now (the outbox keeps them until Stripe confirms)."""
+    intents = []
+    for ticket_id in redis_client.zrange(sale_keys.expiry_key(sale_id), 0, -1):
+        released, intent_id = release_ticket(redis_client, str(ticket_id), TicketStatus.CANCELLED,
+                                             (TicketStatus.RESERVING, TicketStatus.RESERVED))
+        if released:
+            redis_client.hset(sale_keys.ticket_key(sale_id, str(ticket_id)), "reason",
+                              Closing.CANCELLED.value)
+            if intent_id:
+                intents.append(intent_id)
+    return intents

@@ -237,7 +237,10 @@ class Decider:
     def _controls(self) -> tuple[bool, float | None]:
         """The operator's pause and pace, read from the sale's config every loop (controls.py):
         reserve_batch.lua enforces both atomically; this only sizes what is read."""
-        paused, pace = self.redis.hmget(sale_keys.config_key(self.sale_id), "paused", "outflow_per_second")
+        paused, pace, closing = self.redis.hmget(sale_keys.config_key(self.sale_id), "paused",
+                                                 "outflow_per_second", "closing")
+        if closing:  # ended or cancelled: every waiting ticket is ended at once
+            return False, None
         return paused == "1", float(pace) if pace else None
 
     def _decide(self, entries: list[tuple[str, dict[str, str]]], rate_sample: float) -> None:

@@ -22,6 +22,9 @@ UNMATCHED_REFUNDS = Counter("flashsale_unmatched_payment_refunds_total",
                             "Succeeded payments that matched no live ticket, refunded", ["reason"])
 INTENT_CANCELLATIONS = Counter("flashsale_intent_cancellations_total",
                                "Outbox sweeps of released tickets' PaymentIntents", ["outcome"])
+# The operator's controls (flash_sale/controls.py) and what they did: sale changes, ends,
+# cancels, the refunds of a cancelled sale, and the pace set by Stripe's health.
+OPERATOR_ACTIONS = Counter("flashsale_operator_actions_total", "Operator controls applied", ["action"])
 DEAD_LETTERS = Counter("flashsale_dead_letters_total", "Tickets or tasks sent to dead letter", ["kind"])
 # Live ticket streams (api/ticket_events.py): open now, summed over the live API processes,
 # and how they ended (final status, client gone, error).

@@ -12,18 +12,23 @@
 -- a `paused` sale decides nothing (every ticket "paused"); a sale with `outflow_per_second`
 -- decides at most that many a second (a token bucket of at most max(1, pace / 10) tokens in the
 -- counters' pace_tokens/pace_at_ms), the rest of the batch "deferred", unchanged, in order;
--- the ETA rate shown to shoppers (counters' `rate`) is capped by the pace.
+-- the ETA rate shown to shoppers (counters' `rate`) is capped by the pace. A sale the operator
+-- ended or cancelled (config `closing`: sale_ended | sale_cancelled) ends every queued ticket
+-- `sold_out` or `cancelled` with that reason, whatever the pause or the pace.
 -- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6 presence, 7.. ticket keys (in stream order)
 -- ARGV: 1 decisions-per-second sample (0 = none)
 -- Returns a flat list: ticket_id, outcome, per ticket; outcome is "reserving", "sold_out",
--- "limit_reached", "abandoned", "missing", "already:<status>", "paused" or "deferred".
+-- "limit_reached", "abandoned", "cancelled", "missing", "already:<status>", "paused" or
+-- "deferred".
 local config_key, counters_key, live_key, held_key, expiry_key, presence_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local FIRST_TICKET = 7
 local rate_sample = tonumber(ARGV[1])
 
 local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit', 'presence_timeout_s',
-  'paused', 'outflow_per_second')
+  'paused', 'outflow_per_second', 'closing')
+local closing = config[6]
+if closing then config[4], config[5] = nil, nil end
 if config[4] == '1' then
   local held_back = {}
   for i = FIRST_TICKET, #KEYS do
@@ -54,7 +59,7 @@ local function pass_units(units_before, quantity)
   if units_before then served_units = math.max(served_units, tonumber(units_before) + tonumber(quantity)) end
 end
 local out = {}
-local reserved_units, sold_out, abandoned, decided = 0, 0, 0, 0
+local reserved_units, sold_out, abandoned, decided, cancelled = 0, 0, 0, 0, 0
 local changed = {}
 for i = FIRST_TICKET, #KEYS do
   local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'quantity', 'user_id', 'seq',
@@ -80,7 +85,14 @@ for i = FIRST_TICKET, #KEYS do
       last_seen = math.max(tonumber(redis.call('HGET', presence_key, id) or '0'),
         tonumber(ticket[6] or '0'))
     end
-    if presence_timeout_ms > 0 and now - last_seen > presence_timeout_ms then
+    if closing then
+      local ended_as = closing == 'sale_cancelled' and 'cancelled' or 'sold_out'
+      redis.call('HSET', KEYS[i], 'status', ended_as, 'reason', closing, 'updated_at_ms', now)
+      unlink_live_ticket(live_key, ticket[4], id)
+      if ended_as == 'cancelled' then cancelled = cancelled + 1 else sold_out = sold_out + 1 end
+      out[#out + 1] = id
+      out[#out + 1] = ended_as
+    elseif presence_timeout_ms > 0 and now - last_seen > presence_timeout_ms then
       redis.call('HSET', KEYS[i], 'status', 'abandoned', 'updated_at_ms', now)
       unlink_live_ticket(live_key, ticket[4], id)
       abandoned = abandoned + 1
@@ -122,6 +134,7 @@ redis.call('HSET', counters_key, 'available', available, 'served', served, 'serv
 if reserved_units > 0 then redis.call('HINCRBY', counters_key, 'reserved', reserved_units) end
 if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) end
 if abandoned > 0 then redis.call('HINCRBY', counters_key, 'abandoned', abandoned) end
+if cancelled > 0 then redis.call('HINCRBY', counters_key, 'cancelled', cancelled) end
 if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end
 if pace then redis.call('HSET', counters_key, 'pace_tokens', tostring(tokens - decided), 'pace_at_ms', now) end
 if rate_sample > 0 or pace then
