@@ -154,6 +154,9 @@ send_verification_mail  # Celery task, sent by name (worker/tasks.py, api/auth.p
 sale_challenge  # Flask route (api/sales.py)
 maxnumber  # a schema field, ALTCHA's name for it (api/sales.py ChallengeSchema)
 card_holder  # who holds a sale's card claim: for operators' shells and tests (common/billing/card_claims.py)
+hold_entry  # Flask route (api/tickets.py)
+not_selected  # a sale counter, read by the auditor through SaleCounters' fields (common/flash_sale/sales.py)
+REQUIRED  # a hold's status, written by admit.lua (common/flash_sale/tickets.py HoldStatus)
 payment_pending  # marshmallow field (api/schemas.py TicketSchema)
 outflow_per_second  # marshmallow field (api/admin.py SaleUpdateSchema), read by controls.py by name
 queue_cap  # marshmallow field (api/admin.py SaleUpdateSchema), read by controls.py by name

@@ -34,6 +34,15 @@ class ReservationSchema(ma.Schema):
     currency = ma.fields.String(allow_none=True)
 
 
+class HoldSchema(ma.Schema):
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(
+        ["required", "held", "failed", "released", "captured"]))
+    payment_intent_id = ma.fields.String(allow_none=True)
+    client_secret = ma.fields.String(allow_none=True)
+    amount_cents = ma.fields.Integer()
+    currency = ma.fields.String(allow_none=True)
+
+
 class TicketSchema(ma.Schema):
     id = ma.fields.String(required=True)
     sale_id = ma.fields.String(required=True)
@@ -53,6 +62,8 @@ class TicketSchema(ma.Schema):
     poll_after_ms = ma.fields.Integer(allow_none=True)
     reservation = ma.fields.Nested(ReservationSchema, allow_none=True)
     order_id = ma.fields.String(allow_none=True)
+    hold = ma.fields.Nested(HoldSchema, metadata={
+        "description": "a draw sale's entry: its card hold (`POST /api/tickets/<id>/hold`)"})
     refunded = ma.fields.Boolean(metadata={"description": "present when a late payment was refunded"})
     payment_pending = ma.fields.Boolean(metadata={
         "description": "present (true) on an `expired` ticket whose payment may still have gone "

@@ -10,7 +10,7 @@ from api.extensions import clients, settings
 from api.payment_limit import payment_rate_limited
 from api.schemas import RequestSchema, TicketSchema
 from api.task_queue import apply_succeeded_payment
-from common.billing import card_payments, payments
+from common.billing import card_payments, holds
 from common.billing.stripe_gateway import REQUIRES_ACTION, StripeGateway
 from common.flash_sale import waiting_room
 
@@ -44,13 +44,14 @@ def get_ticket(ticket_id: str):
 @blp.alt_response(409, description="`ticket_not_active`, or `payment_in_progress` while a payment "
                                    "is processing or has succeeded (nothing changes)")
 def cancel_ticket(ticket_id: str):
-    """Give up a queued or reserved ticket; a reservation's stock returns at once.
+    """Give up a queued or reserved ticket; a reservation's stock returns at once. A draw
+    sale's entry, before the draw, is withdrawn and its card hold released.
 
     A reservation's PaymentIntent is cancelled at Stripe before the ticket is, so a cancelled
     ticket is never charged.
     """
     gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
-    return payments.cancel_ticket(clients().sales_redis, gateway, ticket_id, current_user_id())
+    return holds.cancel_entry_or_ticket(clients().sales_redis, gateway, ticket_id, current_user_id())
 
 
 @blp.route("/<ticket_id>/pay", methods=["POST"])
@@ -73,5 +74,26 @@ def pay_ticket(body: dict, ticket_id: str):
                                            ticket_id=ticket_id, user_id=current_user_id(),
                                            card_token=body["card_token"])
     apply_succeeded_payment(intent.id, intent.status)
+    return {"status": intent.status, "requires_action": intent.status == REQUIRES_ACTION,
+            "client_secret": intent.client_secret, "payment_intent_id": intent.id}
+
+
+@blp.route("/<ticket_id>/hold", methods=["POST"])
+@blp.doc(security=BEARER)
+@login_required
+@payment_rate_limited
+@blp.arguments(PaySchema)
+@blp.response(200, PaymentResultSchema)
+@blp.alt_response(402, description="`payment_declined`: the entry's hold is `failed`; try another card")
+@blp.alt_response(409, description="`ticket_not_active` (not a draw entry, or the draw has started), "
+                                   "`card_already_used`")
+def hold_entry(body: dict, ticket_id: str):
+    """Hold price x quantity on a card for a draw sale's entry (a manual-capture payment):
+    charged only if the entry is drawn, released otherwise. `requires_capture` means held;
+    `requires_action` means 3-D Secure: finish with `stripe.confirmCardPayment(client_secret)`.
+    """
+    gateway = StripeGateway(clients().stripe, emulator=settings().stripe_emulator)
+    intent = holds.place_hold(clients().sales_redis, clients().db, gateway, ticket_id=ticket_id,
+                              user_id=current_user_id(), card_token=body["card_token"])
     return {"status": intent.status, "requires_action": intent.status == REQUIRES_ACTION,
             "client_secret": intent.client_secret, "payment_intent_id": intent.id}

@@ -11,12 +11,13 @@ from celery import Task
 
 from common.accounts import email_verification
 from common.auditing import reconcile
-from common.billing import payments
+from common.billing import draw_walk, payments
 from common.billing.payments import apply_intent, mark_event_processed
-from common.flash_sale import lobby, reservations, sales
+from common.flash_sale import draw, lobby, reservations, sale_keys, sales
 from common.platform import metrics
 from common.platform.clock import utc_now
 from common.platform.errors import PaymentProviderBusy
+from common.platform.locks import RedisLock
 from common.platform.task_routes import TaskName
 from worker.app import celery_app, settings
 from worker.runtime import intent_pool, payment_context, runtime_clients, stripe_gateway, with_lock
@@ -65,7 +66,15 @@ def backoff_seconds(retries: int) -> float:
 def _drain_options() -> reservations.DrainOptions:
     return reservations.DrainOptions(
         batch_size=settings.decision_batch_size, claim_idle_ms=settings.claim_idle_ms,
-        max_deliveries=settings.max_deliveries, idle_seconds=settings.drain_idle_seconds)
+        max_deliveries=settings.max_deliveries, idle_seconds=settings.drain_idle_seconds,
+        health=reservations.HealthThresholds(
+            enabled=settings.stripe_health_pacing,
+            window_seconds=settings.stripe_health_window_seconds,
+            min_calls=settings.stripe_health_min_calls,
+            max_error_rate=settings.stripe_health_max_error_rate,
+            slow_call_ms=settings.stripe_health_slow_call_ms,
+            max_slow_rate=settings.stripe_health_max_slow_rate,
+            step_seconds=settings.stripe_health_step_seconds))
 
 
 @celery_app.task(name=TaskName.PING)
@@ -106,7 +115,32 @@ def start_lobbies() -> int:
     started = lobby.start_due_lobbies(redis_client, sales.all_sale_ids(redis_client))
     for sale_id in started:
         drain_sale.delay(sale_id)
+    # A draw sale's start is its draw: walked by one task at a time (under the sale's draw
+    # lock), resumed by the next tick's task if a worker dies in it.
+    for sale_id in draw.due_draws(redis_client, sales.all_sale_ids(redis_client)):
+        walk_draw.delay(sale_id)
     return len(started)
+
+
+# A killed walker frees its draw within this long; a live one renews after every entry.
+DRAW_LOCK_MS = 10_000
+
+
+@celery_app.task(name=TaskName.WALK_DRAW, base=PeriodicTask, ignore_result=True)
+def walk_draw(sale_id: str) -> dict[str, int] | None:
+    """Run or resume a draw sale's walk (no-op while another worker walks it)."""
+    lock = RedisLock(runtime_clients().sales_redis, sale_keys.draw_lock_key(sale_id), DRAW_LOCK_MS)
+    with lock as acquired:
+        if not acquired:
+            return None
+        report = draw_walk.walk_draw(payment_context(), sale_id,
+                                     calls_per_second=settings.draw_stripe_calls_per_second,
+                                     keep_alive=lock.renew)
+    log.info("draw walked", extra={"sale_id": sale_id, "state": report.state,
+                                   "captured": report.captured, "failed": report.failed,
+                                   "released": report.released, "no_hold": report.no_hold,
+                                   "stripe_calls": report.stripe_calls})
+    return {"captured": report.captured, "failed": report.failed, "released": report.released}
 
 
 @celery_app.task(name=TaskName.EXPIRE_RESERVATIONS, base=PeriodicTask, ignore_result=True)

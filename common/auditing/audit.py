@@ -24,6 +24,10 @@ webhook, joined again with T2 and paid it ended with 2 paid units unseen.
   every sale order refunded, with Stripe read no sale payment left succeeded and unrefunded.
 - One card (a sale whose `entry.one_card` is on): no card (its fingerprint, recorded on the paid
   order) paid for two accounts in the sale.
+- Draw (a draw sale's holds, with Stripe read): the holds captured hold no more units than the
+  stock; every captured hold has exactly one paid order and its ticket is paid; every hold of a
+  `not_selected` or `cancelled` (withdrawn, no hold at the draw) entry is cancelled at Stripe
+  once the walk is over; no entry's hold is captured twice.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ HELD = HOLDING | {TicketStatus.SETTLING}
 NOT_PAID_FINAL = frozenset(FINAL - {TicketStatus.PAID})
 # Final statuses whose count is kept in the sale's counters hash, by counter name.
 COUNTED_STATUSES = (TicketStatus.SOLD_OUT, TicketStatus.EXPIRED, TicketStatus.CANCELLED,
-                    TicketStatus.PAYMENT_FAILED, TicketStatus.PAID, TicketStatus.ABANDONED)
+                    TicketStatus.PAYMENT_FAILED, TicketStatus.PAID, TicketStatus.ABANDONED,
+                    TicketStatus.NOT_SELECTED)
 PAGE = 1000
 READ_ATTEMPTS = 4
 
@@ -66,6 +71,7 @@ class Invariant(StrEnum):
     FINAL_STAYS_FINAL = "final stays final"
     CANCELLED_SALE = "cancelled sale"
     ONE_CARD = "one card"
+    DRAW = "draw"
 
 
 @dataclass(frozen=True)
@@ -384,7 +390,9 @@ def check_one_per_ticket(s: SaleSnapshot, *, intents_closed: bool = True,
     for intent_id in sorted(i for i, n in attached.items() if n > 1):
         add("shared_intent", f"PaymentIntent {intent_id} is attached to two tickets", intent_id)
     for ticket in s.tickets.values():
-        if ticket.payment_intent_id and not ticket.expires_at_ms:
+        # A draw's winner pays with its hold, reserved by the draw for the capture only.
+        drawn = ticket.payment_intent_id == ticket.fields.get("hold_intent_id")
+        if ticket.payment_intent_id and not ticket.expires_at_ms and not drawn:
             add("intent_without_reservation", f"ticket {ticket.id} has a PaymentIntent but was "
                 "never reserved", ticket.id)
     per_ticket = Counter(o.ticket_id for o in s.orders)
@@ -519,6 +527,50 @@ def check_one_card(s: SaleSnapshot) -> list[Violation]:
             for card, users in sorted(accounts.items()) if len(users) > 1]
 
 
+def _is_hold(intent: IntentRecord) -> bool:
+    return intent.metadata.get("hold") == "1"
+
+
+def check_draw(s: SaleSnapshot, *, holds_closed: bool = True) -> list[Violation]:
+    """A draw sale's holds against Stripe (nothing to check without Stripe or holds).
+    `holds_closed`: the walk is over, so every losing or withdrawn entry's hold is cancelled."""
+    if s.intents is None:
+        return []
+    out: list[Violation] = []
+
+    def add(code: str, message: str, subject: str) -> None:
+        out.append(Violation(Invariant.DRAW, code, message, subject))
+
+    captured = [i for i in s.intents.values() if _is_hold(i) and i.status == SUCCEEDED]
+    units = 0
+    paid_by_intent = Counter(o.payment_intent_id for o in s.paid_orders())
+    per_ticket: Counter[str] = Counter()
+    for intent in captured:
+        ticket = s.tickets.get(intent.metadata.get("ticket_id", ""))
+        per_ticket[intent.metadata.get("ticket_id", "")] += 1
+        units += ticket.quantity if ticket else 0
+        if paid_by_intent[intent.id] != 1 and not intent.refunds:
+            add("capture_orders", f"captured hold {intent.id} has {paid_by_intent[intent.id]} paid "
+                "orders", intent.id)
+        if ticket is None or ticket.known_status not in SELLING:
+            add("capture_ticket", f"captured hold {intent.id} belongs to a "
+                f"{ticket.status if ticket else 'missing'} ticket", intent.id)
+    if s.config is not None and units > s.config.stock_total:
+        add("captures_over_stock", f"holds captured for {units} units > stock {s.config.stock_total}",
+            s.sale_id)
+    for ticket_id in sorted(t for t, n in per_ticket.items() if n > 1):
+        add("captured_twice", f"entry {ticket_id} had {per_ticket[ticket_id]} holds captured", ticket_id)
+    if holds_closed:
+        for ticket in s.tickets.values():
+            if ticket.known_status not in (TicketStatus.NOT_SELECTED, TicketStatus.CANCELLED):
+                continue
+            open_holds = [i.id for i in s.intents_for(ticket) if _is_hold(i) and i.status != CANCELED]
+            if open_holds:
+                add("hold_not_released", f"{ticket.status} entry {ticket.id} still holds "
+                    f"{_sample(open_holds)}", ticket.id)
+    return out
+
+
 def reachable(source: TicketStatus) -> frozenset[TicketStatus]:
     """Every status a ticket can reach from `source` through TRANSITIONS (one step or more)."""
     seen: set[TicketStatus] = set()
@@ -596,7 +648,7 @@ def audit_sale(s: SaleSnapshot, *, settled: bool = False, allow_reserved: bool =
             *check_one_per_ticket(s, intents_closed=intents_closed, one_live_intent=one_live_intent),
             *check_cancelled_sale(s),
             *check_money(s), *check_per_user_limit(s), *check_one_card(s),
-            *check_final_stays_final(s, earlier)]
+            *check_draw(s, holds_closed=intents_closed), *check_final_stays_final(s, earlier)]
 
 
 # ------------------------------------------------------------------ reading (I/O)
@@ -692,10 +744,10 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
                             cancelled=config_raw.get("closing") == "sale_cancelled")
         if counters_raw:
             # Every counter the hash holds, by SaleCounters' own field names.
+            counts: dict[str, Any] = {f.name: _int(counters_raw.get(f.name)) for f in fields(SaleCounters)
+                                      if f.name not in ("stock_total", "rate", "auto_pace", "auto_reason")}
             counters = SaleCounters(
-                stock_total=config.stock_total, rate=float(counters_raw.get("rate") or 0.0),
-                **{f.name: _int(counters_raw.get(f.name)) for f in fields(SaleCounters)
-                   if f.name not in ("stock_total", "rate")})
+                stock_total=config.stock_total, rate=float(counters_raw.get("rate") or 0.0), **counts)
     snapshot = SaleSnapshot(
         sale_id=sale_id, config=config, counters=counters, stream_ids=ids,
         tickets={t: TicketRecord.from_hash(t, h) for t, h in zip(unique, hashes, strict=True) if h},

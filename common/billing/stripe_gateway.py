@@ -30,6 +30,7 @@ CANCELED = "canceled"
 REQUIRES_ACTION = "requires_action"
 PROCESSING = "processing"
 REQUIRES_PAYMENT_METHOD = "requires_payment_method"  # new, or declined and open to another card
+REQUIRES_CAPTURE = "requires_capture"  # a manual-capture intent authorised: a hold
 
 # What Stripe.js `createToken` returns (and Stripe's test tokens such as tok_visa): checked
 # before any Stripe call, so that garbage costs the shop's account nothing.
@@ -93,6 +94,51 @@ class StripeGateway:
             log.warning("payment intent creation failed: %s", exc)
             raise provider_error(exc) from exc
         return Intent.from_stripe(obj)
+
+    def create_hold(self, *, amount_cents: int, currency: str, metadata: dict[str, str],
+                    idempotency_key: str) -> Intent:
+        """A manual-capture PaymentIntent: confirmed, it only authorises the amount (a hold,
+        `requires_capture`, for up to 7 days) until `capture` charges it or `cancel_hold`
+        releases it (a draw sale's entry: flash_sale/draw.py)."""
+        try:
+            obj = self.client.v1.payment_intents.create(
+                params={"amount": amount_cents, "currency": currency.lower(),
+                        "metadata": metadata, "payment_method_types": ["card"],
+                        "capture_method": "manual"},  # type: ignore[typeddict-unknown-key]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            log.warning("hold creation failed: %s", exc)
+            raise provider_error(exc) from exc
+        return Intent.from_stripe(obj)
+
+    def capture(self, intent_id: str, idempotency_key: str) -> Intent:
+        """Charge a hold in full; returns the intent as it is after the call. Repeating it is
+        safe: a hold captured already (its first answer lost) reports `succeeded`; a hold that
+        cannot be captured (cancelled, expired) reports its status, which is not `succeeded`.
+        One Stripe call, two when the capture is refused."""
+        try:
+            return Intent.from_stripe(self.client.v1.payment_intents.capture(
+                intent_id, options={"idempotency_key": idempotency_key}))
+        except stripe.InvalidRequestError:
+            return self.retrieve(intent_id)
+        except stripe.CardError:
+            return self.retrieve(intent_id)
+        except stripe.StripeError as exc:
+            raise provider_error(exc) from exc
+
+    def cancel_hold(self, intent_id: str, idempotency_key: str) -> Intent:
+        """Release a hold (or close an intent never confirmed); returns the final state. One
+        Stripe call, two when Stripe refuses it (cancelled already, or captured: reported)."""
+        params: dict[str, Any] = {} if self.emulator else {"cancellation_reason": "abandoned"}
+        try:
+            return Intent.from_stripe(self.client.v1.payment_intents.cancel(
+                intent_id, params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key}))
+        except stripe.InvalidRequestError:
+            return self.retrieve(intent_id)
+        except stripe.StripeError as exc:
+            raise provider_error(exc) from exc
 
     def retrieve(self, intent_id: str) -> Intent:
         try:

@@ -66,7 +66,7 @@ def draw_order(seed: bytes, ticket_ids: Iterable[str]) -> list[str]:
 class LobbyStart:
     """What one run of the start step found and did."""
 
-    state: str  # "no_lobby", "not_yet", "placed" (every lobby ticket has its place)
+    state: str  # "no_lobby", "not_yet", "placed" (every lobby ticket has its place), "draw"
     lobby_size: int = 0
     placed_now: int = 0
     released_now: int = 0
@@ -97,6 +97,9 @@ def start_lobby(redis_client: redis.Redis, sale_id: str, *, chunk_size: int = PL
     closed = _close(redis_client, sale_id)
     if closed[0] != "closed":
         return LobbyStart(state=str(closed[0]))
+    if redis_client.hget(sale_keys.config_key(sale_id), "mode") == "draw":
+        # A draw sale's entries never queue: the draw walks them in drawn order (draw.py).
+        return LobbyStart(state="draw", lobby_size=int(closed[1]))
     size, placed, done = int(closed[1]), int(closed[2]), bool(int(closed[3]))
     report = LobbyStart(state="placed", lobby_size=size, done=done)
     if done:

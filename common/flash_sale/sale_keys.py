@@ -149,3 +149,19 @@ def intent_throttled_key(sale_id: str) -> str:
     """Hash stream entry id -> deliveries that ended in a transient Stripe failure (429, no
     connection): not the entry's fault, so they are not counted towards max_deliveries."""
     return _tag(sale_id) + ":intent-throttled"
+
+
+def draw_key(sale_id: str) -> str:
+    """Hash of a draw sale's walk (flash_sale/draw.py): `prepared` (entries given their drawn
+    rank), `walked` (entries of the order done: the cursor a restarted walk resumes from),
+    `done`."""
+    return _tag(sale_id) + ":draw"
+
+
+def draw_order_key(sale_id: str) -> str:
+    """List of a draw's held entries in drawn order: the walk captures from its head."""
+    return _tag(sale_id) + ":draw-order"
+
+
+def draw_lock_key(sale_id: str) -> str:
+    return _tag(sale_id) + ":draw-lock"

@@ -104,6 +104,8 @@ class SaleCounters:
     # Tickets in the lobby now (not yet placed), and every ticket that joined it.
     lobby: int = 0
     lobby_size: int = 0
+    # A draw sale's entries drawn after the last unit (draw.py).
+    not_selected: int = 0
 
     @property
     def consistent(self) -> bool:
@@ -274,6 +276,7 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         cancelled=number("cancelled"), payment_failed=number("payment_failed"),
         paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
         abandoned=number("abandoned"), lobby=number("lobby"), lobby_size=number("lobby_size"),
+        not_selected=number("not_selected"),
     )
 
 

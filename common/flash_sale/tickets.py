@@ -31,12 +31,17 @@ class TicketStatus(StrEnum):
     # Its turn came while its owner had been away (no open stream, no poll) for longer than
     # the sale's presence_timeout_seconds: the units went to the next in line.
     ABANDONED = "abandoned"
+    # A draw sale's entry drawn after the last unit went: its hold is released (draw.py).
+    NOT_SELECTED = "not_selected"
 
 
 # The only moves a ticket can make. The Lua scripts enforce them atomically; this table is
 # their specification and is checked against the scripts' behaviour by the tests.
 TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
-    TicketStatus.LOBBY: frozenset({TicketStatus.QUEUED}),
+    # A draw sale's entry (draw.py) never queues: drawn while units remain it is reserved for
+    # its hold's capture, else not_selected; withdrawn, or without a hold at the draw, cancelled.
+    TicketStatus.LOBBY: frozenset({TicketStatus.QUEUED, TicketStatus.RESERVING,
+                                   TicketStatus.CANCELLED, TicketStatus.NOT_SELECTED}),
     TicketStatus.QUEUED: frozenset({TicketStatus.RESERVING, TicketStatus.SOLD_OUT,
                                     TicketStatus.CANCELLED, TicketStatus.ABANDONED}),
     TicketStatus.RESERVING: frozenset({TicketStatus.RESERVED, TicketStatus.SETTLING,
@@ -54,11 +59,13 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.CANCELLED: frozenset(),
     TicketStatus.PAYMENT_FAILED: frozenset(),
     TicketStatus.ABANDONED: frozenset(),
+    TicketStatus.NOT_SELECTED: frozenset(),
 }
 
 HOLDING = frozenset({TicketStatus.RESERVING, TicketStatus.RESERVED})
 FINAL = frozenset({TicketStatus.PAID, TicketStatus.SOLD_OUT, TicketStatus.EXPIRED,
-                   TicketStatus.CANCELLED, TicketStatus.PAYMENT_FAILED, TicketStatus.ABANDONED})
+                   TicketStatus.CANCELLED, TicketStatus.PAYMENT_FAILED, TicketStatus.ABANDONED,
+                   TicketStatus.NOT_SELECTED})
 PUBLIC_STATUS = {
     TicketStatus.RESERVING: TicketStatus.QUEUED,
     TicketStatus.SETTLING: TicketStatus.RESERVED,
@@ -151,6 +158,37 @@ def outlook(ahead: int, quantity: int, chances: Chances) -> Outlook:
     return Outlook.UNLIKELY
 
 
+class HoldStatus(StrEnum):
+    """A draw entry's card hold (draw.py, billing/holds.py)."""
+
+    REQUIRED = "required"  # no authorised card yet: the entry is not in the draw
+    HELD = "held"  # Stripe said requires_capture
+    FAILED = "failed"  # declined: the shopper may try another card
+    RELEASED = "released"  # cancelled at Stripe (withdrawn, no hold at the draw, not selected)
+    CAPTURED = "captured"  # charged: the entry won
+
+
+def public_hold(fields: dict[str, str]) -> dict[str, Any] | None:
+    """A draw entry's `hold`, or None for a ticket of a queue sale. A final ticket's hold
+    status follows from the ticket's (paid: captured; not_selected or cancelled with an
+    intent: released; a failed capture: failed), so no second write can lag behind it."""
+    stored = fields.get("hold_status")
+    if not stored:
+        return None
+    status, has_intent = fields["status"], bool(fields.get("hold_intent_id"))
+    shown = HoldStatus(stored)
+    if status in (TicketStatus.PAID, TicketStatus.SETTLING) and has_intent:
+        shown = HoldStatus.CAPTURED
+    elif status == TicketStatus.NOT_SELECTED or (status == TicketStatus.CANCELLED and has_intent):
+        shown = HoldStatus.RELEASED
+    elif status == TicketStatus.PAYMENT_FAILED:
+        shown = HoldStatus.FAILED
+    return {"status": shown.value, "payment_intent_id": fields.get("hold_intent_id") or None,
+            "client_secret": fields.get("hold_client_secret") or None,
+            "amount_cents": int(fields.get("hold_amount_cents") or 0),
+            "currency": fields.get("hold_currency") or None}
+
+
 def public_ticket(fields: dict[str, str], served: int, rate: float,
                   chances: Chances | None = None) -> dict[str, Any]:
     """The contract's ticket from its Redis hash and the sale's served counter; with
@@ -204,4 +242,7 @@ def public_ticket(fields: dict[str, str], served: int, rate: float,
         ticket["paused"] = True
     if fields.get("reason"):
         ticket["reason"] = fields["reason"]
+    hold = public_hold(fields)
+    if hold is not None:
+        ticket["hold"] = hold
     return ticket

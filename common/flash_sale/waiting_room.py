@@ -115,6 +115,9 @@ def admit(redis_client: redis.Redis, sale_id: str, user_id: str, quantity: int,
         fields = {"id": ticket_id, "sale_id": sale_id, "user_id": user_id, "quantity": str(quantity),
                   "seq": str(seq), "status": str(status), "units_before": str(units_before),
                   "created_at_ms": created_at_ms, "updated_at_ms": created_at_ms}
+        if len(result) > 13:  # a draw sale's entry, whose card is to be held (draw.py)
+            fields.update(hold_status="required", hold_amount_cents=str(result[13]),
+                          hold_currency=str(result[14]))
         ticket = public_ticket(fields, int(served), float(service_rate),
                                Chances.from_values(result[9:13]))
         return Admission(ticket=ticket, created=True, kick=bool(int(kick)))

@@ -13,7 +13,10 @@ local ticket = redis.call('HMGET', ticket_key, 'status', 'user_id', 'card_finger
 local status, previous = ticket[1], ticket[3]
 if not status or ticket[2] ~= user then return {'ended', 'missing'} end
 -- Checked here, atomically with release.lua: a claim never outlives its ticket's reservation.
-if status ~= 'reserving' and status ~= 'reserved' then return {'ended', status} end
+-- A draw entry (`lobby` with a hold, billing/holds.py) claims its card before the hold too;
+-- withdraw_entry.lua and the draw's scripts give it back.
+local holding = status == 'lobby' and redis.call('HEXISTS', ticket_key, 'hold_status') == 1
+if status ~= 'reserving' and status ~= 'reserved' and not holding then return {'ended', status} end
 local config = redis.call('HMGET', config_key, 'one_card', 'expire_at_s')
 local mine = ticket_id .. ' ' .. user
 if config[1] == '1' then

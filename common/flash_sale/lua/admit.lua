@@ -103,8 +103,19 @@ if in_lobby then
   redis.call('ZADD', lobby_key, 0, ticket_id)
   redis.call('HSET', live_key, user, ticket_id)
   redis.call('HSET', latest_key, user, ticket_id)
-  return {'issued', ticket_id, 0, '', stamp, stock[3] or '0', stock[4] or '0', 'lobby', '',
+  local reply = {'issued', ticket_id, 0, '', stamp, stock[3] or '0', stock[4] or '0', 'lobby', '',
     stock[1], stock[2], stock[5] or '0', lobby_units}
+  -- A draw sale's entry (flash_sale/draw.py) needs its card held (billing/holds.py): the
+  -- amount, price x quantity, is in the reply too (draw: amount_cents, currency at the end).
+  local draw = redis.call('HMGET', config_key, 'mode', 'price_cents', 'currency')
+  if draw[1] == 'draw' then
+    local amount = tonumber(draw[2]) * quantity
+    redis.call('HSET', ticket_key, 'hold_status', 'required', 'hold_amount_cents', amount,
+      'hold_currency', draw[3])
+    table.insert(reply, amount)
+    table.insert(reply, draw[3])
+  end
+  return reply
 end
 if lobby_opens then close_lobby(counters_key) end
 
