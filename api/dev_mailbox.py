@@ -25,6 +25,16 @@ blp = Blueprint("dev_mailbox", __name__, url_prefix="/api/dev")
 
 MAX_MESSAGES = 50
 LINK = re.compile(r"https?://[^\s<>\"']+")
+# The sink writes each file whole and never changes it: parsed once per process. Tests that
+# sign up hundreds of shoppers at once poll this page for each one's mail.
+_parsed: dict[Path, dict[str, Any]] = {}
+
+
+def _cached_message(path: Path) -> dict[str, Any]:
+    message = _parsed.get(path)
+    if message is None:
+        message = _parsed[path] = _message(path)
+    return message
 
 
 def _message(path: Path) -> dict[str, Any]:
@@ -44,7 +54,7 @@ def mailbox() -> ResponseReturnValue:
     wanted = (request.args.get("to") or "").strip().lower()
     items: list[dict[str, Any]] = []
     for path in sorted(directory.glob("*.eml"), reverse=True) if directory.is_dir() else []:
-        message = _message(path)
+        message = _cached_message(path)
         if wanted and wanted not in message["to"].lower():
             continue
         items.append(message)

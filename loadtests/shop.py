@@ -92,11 +92,12 @@ class Operator:
                     starts_at: datetime | None = None, lasts: timedelta = timedelta(hours=2),
                     per_user_limit: int = 1, reservation_ttl_seconds: int = 300,
                     presence_timeout_seconds: int = 0, lobby: bool = True,
-                    verified_email: bool = False) -> dict[str, Any]:
+                    verified_email: bool = False, one_card: bool = False) -> dict[str, Any]:
         """A product with `product_stock` units (default: the sale's) and a sale of it
         (with presence on when `presence_timeout_seconds` > 0; its lobby open from now, or
         no lobby at all when `lobby` is false). The pool's accounts are registered in bulk and
-        never verify their email, so the sale admits them unless `verified_email`."""
+        never verify their email, so the sale admits them unless `verified_email`; they all pay
+        with the emulator's few test cards, so one card pays for many accounts unless `one_card`."""
         product = _expect(self.call("POST", "/api/products", json={
             "name": f"Load-test drop {secrets.token_hex(3)}", "description": "Limited run",
             "price_cents": price_cents * 2, "currency": "USD",
@@ -110,7 +111,7 @@ class Operator:
             "reservation_ttl_seconds": reservation_ttl_seconds,
             **({"presence_timeout_seconds": presence_timeout_seconds} if presence_timeout_seconds else {}),
             **({} if lobby else {"lobby_opens_at": None}),
-            "entry": {"verified_email": verified_email},
+            "entry": {"verified_email": verified_email, "one_card": one_card},
         }), 201, "create sale")
 
     def stats(self, sale_id: str) -> dict[str, Any]:

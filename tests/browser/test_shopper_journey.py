@@ -321,7 +321,7 @@ def test_lobby_then_the_drawn_place_then_pay_and_the_draw_checks_out_in_the_brow
         shop: RunningSystem, operator: Shopper, new_shopper, artifacts: Path):
     shopper = new_shopper("lobby")
     shopper.register()
-    sale = create_sale(operator, stock=1, product_stock=1, starts_in=8, price_cents=3000)
+    sale = create_sale(operator, stock=1, product_stock=1, starts_in=8, price_cents=3000, one_card=True)
     sale_id = sale["id"]
     shopper.open_sale(sale_id)
     assert shopper.testid("sale-status").get_attribute("class").endswith("badge-lobby")

@@ -45,7 +45,7 @@ class Shopper:
                     if urlsplit(link).path == "/verify-email":
                         return parse_qs(urlsplit(link).query)["token"][0]
             assert time.monotonic() < deadline, f"no verification mail for {self.email}"
-            time.sleep(0.1)
+            time.sleep(0.3)
 
     def verify_email(self) -> Shopper:
         r = self.session.post(f"{self.base}/api/auth/verify-email",
@@ -98,10 +98,13 @@ def admin(base: str) -> Shopper:
 
 def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: int = 4999,
                 product_stock: int | None = None, per_user_limit: int = 1,
-                starts_in: float = -1, lobby_opens_in: float | bool | None = False) -> dict[str, Any]:
+                starts_in: float = -1, lobby_opens_in: float | bool | None = False,
+                one_card: bool = False) -> dict[str, Any]:
     """A product and its sale opening `starts_in` seconds from now. `lobby_opens_in`: False
     leaves lobby_opens_at out (the API's default: the lobby opens at creation), None sends
-    null (no lobby, the v1 flow), a number opens the lobby that many seconds from now."""
+    null (no lobby, the v1 flow), a number opens the lobby that many seconds from now. The
+    shoppers pay with the emulator's test cards, shared by every account: `one_card` is off
+    unless asked for; `verified_email` keeps the contract's default (Shopper.register verifies)."""
     product = operator.call("POST", "/api/products", json={
         "name": f"Drop {secrets.token_hex(3)}", "description": "Limited run", "price_cents": 9999,
         "currency": "USD", "stock": stock if product_stock is None else product_stock,
@@ -112,7 +115,8 @@ def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: i
         "product_id": product.json()["id"], "stock": stock, "price_cents": price_cents,
         "starts_at": (now + timedelta(seconds=starts_in)).isoformat(),
         "ends_at": (now + timedelta(hours=1)).isoformat(),
-        "per_user_limit": per_user_limit, "reservation_ttl_seconds": ttl}
+        "per_user_limit": per_user_limit, "reservation_ttl_seconds": ttl,
+        "entry": {"one_card": one_card}}
     if lobby_opens_in is None:
         body["lobby_opens_at"] = None
     elif lobby_opens_in is not False:

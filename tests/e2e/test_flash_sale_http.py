@@ -38,12 +38,21 @@ def _wait(predicate, timeout: float = 90, interval: float = 0.3):
 
 
 @pytest.fixture(scope="module")
+def system_db(system):
+    """The system's MongoDB database, its client closed after the module (left to the garbage
+    collector, an unclosed client is a ResourceWarning, an error, in whichever test runs then)."""
+    client = pymongo.MongoClient(system.services["mongodb"])
+    yield client[system.services["mongodb"].rsplit("/", 1)[1]]
+    client.close()
+
+
+@pytest.fixture(scope="module")
 def shoppers(system):
     with ThreadPoolExecutor(16) as pool:
         return list(pool.map(lambda _: Shopper(system.url).register(), range(200)))
 
 
-def test_200_shoppers_for_100_units_then_every_reservation_paid(system, shoppers):
+def test_200_shoppers_for_100_units_then_every_reservation_paid(system, shoppers, system_db):
     operator = admin(system.url)
     sale = create_sale(operator, stock=100, product_stock=100, lobby_opens_in=None)
     sale_id = sale["id"]
@@ -100,7 +109,7 @@ def test_200_shoppers_for_100_units_then_every_reservation_paid(system, shoppers
     paid = [s.wait_for(t["id"], {"paid"}, timeout=120) for s, t in reserved]
     assert all(t["status"] == "paid" and t["order_id"] for t in paid)
 
-    db = pymongo.MongoClient(system.services["mongodb"])[system.services["mongodb"].rsplit("/", 1)[1]]
+    db = system_db
     orders = list(db.orders.find({"sale_id": sale_id}))
     assert len(orders) == 100
     assert len({o["payment_intent_id"] for o in orders}) == 100
@@ -127,7 +136,7 @@ def _signed(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={timestamp},v1={signature}"
 
 
-def test_webhooks_are_verified_and_applied_once(system):
+def test_webhooks_are_verified_and_applied_once(system, system_db):
     operator = admin(system.url)
     sale = create_sale(operator, stock=1, product_stock=1, lobby_opens_in=None)
     shopper = Shopper(system.url).register()
@@ -153,7 +162,7 @@ def test_webhooks_are_verified_and_applied_once(system):
         r = requests.post(url, data=body, headers=headers, timeout=10)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "invalid_signature"
-    db = pymongo.MongoClient(system.services["mongodb"])[system.services["mongodb"].rsplit("/", 1)[1]]
+    db = system_db
     assert db.webhook_events.count_documents({"_id": event["id"]}) == 0
 
     r = shopper.call("POST", f"/api/tickets/{ticket['id']}/pay", json={"card_token": card_token(stripe_base)})
