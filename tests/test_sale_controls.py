@@ -316,3 +316,23 @@ def test_a_cancel_cut_short_is_finished_by_reconcile_and_the_auditor_sees_money_
     assert report.consistent, report.problems
     assert clients.db.orders.find_one({"sale_id": sale_id})["status"] == "refunded"
     assert audit_problems(clients, sale_id) == []
+
+
+def test_the_pace_set_by_stripes_health_shows_and_holds(client, clients):
+    """health_pacing.py writes the counters' auto_pace; the sale shows it as `auto` while it is
+    below the operator's pace, and reserve_batch.lua decides nothing at 0."""
+    admin = register_admin(client, clients)
+    sale = http_sale(client, admin["access_token"])
+    counters = sale_keys.counters_key(sale["id"])
+    clients.sales_redis.hset(counters, mapping={"auto_pace": "0.0", "auto_reason": "Stripe: slow"})
+    tickets = admit_many(clients, sale["id"], 2)
+    assert {o for _, o in reservations.decide_batch(clients.sales_redis, sale["id"], tickets)} == {"deferred"}
+    assert client.get(f"/api/sales/{sale['id']}").get_json()["pacing"] == {
+        "mode": "auto", "per_second": 0.0, "reason": "Stripe: slow"}
+    clients.sales_redis.hset(counters, "auto_pace", "8.0")
+    assert client.patch(f"/api/sales/{sale['id']}", json={"outflow_per_second": 4},
+                        headers=bearer(admin["access_token"])).status_code == 200
+    assert client.get(f"/api/sales/{sale['id']}").get_json()["pacing"]["mode"] == "operator"
+    clients.sales_redis.hdel(counters, "auto_pace", "auto_reason")
+    drain(clients, sale["id"])
+    assert statuses(clients, sale["id"], tickets) == ["reserved"] * 2

@@ -66,7 +66,15 @@ def backoff_seconds(retries: int) -> float:
 def _drain_options() -> reservations.DrainOptions:
     return reservations.DrainOptions(
         batch_size=settings.decision_batch_size, claim_idle_ms=settings.claim_idle_ms,
-        max_deliveries=settings.max_deliveries, idle_seconds=settings.drain_idle_seconds)
+        max_deliveries=settings.max_deliveries, idle_seconds=settings.drain_idle_seconds,
+        health=reservations.HealthThresholds(
+            enabled=settings.stripe_health_pacing,
+            window_seconds=settings.stripe_health_window_seconds,
+            min_calls=settings.stripe_health_min_calls,
+            max_error_rate=settings.stripe_health_max_error_rate,
+            slow_call_ms=settings.stripe_health_slow_call_ms,
+            max_slow_rate=settings.stripe_health_max_slow_rate,
+            step_seconds=settings.stripe_health_step_seconds))
 
 
 @celery_app.task(name=TaskName.PING)

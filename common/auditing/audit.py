@@ -744,10 +744,10 @@ def read_sale_snapshot(redis_client: redis.Redis, db: Database, sale_id: str, *,
                             cancelled=config_raw.get("closing") == "sale_cancelled")
         if counters_raw:
             # Every counter the hash holds, by SaleCounters' own field names.
+            counts: dict[str, Any] = {f.name: _int(counters_raw.get(f.name)) for f in fields(SaleCounters)
+                                      if f.name not in ("stock_total", "rate", "auto_pace", "auto_reason")}
             counters = SaleCounters(
-                stock_total=config.stock_total, rate=float(counters_raw.get("rate") or 0.0),
-                **{f.name: _int(counters_raw.get(f.name)) for f in fields(SaleCounters)
-                   if f.name not in ("stock_total", "rate")})
+                stock_total=config.stock_total, rate=float(counters_raw.get("rate") or 0.0), **counts)
     snapshot = SaleSnapshot(
         sale_id=sale_id, config=config, counters=counters, stream_ids=ids,
         tickets={t: TicketRecord.from_hash(t, h) for t, h in zip(unique, hashes, strict=True) if h},

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common.flash_sale import lobby, sale_keys
+from common.flash_sale import health_pacing, lobby, sale_keys
+from common.flash_sale.health_pacing import HealthThresholds
 from common.flash_sale.intent_outbox import PaymentIntents, cancel_released_intent
 from common.flash_sale.tickets import TicketStatus
 from common.flash_sale.waiting_room import release_ticket
@@ -49,6 +50,8 @@ class DrainOptions:
     # How long one delivery keeps retrying a PaymentIntent that Stripe throttles (429) or does
     # not answer, with backoff, before leaving it to the next pass (which does not count it).
     intent_retry_seconds: float = 8.0
+    # When Stripe's errors or slowness lower the sale's pace (health_pacing.py).
+    health: HealthThresholds = field(default_factory=HealthThresholds)
 
 
 @dataclass
@@ -153,6 +156,7 @@ class Decider:
         # Entries whose PaymentIntent this decider is creating (guarded by _report_lock).
         self._in_flight: set[str] = set()
         self._last_touch = 0.0
+        self._last_health_check = 0.0
         # Entries read but held back by the pause or the pace, decided first next time, in order.
         self._held: list[tuple[str, dict[str, str]]] = []
 
@@ -237,11 +241,23 @@ class Decider:
     def _controls(self) -> tuple[bool, float | None]:
         """The operator's pause and pace, read from the sale's config every loop (controls.py):
         reserve_batch.lua enforces both atomically; this only sizes what is read."""
-        paused, pace, closing = self.redis.hmget(sale_keys.config_key(self.sale_id), "paused",
-                                                 "outflow_per_second", "closing")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(sale_keys.config_key(self.sale_id), "paused", "outflow_per_second", "closing")
+        pipe.hget(sale_keys.counters_key(self.sale_id), "auto_pace")
+        (paused, pace, closing), auto = pipe.execute()
         if closing:  # ended or cancelled: every waiting ticket is ended at once
             return False, None
-        return paused == "1", float(pace) if pace else None
+        operator_pace = float(pace) if pace else None
+        now = time.monotonic()
+        if now - self._last_health_check >= 1.0:
+            self._last_health_check = now
+            changed = health_pacing.adjust_pace(self.redis, self.sale_id, self.options.health,
+                                                operator_pace)
+            if changed is not False:
+                auto = None if changed is None else repr(changed)
+        paces = [p for p in (operator_pace, float(auto) if auto not in (None, "") else None)
+                 if p is not None]
+        return paused == "1", min(paces) if paces else None
 
     def _decide(self, entries: list[tuple[str, dict[str, str]]], rate_sample: float) -> None:
         ids = [data["ticket_id"] for _, data in entries]
@@ -289,15 +305,28 @@ class Decider:
         deadline = time.monotonic() + self.options.intent_retry_seconds
         delay = 0.25
         while True:
+            started = time.monotonic()
             try:
                 attach_payment_intent(self.redis, self.gateway, self.sale_id, ticket_id)
+                self._record_stripe(started, ok=True)
                 return
             except PaymentProviderBusy:
+                self._record_stripe(started, ok=False)
                 pause = random.uniform(delay / 2, delay)
                 if time.monotonic() + pause > deadline:
                     raise
                 time.sleep(pause)
                 delay = min(delay * 2, 4.0)
+            except PaymentProviderError:
+                self._record_stripe(started, ok=False)
+                raise
+
+    def _record_stripe(self, started: float, *, ok: bool) -> None:
+        """Stripe's answer to this PaymentIntent, for the health window every decider reads."""
+        try:
+            health_pacing.record_call(self.redis, time.monotonic() - started, ok, self.options.health)
+        except redis.RedisError:
+            log.warning("Stripe's health not recorded", exc_info=True)
 
     def _attach_then_ack(self, entry_id: str, ticket_id: str) -> None:
         try:

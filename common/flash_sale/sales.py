@@ -101,6 +101,9 @@ class SaleCounters:
     # stock_total, which counts the units the sale still owns).
     returned: int = 0
     abandoned: int = 0
+    # The pace Stripe's health set (health_pacing.py): decisions a second, 0 paused; None: none.
+    auto_pace: float | None = None
+    auto_reason: str = ""
     # Tickets in the lobby now (not yet placed), and every ticket that joined it.
     lobby: int = 0
     lobby_size: int = 0
@@ -275,6 +278,8 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         queued=number("queued"), sold_out=number("sold_out"), expired=number("expired"),
         cancelled=number("cancelled"), payment_failed=number("payment_failed"),
         paid=number("paid"), rate=float(raw.get("rate") or 0.0), returned=number("returned"),
+        auto_pace=float(raw["auto_pace"]) if raw.get("auto_pace") else None,
+        auto_reason=raw.get("auto_reason") or "",
         abandoned=number("abandoned"), lobby=number("lobby"), lobby_size=number("lobby_size"),
         not_selected=number("not_selected"),
     )
@@ -303,7 +308,7 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
         "paused": bool(sale.get("paused")),
         "outflow_per_second": sale.get("outflow_per_second"),
         "queue_cap": sale.get("queue_cap"),
-        "pacing": pacing(sale),
+        "pacing": pacing(sale, counters),
         "id": sale["_id"],
         "product_id": sale["product_id"],
         "price_cents": sale["price_cents"],
@@ -325,8 +330,13 @@ def public_sale(sale: dict[str, Any], counters: SaleCounters | None,
     }
 
 
-def pacing(sale: dict[str, Any]) -> dict[str, Any]:
-    """How fast the sale's tickets are decided, and who set it (flash_sale/controls.py)."""
+def pacing(sale: dict[str, Any], counters: SaleCounters | None = None) -> dict[str, Any]:
+    """How fast the sale's tickets are decided, and who set it: the operator
+    (flash_sale/controls.py) or Stripe's health (health_pacing.py), whichever is lower."""
+    auto = counters.auto_pace if counters else None
+    operator = sale.get("outflow_per_second")
+    if auto is not None and not sale.get("paused") and (operator is None or auto < operator):
+        return {"mode": "auto", "per_second": auto, "reason": counters.auto_reason if counters else None}
     if sale.get("paused"):
         return {"mode": "operator", "per_second": 0, "reason": "paused by the operator"}
     per_second = sale.get("outflow_per_second")

@@ -158,6 +158,22 @@ class Settings(BaseSettings):
     celery_visibility_timeout_seconds: int = Field(30, ge=3, le=3600)
     task_max_retries: int = Field(8, ge=0, le=100)
 
+    # Pacing by Stripe's health (flash_sale/health_pacing.py).
+    # Off: only the operator paces a sale.
+    stripe_health_pacing: bool = True
+    # The sliding window over which Stripe's PaymentIntent calls are counted.
+    stripe_health_window_seconds: int = Field(30, ge=3, le=600)
+    # Fewer calls than this in the window never lower a pace.
+    stripe_health_min_calls: int = Field(10, ge=1, le=100_000)
+    # More errors than this share of the window's calls lowers the pace.
+    stripe_health_max_error_rate: float = Field(0.05, gt=0, le=1)
+    # A call that takes this long counts as slow.
+    stripe_health_slow_call_ms: int = Field(2_000, ge=10, le=120_000)
+    # More slow calls than this share of the window's calls lowers the pace.
+    stripe_health_max_slow_rate: float = Field(0.02, gt=0, le=1)
+    # At most one change of a sale's automatic pace (halved down, doubled back) this often.
+    stripe_health_step_seconds: float = Field(5.0, gt=0, le=600)
+
     # Set for gunicorn so that every worker process reports into one set of metrics.
     prometheus_multiproc_dir: Path | None = None
 

@@ -12,7 +12,8 @@
 -- a `paused` sale decides nothing (every ticket "paused"); a sale with `outflow_per_second`
 -- decides at most that many a second (a token bucket of at most max(1, pace / 10) tokens in the
 -- counters' pace_tokens/pace_at_ms), the rest of the batch "deferred", unchanged, in order;
--- the ETA rate shown to shoppers (counters' `rate`) is capped by the pace. A sale the operator
+-- the ETA rate shown to shoppers (counters' `rate`) is capped by the pace. The counters'
+-- `auto_pace` (Stripe's health) paces it the same way, when lower (0: nothing decided). A sale the operator
 -- ended or cancelled (config `closing`: sale_ended | sale_cancelled) ends every queued ticket
 -- `sold_out` or `cancelled` with that reason, whatever the pause or the pace.
 -- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6 presence, 7.. ticket keys (in stream order)
@@ -42,8 +43,13 @@ local per_user_limit = tonumber(config[2])
 local presence_timeout_ms = tonumber(config[3] or '0') * 1000
 local now = now_ms()
 local pace = tonumber(config[5] or '')
+-- The pace set by Stripe's health (flash_sale/health_pacing.py; 0 = paused): the lower wins.
+local auto_pace = tonumber(redis.call('HGET', counters_key, 'auto_pace') or '')
+if auto_pace and not closing and (not pace or auto_pace < pace) then pace = auto_pace end
 local budget, tokens = math.huge, 0
-if pace then
+if pace == 0 then
+  budget = 0
+elseif pace then
   local bucket = redis.call('HMGET', counters_key, 'pace_tokens', 'pace_at_ms')
   local capacity = math.max(1, math.floor(pace / 10))
   tokens = math.min(capacity, tonumber(bucket[1] or capacity) +
@@ -136,8 +142,10 @@ if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) e
 if abandoned > 0 then redis.call('HINCRBY', counters_key, 'abandoned', abandoned) end
 if cancelled > 0 then redis.call('HINCRBY', counters_key, 'cancelled', cancelled) end
 if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end
-if pace then redis.call('HSET', counters_key, 'pace_tokens', tostring(tokens - decided), 'pace_at_ms', now) end
-if rate_sample > 0 or pace then
+if pace and pace > 0 then
+  redis.call('HSET', counters_key, 'pace_tokens', tostring(tokens - decided), 'pace_at_ms', now)
+end
+if rate_sample > 0 or (pace and pace > 0) then
   local rate = tonumber(redis.call('HGET', counters_key, 'rate') or '0')
   if rate_sample > 0 then
     if rate <= 0 then rate = rate_sample else rate = rate * 0.7 + rate_sample * 0.3 end
