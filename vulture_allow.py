@@ -160,3 +160,7 @@ REQUIRED  # a hold's status, written by admit.lua (common/flash_sale/tickets.py 
 payment_pending  # marshmallow field (api/schemas.py TicketSchema)
 outflow_per_second  # marshmallow field (api/admin.py SaleUpdateSchema), read by controls.py by name
 queue_cap  # marshmallow field (api/admin.py SaleUpdateSchema), read by controls.py by name
+admissions_per_minute  # marshmallow fields of the sale's report (api/admin.py SaleReportSchema)
+conversion  # marshmallow field (api/admin.py SaleReportSchema)
+units_sold  # marshmallow field (api/admin.py SaleReportSchema)
+units_returned  # marshmallow field (api/admin.py SaleReportSchema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import marshmallow as ma
+from flask import Response, request
 from flask_smorest import Blueprint
 
 from api.auth import BEARER, admin_required, current_user
@@ -17,6 +18,7 @@ from common.billing import sale_cancellation
 from common.billing.payments import PaymentContext
 from common.billing.stripe_gateway import StripeGateway
 from common.flash_sale import controls, sales
+from common.flash_sale import sale_report as sale_reports
 from common.platform.task_routes import TaskName
 
 log = logging.getLogger("api.admin")
@@ -127,6 +129,55 @@ def cancel_sale(body: dict, sale_id: str):
     sale = sale_cancellation.cancel_sale(ctx, sale_id, confirm=body["confirm"], actor=_actor())
     _decide_now(sale_id)
     return sales.public_sale(sale, sales.read_counters(made.sales_redis, sale_id))
+
+
+class WaitSchema(ma.Schema):
+    decided = ma.fields.Integer(required=True)
+    p50 = ma.fields.Float(required=True, allow_none=True, metadata={"description": "a bucket's upper bound"})
+    p95 = ma.fields.Float(required=True, allow_none=True, metadata={"description": "a bucket's upper bound"})
+    max = ma.fields.Float(required=True, allow_none=True)
+
+
+class MinuteSchema(ma.Schema):
+    minute = ma.fields.String(required=True)
+    admissions = ma.fields.Integer(required=True)
+
+
+class SaleReportSchema(ma.Schema):
+    sale_id = ma.fields.String(required=True)
+    tickets_issued = ma.fields.Integer(required=True)
+    admissions_per_minute = ma.fields.List(ma.fields.Nested(MinuteSchema), required=True, metadata={
+        "description": "tickets decided so far, by the minute they were admitted"})
+    wait_seconds = ma.fields.Nested(WaitSchema, required=True, metadata={
+        "description": "from admission to decision"})
+    outcomes = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer(), required=True,
+                              metadata={"description": "tickets by final status, and `waiting`"})
+    reserved = ma.fields.Integer(required=True, metadata={"description": "tickets ever reserved"})
+    conversion = ma.fields.Float(required=True, allow_none=True, metadata={
+        "description": "paid / reserved"})
+    expired = ma.fields.Integer(required=True)
+    abandoned = ma.fields.Integer(required=True)
+    cancelled = ma.fields.Integer(required=True)
+    refunded = ma.fields.Integer(required=True, metadata={"description": "orders refunded"})
+    paid_orders = ma.fields.Integer(required=True)
+    units_sold = ma.fields.Integer(required=True)
+    units_returned = ma.fields.Integer(required=True)
+    rate_limited = ma.fields.Integer(required=True, metadata={"description": "admissions answered 429"})
+    challenges_refused = ma.fields.Integer(required=True)
+
+
+@blp.route("/admin/sales/<sale_id>/report", methods=["GET"])
+@blp.doc(security=BEARER)
+@admin_required
+@blp.response(200, SaleReportSchema, description="JSON; `Accept: text/csv` for CSV")
+def sale_report(sale_id: str):
+    """How the sale went (admin), from the counters the system keeps as it goes: admissions
+    per minute, wait from admission to decision, outcomes, conversion, refusals."""
+    report = sale_reports.sale_report(clients().db, clients().sales_redis, sale_id)
+    if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv":
+        return Response(sale_reports.report_csv(report), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="sale-{sale_id}-report.csv"'})
+    return report
 
 
 @blp.route("/admin/audit-log", methods=["GET"])

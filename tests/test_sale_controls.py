@@ -15,7 +15,7 @@ from werkzeug.test import Client
 from common.auditing import audit, reconcile
 from common.billing.payments import apply_intent
 from common.flash_sale import controls, reservations, sale_keys, sales, waiting_room
-from common.platform.errors import QueueFull, SaleNotOpen
+from common.platform.errors import QueueFull, RateLimited, SaleNotOpen
 from tests.accounts import bearer, create_product, register, register_admin
 from tests.waiting_room_helpers import (
     card_token,
@@ -336,3 +336,33 @@ def test_the_pace_set_by_stripes_health_shows_and_holds(client, clients):
     clients.sales_redis.hdel(counters, "auto_pace", "auto_reason")
     drain(clients, sale["id"])
     assert statuses(clients, sale["id"], tickets) == ["reserved"] * 2
+
+
+def test_the_report_counts_what_happened_without_reading_tickets(client, clients):
+    admin = register_admin(client, clients)
+    sale_id = open_sale(clients, stock=2)
+    tickets = admit_many(clients, sale_id, 3)
+    with pytest.raises(RateLimited):  # the same shopper again at once: 429, counted
+        for _ in range(3):
+            waiting_room.admit(clients.sales_redis, sale_id, "hammer", 1,
+                               waiting_room.AdmissionRate.parse("1/minute"))
+    drain(clients, sale_id)
+    assert pay(clients, tickets[0]) == "paid"
+    path = f"/api/admin/sales/{sale_id}/report"
+    shopper = register(client)
+    assert client.get(path, headers=bearer(shopper["access_token"])).status_code == 403
+
+    report = client.get(path, headers=bearer(admin["access_token"])).get_json()
+    assert report["tickets_issued"] == 4
+    assert sum(row["admissions"] for row in report["admissions_per_minute"]) == 4
+    assert report["wait_seconds"]["decided"] == 4 and report["wait_seconds"]["p50"] is not None
+    assert report["wait_seconds"]["max"] >= 0
+    assert report["outcomes"]["paid"] == 1 and report["outcomes"]["sold_out"] == 2
+    assert report["reserved"] == 2 and report["conversion"] == 0.5
+    assert report["rate_limited"] == 1 and report["paid_orders"] == 1 and report["units_sold"] == 1
+
+    as_csv = client.get(path, headers={**bearer(admin["access_token"]), "Accept": "text/csv"})
+    assert as_csv.status_code == 200 and as_csv.mimetype == "text/csv"
+    rows = as_csv.get_data(as_text=True).splitlines()
+    assert rows[0] == "section,key,value" and "summary,conversion,0.5" in rows
+    assert "outcomes,paid,1" in rows

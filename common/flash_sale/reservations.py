@@ -91,7 +91,8 @@ def decide_batch(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str],
     the sale's events channel."""
     keys = [sale_keys.config_key(sale_id), sale_keys.counters_key(sale_id),
             sale_keys.live_tickets_key(sale_id), sale_keys.held_units_key(sale_id),
-            sale_keys.expiry_key(sale_id), sale_keys.presence_key(sale_id)]
+            sale_keys.expiry_key(sale_id), sale_keys.presence_key(sale_id),
+            sale_keys.report_key(sale_id)]
     keys += [sale_keys.ticket_key(sale_id, tid) for tid in ticket_ids]
     flat = scripts_for(redis_client).reserve_batch(keys=keys, args=[rate_sample])
     return list(zip(flat[0::2], flat[1::2], strict=True))

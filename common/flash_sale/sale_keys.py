@@ -34,6 +34,13 @@ def counters_key(sale_id: str) -> str:
     return _tag(sale_id) + ":counters"
 
 
+def report_key(sale_id: str) -> str:
+    """Hash: what the operator's report reads, counted as tickets are decided
+    (reserve_batch.lua): `admitted:<unix minute>` and `wait:<bucket ms>` counts, `wait_max_ms`,
+    `reserved_total` (flash_sale/sale_report.py)."""
+    return _tag(sale_id) + ":report"
+
+
 def stream_key(sale_id: str) -> str:
     return _tag(sale_id) + ":stream"
 

@@ -41,7 +41,10 @@ if interval > 0 then
   local last_tat, counted = string.match(redis.call('GET', rate_key) or '0', '^(%d+) ?(.*)$')
   if counted ~= ticket_id then
     local tat = math.max(tonumber(last_tat or '0'), now)
-    if tat - now > allowance then return {'rate_limited', tat - now - allowance} end
+    if tat - now > allowance then
+      redis.call('HINCRBY', counters_key, 'rate_limited', 1)  -- for the operator's report
+      return {'rate_limited', tat - now - allowance}
+    end
     redis.call('SET', rate_key, string.format('%d %s', tat + interval, ticket_id),
       'PX', tat + interval - now)
   end

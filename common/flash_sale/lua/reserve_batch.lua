@@ -16,14 +16,33 @@
 -- `auto_pace` (Stripe's health) paces it the same way, when lower (0: nothing decided). A sale the operator
 -- ended or cancelled (config `closing`: sale_ended | sale_cancelled) ends every queued ticket
 -- `sold_out` or `cancelled` with that reason, whatever the pause or the pace.
--- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6 presence, 7.. ticket keys (in stream order)
+-- Each ticket decided is counted for the operator's report (flash_sale/sale_report.py) in the
+-- report hash: its minute of admission, its wait until now in WAIT_BUCKETS_MS, the longest wait.
+-- KEYS: 1 config, 2 counters, 3 live, 4 held, 5 expiry, 6 presence, 7 report,
+--       8.. ticket keys (in stream order)
 -- ARGV: 1 decisions-per-second sample (0 = none)
 -- Returns a flat list: ticket_id, outcome, per ticket; outcome is "reserving", "sold_out",
 -- "limit_reached", "abandoned", "cancelled", "missing", "already:<status>", "paused" or
 -- "deferred".
-local config_key, counters_key, live_key, held_key, expiry_key, presence_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local FIRST_TICKET = 7
+local config_key, counters_key, live_key, held_key, expiry_key, presence_key, report_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local FIRST_TICKET = 8
+-- Upper bounds of the report's wait buckets (ms); sale_report.py reads the same list.
+local WAIT_BUCKETS_MS = {100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 120000, 300000,
+  600000, 1800000, 3600000, 86400000}
+local report, wait_max, reserved_total = {}, 0, 0
+local function count_for_report(created_at_ms, decided_at)
+  local created = tonumber(created_at_ms or decided_at)
+  local minute = 'admitted:' .. math.floor(created / 60000) * 60
+  report[minute] = (report[minute] or 0) + 1
+  local waited = math.max(0, decided_at - created)
+  wait_max = math.max(wait_max, waited)
+  local bucket = WAIT_BUCKETS_MS[#WAIT_BUCKETS_MS]
+  for _, bound in ipairs(WAIT_BUCKETS_MS) do
+    if waited <= bound then bucket = bound break end
+  end
+  report['wait:' .. bucket] = (report['wait:' .. bucket] or 0) + 1
+end
 local rate_sample = tonumber(ARGV[1])
 
 local config = redis.call('HMGET', config_key, 'ttl_s', 'per_user_limit', 'presence_timeout_s',
@@ -119,6 +138,7 @@ for i = FIRST_TICKET, #KEYS do
         'updated_at_ms', now)
       redis.call('ZADD', expiry_key, expires, id)
       redis.call('HINCRBY', held_key, ticket[4], quantity)
+      reserved_total = reserved_total + 1
       out[#out + 1] = id
       out[#out + 1] = 'reserving'
     else
@@ -129,6 +149,7 @@ for i = FIRST_TICKET, #KEYS do
       out[#out + 1] = 'sold_out'
     end
     decided = decided + 1
+    count_for_report(ticket[6], now)
     changed[#changed + 1] = id
     redis.call('HDEL', presence_key, id)
     served = math.max(served, tonumber(ticket[5]))
@@ -141,7 +162,14 @@ if reserved_units > 0 then redis.call('HINCRBY', counters_key, 'reserved', reser
 if sold_out > 0 then redis.call('HINCRBY', counters_key, 'sold_out', sold_out) end
 if abandoned > 0 then redis.call('HINCRBY', counters_key, 'abandoned', abandoned) end
 if cancelled > 0 then redis.call('HINCRBY', counters_key, 'cancelled', cancelled) end
-if decided > 0 then redis.call('HINCRBY', counters_key, 'queued', -decided) end
+if decided > 0 then
+  redis.call('HINCRBY', counters_key, 'queued', -decided)
+  for name, count in pairs(report) do redis.call('HINCRBY', report_key, name, count) end
+  if reserved_total > 0 then redis.call('HINCRBY', report_key, 'reserved_total', reserved_total) end
+  local longest = tonumber(redis.call('HGET', report_key, 'wait_max_ms') or '0')
+  if wait_max > longest then redis.call('HSET', report_key, 'wait_max_ms', wait_max) end
+  redis.call('EXPIREAT', report_key, tonumber(redis.call('HGET', config_key, 'expire_at_s') or '0'))
+end
 if pace and pace > 0 then
   redis.call('HSET', counters_key, 'pace_tokens', tostring(tokens - decided), 'pace_at_ms', now)
 end
