@@ -16,6 +16,7 @@ import type {
   PublicConfig,
   Sale,
   SaleStats,
+  SaleUpdate,
   Ticket,
   User,
   VerificationRequest,
@@ -84,6 +85,11 @@ export const sales = {
   challenge: (saleId: string) => api.get<AltchaChallenge>(`/api/sales/${id(saleId)}/challenge`),
   myTicket: (saleId: string) => api.get<Ticket>(`/api/sales/${id(saleId)}/tickets/mine`),
   stats: (saleId: string) => api.get<SaleStats>(`/api/admin/sales/${id(saleId)}/stats`),
+  /** The operator's controls: pause, pace, cap (admin). */
+  update: (saleId: string, body: SaleUpdate) => api.patch<Sale>(`/api/sales/${id(saleId)}`, body),
+  end: (saleId: string) => api.post<Sale>(`/api/sales/${id(saleId)}/end`),
+  /** Final: every live ticket cancelled, every paid order refunded. */
+  cancel: (saleId: string, confirm: string) => api.post<Sale>(`/api/sales/${id(saleId)}/cancel`, { confirm }),
   fairness: (saleId: string, cursor?: string | null, limit = 1000) =>
     api.get<FairnessPage>(
       `/api/sales/${id(saleId)}/fairness?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,

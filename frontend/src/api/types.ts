@@ -110,6 +110,25 @@ export interface Sale {
   fairness?: SaleFairness | null;
   /** Who may enter (shared/API.md "Entry requirements"). */
   entry?: EntryRequirements;
+  /** The operator's controls (shared/API.md "Operator controls"). */
+  paused?: boolean;
+  outflow_per_second?: number | null;
+  queue_cap?: number | null;
+  pacing?: SalePacing;
+}
+
+export interface SalePacing {
+  mode: 'auto' | 'operator';
+  /** Most tickets decided a second; null: no limit; 0: paused. */
+  per_second: number | null;
+  reason: string | null;
+}
+
+/** What PATCH /api/sales/<id> may change. */
+export interface SaleUpdate {
+  paused?: boolean;
+  outflow_per_second?: number | null;
+  queue_cap?: number | null;
 }
 
 export interface EntryRequirements {
@@ -224,6 +243,8 @@ export interface Ticket {
   stream_token?: string;
   /** An `expired` ticket whose payment may still have gone through: paid or refunded next. */
   payment_pending?: boolean;
+  /** The shop has paused the sale: admission goes on, nobody is let through; no ETA. */
+  paused?: boolean;
   /** Present when a payment that came too late was refunded (true) or is being refunded. */
   refunded?: boolean;
   reservation: Reservation | null;

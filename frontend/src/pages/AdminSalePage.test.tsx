@@ -1,4 +1,4 @@
-import { screen } from '@testing-library/react';
+import { fireEvent, screen } from '@testing-library/react';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokens } from '../api/client';
 import type { SaleStats } from '../api/types';
@@ -94,5 +94,72 @@ describe("operator sale view's entry requirements", () => {
     renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
     await advance();
     expect(screen.getByTestId('admin-sale-entry').textContent).toBe('Entry: verified email · one card per person');
+  });
+});
+
+describe("operator sale view's controls", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    tokens.set({ access_token: 'a' });
+  });
+
+  const serve = (routes: Record<string, () => ReturnType<typeof json>>) =>
+    installFetch({
+      'GET /api/auth/me': () => json(200, admin),
+      'GET /api/sales/s1': () => json(200, sale({ pacing: { mode: 'operator', per_second: null, reason: null } })),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/admin/sales/s1/stats': () => json(200, stats()),
+      ...routes,
+    });
+
+  it('pauses and resumes, showing each effect at once', async () => {
+    const http = serve({
+      'PATCH /api/sales/s1': () => json(200, sale({ paused: true, pacing: { mode: 'operator', per_second: 0, reason: 'paused by the operator' } })),
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('sale-pacing').textContent).toBe('No pace limit.');
+    fireEvent.click(screen.getByTestId('pause-sale'));
+    await advance();
+    expect(http.callsTo('PATCH', '/api/sales/s1')[0].body).toEqual({ paused: true });
+    expect(screen.getByTestId('sale-pacing').textContent).toContain('Paused');
+    expect(screen.getByTestId('resume-sale')).toBeTruthy();
+  });
+
+  it('sets a pace and a cap, and shows a pace set by Stripe\'s health', async () => {
+    const http = serve({
+      'PATCH /api/sales/s1': () =>
+        json(200, sale({ outflow_per_second: 5, queue_cap: 1000, pacing: { mode: 'auto', per_second: 2.5, reason: 'Stripe: slow' } })),
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    fireEvent.change(screen.getByTestId('pace-input'), { target: { value: '5' } });
+    fireEvent.change(screen.getByTestId('cap-input'), { target: { value: '1000' } });
+    fireEvent.click(screen.getByTestId('apply-limits'));
+    await advance();
+    expect(http.callsTo('PATCH', '/api/sales/s1')[0].body).toEqual({ outflow_per_second: 5, queue_cap: 1000 });
+    expect(screen.getByTestId('sale-pacing').textContent).toBe("Paced by Stripe's health: 2.5 a second (Stripe: slow).");
+  });
+
+  it('ends after a second click, and cancels only with the sale id typed', async () => {
+    const http = serve({
+      'POST /api/sales/s1/end': () => json(200, sale({ status: 'ended' })),
+      'POST /api/sales/s1/cancel': () => json(200, sale({ status: 'ended' })),
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('cancel-sale')).toHaveProperty('disabled', true);
+    fireEvent.change(screen.getByTestId('cancel-confirm'), { target: { value: 's' } });
+    expect(screen.getByTestId('cancel-sale')).toHaveProperty('disabled', true);
+    fireEvent.click(screen.getByTestId('end-sale'));
+    expect(http.callsTo('POST', '/api/sales/s1/end')).toHaveLength(0);
+    fireEvent.click(screen.getByTestId('end-sale-confirm'));
+    await advance();
+    expect(http.callsTo('POST', '/api/sales/s1/end')).toHaveLength(1);
+    expect(screen.getByTestId('admin-sale-status').textContent).toBe('ended');
+    fireEvent.change(screen.getByTestId('cancel-confirm'), { target: { value: 's1' } });
+    fireEvent.click(screen.getByTestId('cancel-sale'));
+    await advance();
+    expect(http.callsTo('POST', '/api/sales/s1/cancel')[0].body).toEqual({ confirm: 's1' });
   });
 });

@@ -2,9 +2,10 @@ import { useEffect, useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { errorMessage } from '../api/client';
 import { cachedProduct, sales } from '../api/shop';
-import type { SaleStats } from '../api/types';
+import type { Sale, SaleStats } from '../api/types';
 import { Money } from '../components/Money';
 import { admissionRates, RateChart, type Sample } from '../components/RateChart';
+import { SaleControls } from '../components/SaleControls';
 import { useResource, useTitle } from '../lib/hooks';
 import { nextPollDelay, useSaleRefresh } from '../lib/polling';
 import { entryLine } from './SalePage';
@@ -28,7 +29,10 @@ const FIGURES: { key: keyof SaleStats; label: string }[] = [
 
 export function AdminSalePage() {
   const { saleId = '' } = useParams();
-  const sale = useSaleRefresh(saleId, true);
+  const polled = useSaleRefresh(saleId, true);
+  // A control's answer is shown at once, until the next poll brings the sale as it is then.
+  const [changed, setChanged] = useState<{ sale: Sale; over: Sale | undefined } | null>(null);
+  const sale = changed && changed.over === polled ? changed.sale : polled;
   const product = useResource(
     () => (sale ? cachedProduct(sale.product_id) : Promise.resolve(undefined)),
     [sale?.product_id],
@@ -103,6 +107,7 @@ export function AdminSalePage() {
           </dd>
         </dl>
       ) : null}
+      {sale ? <SaleControls key={sale.id} sale={sale} onChange={(fresh) => setChanged({ sale: fresh, over: polled })} /> : null}
       <p className="connection-note" role="status">
         {error ? `${errorMessage(error)} Retrying…` : '\u00a0'}
       </p>

@@ -62,6 +62,14 @@ describe('queue page', () => {
     expect(Number(bar.getAttribute('aria-valuenow'))).toBeGreaterThan(80);
   });
 
+  it('says the line is paused while the shop has paused the sale', async () => {
+    serve([() => json(200, ticket({ position: 42, eta_seconds: null, paused: true, poll_after_ms: 3000 }))]);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByTestId('queue-position').textContent).toBe('42');
+    expect(screen.getByTestId('queue-eta').textContent).toBe('Paused by the shop: you keep your place');
+  });
+
   it('backs off after errors and recovers', async () => {
     vi.spyOn(Math, 'random').mockReturnValue(0);
     const http = serve([

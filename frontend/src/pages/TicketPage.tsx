@@ -208,7 +208,7 @@ function QueueView({
         <div className="figure">
           <span className="figure-label">Estimated wait</span>
           <span className="figure-value figure-value-small" data-testid="queue-eta">
-            {formatWait(ticket.eta_seconds)}
+            {ticket.paused ? 'Paused by the shop: you keep your place' : formatWait(ticket.eta_seconds)}
           </span>
         </div>
       </div>
