@@ -120,7 +120,6 @@ def start_lobbies() -> int:
     for sale_id in draw.due_draws(redis_client, sales.all_sale_ids(redis_client)):
         walk_draw.delay(sale_id)
     return len(started)
-    return len(started)
 
 
 # A killed walker frees its draw within this long; a live one renews after every entry.
