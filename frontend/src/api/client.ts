@@ -103,6 +103,8 @@ export interface RequestOptions {
   /** Clear tokens and go to /login when the session cannot be renewed (default true). */
   redirectOnAuthFailure?: boolean;
   signal?: AbortSignal;
+  /** The Accept header (default application/json); a body that is not JSON comes back as text. */
+  accept?: string;
 }
 
 function retryAfter(header: string | null): number | null {
@@ -143,7 +145,7 @@ function toApiError(response: Response, body: unknown): ApiError {
 }
 
 async function send(method: string, path: string, options: RequestOptions, access: string | null) {
-  const headers: Record<string, string> = { Accept: 'application/json' };
+  const headers: Record<string, string> = { Accept: options.accept ?? 'application/json' };
   if (options.body !== undefined) headers['Content-Type'] = 'application/json';
   if (access) headers.Authorization = `Bearer ${access}`;
   let response: Response;

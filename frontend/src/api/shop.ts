@@ -15,6 +15,7 @@ import type {
   Product,
   PublicConfig,
   Sale,
+  SaleReport,
   SaleStats,
   SaleUpdate,
   Ticket,
@@ -87,6 +88,9 @@ export const sales = {
   stats: (saleId: string) => api.get<SaleStats>(`/api/admin/sales/${id(saleId)}/stats`),
   /** The operator's controls: pause, pace, cap (admin). */
   update: (saleId: string, body: SaleUpdate) => api.patch<Sale>(`/api/sales/${id(saleId)}`, body),
+  report: (saleId: string) => api.get<SaleReport>(`/api/admin/sales/${id(saleId)}/report`),
+  reportCsv: (saleId: string) =>
+    api.get<string>(`/api/admin/sales/${id(saleId)}/report`, { accept: 'text/csv' }),
   end: (saleId: string) => api.post<Sale>(`/api/sales/${id(saleId)}/end`),
   /** Final: every live ticket cancelled, every paid order refunded. */
   cancel: (saleId: string, confirm: string) => api.post<Sale>(`/api/sales/${id(saleId)}/cancel`, { confirm }),

@@ -110,6 +110,8 @@ export interface Sale {
   fairness?: SaleFairness | null;
   /** Who may enter (shared/API.md "Entry requirements"). */
   entry?: EntryRequirements;
+  /** `draw`: the card is held at entry and charged only if drawn at starts_at. */
+  mode?: 'queue' | 'draw';
   /** The operator's controls (shared/API.md "Operator controls"). */
   paused?: boolean;
   outflow_per_second?: number | null;
@@ -122,6 +124,26 @@ export interface SalePacing {
   /** Most tickets decided a second; null: no limit; 0: paused. */
   per_second: number | null;
   reason: string | null;
+}
+
+/** GET /api/admin/sales/<id>/report: how the sale went, from the counters kept as it ran. */
+export interface SaleReport {
+  sale_id: string;
+  tickets_issued: number;
+  admissions_per_minute: { minute: string; admissions: number }[];
+  wait_seconds: { decided: number; p50: number | null; p95: number | null; max: number | null };
+  outcomes: Record<string, number>;
+  reserved: number;
+  conversion: number | null;
+  expired: number;
+  abandoned: number;
+  cancelled: number;
+  refunded: number;
+  paid_orders: number;
+  units_sold: number;
+  units_returned: number;
+  rate_limited: number;
+  challenges_refused: number;
 }
 
 /** What PATCH /api/sales/<id> may change. */
@@ -193,7 +215,9 @@ export type TicketStatus =
   | 'expired'
   | 'cancelled'
   | 'payment_failed'
-  | 'abandoned';
+  | 'abandoned'
+  // A draw sale's entry drawn after the last unit: its card hold is released.
+  | 'not_selected';
 
 /** Statuses a ticket never leaves (the contract: "every other status is final"). */
 export const FINAL_TICKET_STATUSES: readonly TicketStatus[] = [
@@ -203,6 +227,7 @@ export const FINAL_TICKET_STATUSES: readonly TicketStatus[] = [
   'cancelled',
   'payment_failed',
   'abandoned',
+  'not_selected',
 ];
 
 export function isFinalTicketStatus(status: TicketStatus): boolean {
@@ -228,6 +253,15 @@ export interface Reservation {
   currency: string;
 }
 
+/** A draw sale's entry: its card hold (POST /api/tickets/<id>/hold), charged only if drawn. */
+export interface Hold {
+  status: 'required' | 'held' | 'failed' | 'released' | 'captured';
+  payment_intent_id: string | null;
+  client_secret: string | null;
+  amount_cents: number;
+  currency: string | null;
+}
+
 export interface Ticket {
   id: string;
   sale_id: string;
@@ -248,6 +282,8 @@ export interface Ticket {
   /** Present when a payment that came too late was refunded (true) or is being refunded. */
   refunded?: boolean;
   reservation: Reservation | null;
+  /** A draw sale's entry only. */
+  hold?: Hold;
   order_id: string | null;
   created_at: string;
   updated_at: string;

@@ -97,6 +97,15 @@ describe("operator sale view's entry requirements", () => {
   });
 });
 
+const report = {
+  sale_id: 's1', tickets_issued: 10,
+  admissions_per_minute: [{ minute: '2030-01-01T12:00:00Z', admissions: 6 }, { minute: '2030-01-01T12:01:00Z', admissions: 4 }],
+  wait_seconds: { decided: 10, p50: 0.25, p95: 2, max: 1.7 },
+  outcomes: { paid: 3, sold_out: 5, expired: 1, waiting: 0 },
+  reserved: 4, conversion: 0.75, expired: 1, abandoned: 0, cancelled: 0, refunded: 0, paid_orders: 3,
+  units_sold: 3, units_returned: 0, rate_limited: 2, challenges_refused: 0,
+};
+
 describe("operator sale view's controls", () => {
   beforeEach(() => {
     vi.useFakeTimers();
@@ -109,6 +118,7 @@ describe("operator sale view's controls", () => {
       'GET /api/sales/s1': () => json(200, sale({ pacing: { mode: 'operator', per_second: null, reason: null } })),
       'GET /api/products/p1': () => json(200, product),
       'GET /api/admin/sales/s1/stats': () => json(200, stats()),
+      'GET /api/admin/sales/s1/report': () => json(200, report),
       ...routes,
     });
 
@@ -139,6 +149,23 @@ describe("operator sale view's controls", () => {
     await advance();
     expect(http.callsTo('PATCH', '/api/sales/s1')[0].body).toEqual({ outflow_per_second: 5, queue_cap: 1000 });
     expect(screen.getByTestId('sale-pacing').textContent).toBe("Paced by Stripe's health: 2.5 a second (Stripe: slow).");
+  });
+
+  it('shows the report with its chart, and downloads the CSV', async () => {
+    const http = serve({});
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('report-conversion').textContent).toBe('75%');
+    expect(screen.getByTestId('report-p50').textContent).toBe('0.25 s');
+    expect(screen.getByTestId('report-admissions-chart').querySelectorAll('rect')).toHaveLength(2);
+    URL.createObjectURL = vi.fn(() => 'blob:report');
+    URL.revokeObjectURL = vi.fn();
+    const clicked = vi.spyOn(HTMLAnchorElement.prototype, 'click').mockImplementation(() => undefined);
+    fireEvent.click(screen.getByTestId('report-csv'));
+    await advance();
+    expect(http.callsTo('GET', '/api/admin/sales/s1/report').length).toBeGreaterThanOrEqual(2);
+    expect(URL.createObjectURL).toHaveBeenCalled();
+    expect(clicked).toHaveBeenCalled();
   });
 
   it('ends after a second click, and cancels only with the sale id typed', async () => {

@@ -6,6 +6,7 @@ import type { Sale, SaleStats } from '../api/types';
 import { Money } from '../components/Money';
 import { admissionRates, RateChart, type Sample } from '../components/RateChart';
 import { SaleControls } from '../components/SaleControls';
+import { SaleReportView } from '../components/SaleReportView';
 import { useResource, useTitle } from '../lib/hooks';
 import { nextPollDelay, useSaleRefresh } from '../lib/polling';
 import { entryLine } from './SalePage';
@@ -129,6 +130,7 @@ export function AdminSalePage() {
         </div>
       </dl>
       <RateChart rates={admissionRates(samples)} />
+      <SaleReportView saleId={saleId} />
     </section>
   );
 }
