@@ -27,6 +27,7 @@ export const STATUS_LABEL: Record<TicketStatus, string> = {
   cancelled: 'Left the line',
   payment_failed: 'Payment declined',
   abandoned: 'Place given up',
+  not_selected: 'Not selected',
 };
 
 const HEADING: Record<TicketStatus, string> = {
@@ -39,6 +40,7 @@ const HEADING: Record<TicketStatus, string> = {
   cancelled: 'You left the line',
   payment_failed: 'Your payment was declined',
   abandoned: 'You were away when your turn came',
+  not_selected: 'You were not drawn this time',
 };
 
 // Position updates are announced at most this often, so a screen reader is not flooded.
@@ -346,6 +348,13 @@ function OutcomeView({ ticket, paymentNote }: { ticket: Ticket; paymentNote: str
         <p>
           Your turn came while this page had been closed for a while, so your place went to the next shopper.
           Nothing was charged. If the sale is still open you can join the line again.
+        </p>
+      );
+      break;
+    case 'not_selected':
+      body = (
+        <p data-testid="draw-not-selected">
+          Every unit went to entries drawn before yours. Your card was never charged: its hold has been released.
         </p>
       );
       break;
