@@ -126,6 +126,26 @@ export interface SalePacing {
   reason: string | null;
 }
 
+/** GET /api/admin/sales/<id>/report: how the sale went, from the counters kept as it ran. */
+export interface SaleReport {
+  sale_id: string;
+  tickets_issued: number;
+  admissions_per_minute: { minute: string; admissions: number }[];
+  wait_seconds: { decided: number; p50: number | null; p95: number | null; max: number | null };
+  outcomes: Record<string, number>;
+  reserved: number;
+  conversion: number | null;
+  expired: number;
+  abandoned: number;
+  cancelled: number;
+  refunded: number;
+  paid_orders: number;
+  units_sold: number;
+  units_returned: number;
+  rate_limited: number;
+  challenges_refused: number;
+}
+
 /** What PATCH /api/sales/<id> may change. */
 export interface SaleUpdate {
   paused?: boolean;
