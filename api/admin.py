@@ -85,6 +85,8 @@ def update_sale(body: dict, sale_id: str):
     already made keep their expiry; see the operations page for what applies to whom."""
     db, redis_client = clients().db, clients().sales_redis
     sale = controls.update_sale(db, redis_client, sale_id, body, actor=_actor())
+    if body.get("paused") is False:
+        _decide_now(sale_id)  # resumed: the waiting tickets are decided now, not at beat's next look
     return sales.public_sale(sale, sales.read_counters(redis_client, sale_id))
 
 

@@ -168,7 +168,8 @@ if decided > 0 then
   if reserved_total > 0 then redis.call('HINCRBY', report_key, 'reserved_total', reserved_total) end
   local longest = tonumber(redis.call('HGET', report_key, 'wait_max_ms') or '0')
   if wait_max > longest then redis.call('HSET', report_key, 'wait_max_ms', wait_max) end
-  redis.call('EXPIREAT', report_key, tonumber(redis.call('HGET', config_key, 'expire_at_s') or '0'))
+  local keep_until = tonumber(redis.call('HGET', config_key, 'expire_at_s') or '')
+  if keep_until then redis.call('EXPIREAT', report_key, keep_until) end
 end
 if pace and pace > 0 then
   redis.call('HSET', counters_key, 'pace_tokens', tostring(tokens - decided), 'pace_at_ms', now)
