@@ -297,3 +297,45 @@ def test_the_walk_is_paced():
         moments.append(now[0])
     gaps = [b - a for a, b in itertools.pairwise(moments)]
     assert min(gaps) == pytest.approx(0.04) and pace.calls == 50
+
+
+def test_the_hold_over_http(client, clients):
+    sale = draw_sale(clients, stock=1, starts_in=30)
+    session = register(client)
+    headers = bearer(session["access_token"])
+    joined = client.post(f"/api/sales/{sale['_id']}/tickets", json={"quantity": 1}, headers=headers)
+    assert joined.status_code == 202, joined.get_json()
+    entry = joined.get_json()
+    assert entry["hold"]["status"] == "required" and entry["hold"]["amount_cents"] == 1999
+    api_base = str(clients.settings.stripe_api_base)
+
+    declined = client.post(f"/api/tickets/{entry['id']}/hold", headers=headers,
+                           json={"card_token": card_token(api_base, DECLINED)})
+    assert declined.status_code == 402 and declined.get_json()["error"]["code"] == "payment_declined"
+    held = client.post(f"/api/tickets/{entry['id']}/hold", headers=headers,
+                       json={"card_token": card_token(api_base)})
+    assert held.status_code == 200, held.get_json()
+    assert held.get_json()["status"] == "requires_capture" and not held.get_json()["requires_action"]
+    polled = client.get(f"/api/tickets/{entry['id']}", headers=headers).get_json()
+    assert polled["hold"]["status"] == "held"
+    assert polled["hold"]["payment_intent_id"] == held.get_json()["payment_intent_id"]
+    # Someone else's entry is not found; a body with anything more is refused.
+    other = bearer(register(client)["access_token"])
+    assert client.post(f"/api/tickets/{entry['id']}/hold", headers=other,
+                       json={"card_token": card_token(api_base)}).status_code == 404
+    assert client.post(f"/api/tickets/{entry['id']}/hold", headers=headers,
+                       json={"card_token": "tok_x", "amount_cents": 1}).status_code == 422
+
+
+def test_a_queue_sale_ticket_has_no_hold_and_cannot_hold(client, clients):
+    now = datetime.now(UTC)
+    sale = sales.create_sale(clients.db, clients.redis, product_id=make_product(clients, 1), stock=1,
+                             price_cents=500, starts_at=now + timedelta(seconds=30),
+                             ends_at=now + timedelta(hours=1), lobby_opens_at=now - timedelta(seconds=1))
+    session = register(client)
+    headers = bearer(session["access_token"])
+    ticket = client.post(f"/api/sales/{sale['_id']}/tickets", json={}, headers=headers).get_json()
+    assert ticket["status"] == "lobby" and "hold" not in ticket
+    refused = client.post(f"/api/tickets/{ticket['id']}/hold", headers=headers,
+                          json={"card_token": card_token(str(clients.settings.stripe_api_base))})
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "ticket_not_active"
