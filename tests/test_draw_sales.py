@@ -339,3 +339,30 @@ def test_a_queue_sale_ticket_has_no_hold_and_cannot_hold(client, clients):
     refused = client.post(f"/api/tickets/{ticket['id']}/hold", headers=headers,
                           json={"card_token": card_token(str(clients.settings.stripe_api_base))})
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "ticket_not_active"
+
+
+def test_each_entrant_is_mailed_its_result_once(clients, settings, servers):
+    from common.billing import draw_mail
+    from tests.test_email_verification import mail_to
+
+    sale = draw_sale(clients, stock=1, starts_in=4)
+    shoppers = users(clients, 2)
+    entries = [enter(clients, sale["_id"], u) for u in shoppers]
+    for entry, user_id, number in zip(entries, shoppers, CARDS, strict=False):
+        hold(clients, entry, user_id, number)
+    wait_for_start(sale)
+    walk(clients, sale["_id"])
+
+    def send() -> int:
+        return draw_mail.send_results(clients.redis, clients.db, sale["_id"], smtp_url=settings.smtp_url,
+                                      sender="shop@example.com", public_url="http://shop.test")
+
+    assert send() == 2 and send() == 0
+    subjects = {}
+    for entry, user_id in zip(entries, shoppers, strict=True):
+        [message] = mail_to(servers.mail_dir, f"{user_id}@example.com")
+        subjects[ticket_of(clients, entry)["status"]] = message["Subject"]
+        body = message.get_body(preferencelist=("plain",)).get_content()
+        assert f"http://shop.test/tickets/{entry['id']}" in body
+    assert subjects == {"paid": "You were drawn: your order is confirmed",
+                        "not_selected": "The draw: not selected this time"}

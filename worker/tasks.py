@@ -11,7 +11,7 @@ from celery import Task
 
 from common.accounts import email_verification
 from common.auditing import reconcile
-from common.billing import draw_walk, payments
+from common.billing import draw_mail, draw_walk, payments
 from common.billing.payments import apply_intent, mark_event_processed
 from common.flash_sale import draw, lobby, reservations, sale_keys, sales
 from common.platform import metrics
@@ -140,7 +140,21 @@ def walk_draw(sale_id: str) -> dict[str, int] | None:
                                    "captured": report.captured, "failed": report.failed,
                                    "released": report.released, "no_hold": report.no_hold,
                                    "stripe_calls": report.stripe_calls})
+    if report.state == "done":
+        mail_draw_results.delay(sale_id)
     return {"captured": report.captured, "failed": report.failed, "released": report.released}
+
+
+@celery_app.task(name=TaskName.MAIL_DRAW_RESULTS, base=RetriedTask, ignore_result=True)
+def mail_draw_results(sale_id: str) -> int:
+    """Mail each entrant of a finished draw its result, a batch per task (each entrant mailed
+    is recorded, so a retry goes on where the last one stopped); the next batch is its own task."""
+    sent = draw_mail.send_results(
+        runtime_clients().sales_redis, runtime_clients().db, sale_id, smtp_url=settings.smtp_url,
+        sender=settings.mail_from, public_url=settings.public_url or f"http://{settings.host}:{settings.port}")
+    if sent:
+        mail_draw_results.delay(sale_id)
+    return sent
 
 
 @celery_app.task(name=TaskName.EXPIRE_RESERVATIONS, base=PeriodicTask, ignore_result=True)

@@ -170,5 +170,10 @@ def draw_order_key(sale_id: str) -> str:
     return _tag(sale_id) + ":draw-order"
 
 
+def draw_mailed_key(sale_id: str) -> str:
+    """Set of a draw's entries whose result was mailed (billing/draw_mail.py)."""
+    return _tag(sale_id) + ":draw-mailed"
+
+
 def draw_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":draw-lock"
