@@ -260,3 +260,42 @@ def test_a_stream_slot_is_a_lease_renewed_while_open_and_ended_by_its_lease(clie
     slots.take("tkt_lease_a", address)  # nobody renewed `held`: as if its process was killed
     slots.release(held)
     assert clients.redis.zscore(stream_slots.ticket_streams_key("tkt_lease_a"), held.stream_id) is None
+
+
+def test_a_change_that_no_message_announced_reaches_its_stream_by_the_feeds_check(clients):
+    """The feed checks every followed ticket at once every REREAD_SECONDS (here 0.3 s) and wakes
+    only the stream whose ticket changed; the streams do not read their tickets themselves."""
+    sale_id = _sale(clients, stock=5)
+    mine, other = (waiting_room.admit(clients.sales_redis, sale_id, f"user-{i}", 1).ticket["id"]
+                   for i in range(2))
+    feed = TicketFeed(clients.sales_redis, reread_seconds=0.3).start()
+    assert feed.subscribed.wait(5)
+    received: dict[str, list] = {mine: [], other: []}
+    followers: list = []
+    readers = []
+    for ticket_id in (mine, other):
+        fields, progress = read_ticket_state(clients.sales_redis, ticket_id)
+        events = follow_ticket(feed, clients.sales_redis, fields, progress, on_follow=followers.append)
+
+        def consume(events=events, into=received[ticket_id]) -> None:
+            for event in events:
+                if event is not None:
+                    into.append(event.ticket)
+
+        readers.append(threading.Thread(target=consume, daemon=True))
+        readers[-1].start()
+    try:
+        assert _wait(lambda: len(received[mine]) == 1 and len(received[other]) == 1)
+        # Written without a message, as a script that does not publish would.
+        changed = {"status": "cancelled", "updated_at_ms": str(int(time.time() * 1000))}
+        clients.sales_redis.hset(sale_keys.ticket_key(sale_id, mine), mapping=changed)
+        assert _wait(lambda: len(received[mine]) == 2, timeout=5)
+        assert received[mine][-1]["status"] == "cancelled"
+        time.sleep(0.7)  # two more checks: the other ticket did not change, its stream sent nothing
+        assert len(received[other]) == 1
+    finally:
+        for follower in followers:
+            follower.close()  # as a client that hangs up: each stream ends
+        for reader in readers:
+            reader.join(5)
+        feed.stop()
