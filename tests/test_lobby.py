@@ -179,13 +179,18 @@ def test_the_draw_is_fair_over_many_lobbies(clients):
     rank lands on each place about equally often (chi-square)."""
     lobbies, size = 300, 10
     now = datetime.now(UTC)
-    starts = now + timedelta(seconds=8)
+    # Room for 300 sales and 3,000 admissions on a loaded machine: an admission after the start
+    # queues in arrival order, which would read as an unfair draw rather than a slow set-up.
+    starts = now + timedelta(seconds=20)
     product_id = make_product(clients, lobbies * 2)
     sale_ids = [str(sales.create_sale(
         clients.db, clients.redis, product_id=product_id, stock=2, price_cents=100, starts_at=starts,
         ends_at=starts + timedelta(hours=1), lobby_opens_at=now)["_id"]) for _ in range(lobbies)]
-    arrivals = {s: [waiting_room.admit(clients.redis, s, f"u{i}", 1).ticket["id"] for i in range(size)]
-                for s in sale_ids}
+    admissions = {s: [waiting_room.admit(clients.redis, s, f"u{i}", 1).ticket for i in range(size)]
+                  for s in sale_ids}
+    late = [t["id"] for tickets in admissions.values() for t in tickets if t["status"] != "lobby"]
+    assert not late, f"{len(late)} admissions came after the start: the set-up was too slow"
+    arrivals = {s: [t["id"] for t in tickets] for s, tickets in admissions.items()}
     wait_until(starts)
     counts = [[0] * size for _ in range(size)]
     pairs = []
