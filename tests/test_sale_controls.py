@@ -142,6 +142,8 @@ def test_pause_holds_every_ticket_and_resume_decides_them(clients):
     assert statuses(clients, sale_id, tickets) == ["queued"] * 6
     seen = waiting_room.read_ticket(clients.sales_redis, tickets[-1])
     assert seen["paused"] is True and seen["eta_seconds"] is None and seen["position"] == 6
+    # The shown rate is -1 while paused: the operator's stats say 0 decisions a second.
+    assert sales.sale_stats(clients.db, clients.sales_redis, sale_id)["decisions_per_second"] == 0
 
     controls.update_sale(clients.db, clients.sales_redis, sale_id, {"paused": False}, actor="ops")
     seen = waiting_room.read_ticket(clients.sales_redis, tickets[-1])

@@ -384,7 +384,8 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
         "paid": counters.paid,
         "returned": counters.returned,
         "orders": orders,
-        "decisions_per_second": round(counters.rate, 1),
+        # The shown rate is -1 while the sale is paused (sale_controls.lua): nothing is decided.
+        "decisions_per_second": round(max(0.0, counters.rate), 1),
         "consistent": counters.consistent,
     }
 
