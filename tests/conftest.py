@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,22 @@ def clients(settings: Settings) -> Iterator[Clients]:
     with contextlib.suppress(Exception):
         made.mongo.drop_database(made.db.name)
     made.close()
+
+
+@pytest.fixture
+def make_clients() -> Iterator[Callable[[Settings], Clients]]:
+    """Clients for settings of the test's own (a tighter limit, a server that is down), closed
+    when the test ends: left to the garbage collector, their MongoClients and sockets raised
+    ResourceWarnings in whichever test ran then."""
+    made: list[Clients] = []
+
+    def make(settings: Settings) -> Clients:
+        made.append(Clients(settings))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
 
 
 @pytest.fixture

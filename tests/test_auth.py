@@ -18,7 +18,6 @@ from pymongo.errors import DuplicateKeyError
 from api.app import create_app
 from common.accounts import revocations, users
 from common.development.ports import free_port
-from common.platform.clients import Clients
 from tests.accounts import PASSWORD, bearer, register, unique_email
 from tests.conftest import clean_environ
 
@@ -236,9 +235,9 @@ def test_tokens_carry_role_family_and_the_configured_lifetimes(client):
 # --------------------------------------------------------------------------- throttling
 
 
-def test_login_is_throttled_per_address_and_per_email(servers, settings, clients):
+def test_login_is_throttled_per_address_and_per_email(servers, settings, clients, make_clients):
     limited = settings.model_copy(update={"login_rate_limit": "3 per minute"})
-    app = create_app(limited, Clients(limited))
+    app = create_app(limited, make_clients(limited))
     client = app.test_client()
     email = unique_email()
     register(client, email=email)
@@ -286,11 +285,11 @@ def test_first_admin_is_created_at_start_up_once(settings, clients):
         clients.db.users.insert_one({"_id": "usr_copy", "email": email})
 
 
-def test_start_up_survives_mongodb_being_down(settings):
+def test_start_up_survives_mongodb_being_down(settings, make_clients):
     down = settings.model_copy(update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/x",
                                        "admin_email": "a@example.com",
                                        "admin_password": "admin-password-123"})
-    app = create_app(down, Clients(down))
+    app = create_app(down, make_clients(down))
     assert app.test_client().get("/healthz").status_code == 200
     response = app.test_client().post("/api/auth/login",
                                       json={"email": "a@example.com", "password": "x" * 12})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 
 from api.app import create_app
-from common.platform.clients import Clients
 from tests.accounts import PASSWORD, unique_email
 
 
@@ -29,9 +28,9 @@ def sign_up(client, remote: str, headers: dict[str, str] | None = None):
                        environ_base={"REMOTE_ADDR": remote})
 
 
-def test_register_is_throttled_per_address(settings):
+def test_register_is_throttled_per_address(settings, make_clients):
     limited = settings.model_copy(update={"register_rate_limit": "3 per minute"})
-    client = create_app(limited, Clients(limited)).test_client()
+    client = create_app(limited, make_clients(limited)).test_client()
     address = random_address()
 
     for _ in range(3):
@@ -44,11 +43,11 @@ def test_register_is_throttled_per_address(settings):
     assert sign_up(client, random_address()).status_code == 201
 
 
-def test_register_is_throttled_in_total_and_a_refused_address_uses_none_of_it(settings):
+def test_register_is_throttled_in_total_and_a_refused_address_uses_none_of_it(settings, make_clients):
     # Limiter keys carry the limit itself: no other test shares this total.
     limited = settings.model_copy(update={"register_rate_limit": "2 per minute",
                                           "register_total_rate_limit": "4 per 61 minutes"})
-    client = create_app(limited, Clients(limited)).test_client()
+    client = create_app(limited, make_clients(limited)).test_client()
     # One address hammering: its refused sign-ups do not use up everyone's total.
     flooder = random_address()
     assert [sign_up(client, flooder).status_code for _ in range(10)] == [201, 201] + [429] * 8
@@ -59,9 +58,9 @@ def test_register_is_throttled_in_total_and_a_refused_address_uses_none_of_it(se
     assert 0 < int(blocked.headers["Retry-After"]) <= 61 * 60
 
 
-def test_forwarded_for_is_ignored_without_trusted_proxies(settings):
+def test_forwarded_for_is_ignored_without_trusted_proxies(settings, make_clients):
     limited = settings.model_copy(update={"register_rate_limit": "2 per minute"})
-    client = create_app(limited, Clients(limited)).test_client()
+    client = create_app(limited, make_clients(limited)).test_client()
     peer = random_address()
     # Anyone can write the header: a fresh value per request must not buy a fresh bucket.
     for _ in range(2):
@@ -69,10 +68,10 @@ def test_forwarded_for_is_ignored_without_trusted_proxies(settings):
     assert sign_up(client, peer, {"X-Forwarded-For": random_address()}).status_code == 429
 
 
-def test_forwarded_for_names_the_client_behind_one_trusted_proxy(settings):
+def test_forwarded_for_names_the_client_behind_one_trusted_proxy(settings, make_clients):
     limited = settings.model_copy(update={"register_rate_limit": "2 per minute",
                                           "trusted_proxy_count": 1})
-    client = create_app(limited, Clients(limited)).test_client()
+    client = create_app(limited, make_clients(limited)).test_client()
     proxy, shopper = random_address(), random_address()
     # Every request arrives from the proxy; each client has a bucket of its own.
     for _ in range(2):

@@ -194,6 +194,7 @@ def frontend_client(settings, clients, tmp_path):
 @pytest.mark.parametrize("path", ["/", "/sales/sal_1", "/tickets/tkt_1", "/index.html"])
 def test_every_html_answer_carries_the_content_security_policy(frontend_client, path):
     page = frontend_client.get(path)
+    page.close()  # a file answer holds the file open until closed (headers stay readable)
     assert page.status_code == 200 and page.mimetype == "text/html"
     policy = page.headers["Content-Security-Policy"]
     directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
@@ -225,5 +226,6 @@ def test_api_answers_are_json_with_nosniff_and_no_referrer(frontend_client):
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert answer.headers["Referrer-Policy"] == "same-origin"
     script = frontend_client.get("/assets/app.js")
+    script.close()
     assert script.headers["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" not in script.headers

@@ -179,10 +179,10 @@ def test_checkout_refuses_what_it_cannot_sell(client, clients, admin, shopper):
     assert len(client.get("/api/cart", headers=shopper["headers"]).get_json()["items"]) == 2
 
 
-def test_checkout_with_stripe_down_is_503_and_keeps_the_cart(settings, clients):
+def test_checkout_with_stripe_down_is_503_and_keeps_the_cart(settings, clients, make_clients):
     down = settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{free_port()}",
                                        "stripe_timeout_seconds": 1.0})
-    client = create_app(down, Clients(down)).test_client()
+    client = create_app(down, make_clients(down)).test_client()
     admin = register_admin(client, clients)["access_token"]
     lamp = create_product(client, admin)
     session = register(client)

@@ -24,9 +24,9 @@ FLASHSALE = str(Path(sys.executable).parent / "flashsale")
 
 
 def _spawn(name: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
-    log = (log_dir / f"{name}.log").open("ab")
-    return subprocess.Popen([FLASHSALE, "serve", name.split("-")[0]], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with (log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+        return subprocess.Popen([FLASHSALE, "serve", name.split("-")[0]], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(process: subprocess.Popen) -> None:

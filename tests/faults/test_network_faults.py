@@ -40,10 +40,27 @@ from tests.waiting_room_helpers import card_token, drain, open_sale, payment_con
 REDIS_TIMEOUT = 0.4
 
 
+# Clients a test made for its proxies, closed when it ends (left to the garbage collector,
+# their connections raised ResourceWarnings in whichever test ran then).
+_made: list[Clients] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_made_clients():
+    yield
+    while _made:
+        _made.pop().close()
+
+
+def _clients(settings) -> Clients:
+    _made.append(Clients(settings))
+    return _made[-1]
+
+
 def _app_through(settings, **updates: Any):
     """The API with some of its services reached through proxies (and short Redis timeouts)."""
     proxied = settings.model_copy(update=updates)
-    clients = Clients(proxied)
+    clients = _clients(proxied)
     clients.__dict__["redis"] = make_redis(proxied.redis_url, socket_timeout=REDIS_TIMEOUT,
                                            socket_connect_timeout=REDIS_TIMEOUT)
     app = create_app(proxied, clients)
@@ -284,7 +301,7 @@ def test_slow_stripe_while_deciding_keeps_every_reservation(fault_clients, strip
     for i in range(24):
         waiting_room.admit(fault_clients.redis, sale_id, f"slow-{i}", 1)
     stripe_proxy.set(Mode.DELAY, 150)
-    slow = StripeGateway(Clients(fault_clients.settings.model_copy(
+    slow = StripeGateway(_clients(fault_clients.settings.model_copy(
         update={"stripe_api_base": stripe_proxy.url("http")})).stripe, emulator=True)
     options = reservations.DrainOptions(idle_seconds=0.5, claim_idle_ms=200, max_deliveries=3)
     with ThreadPoolExecutor(2) as pool:
@@ -298,7 +315,7 @@ def test_stripe_down_then_cut_while_deciding_every_ticket_gets_one_intent(fault_
     sale_id = open_sale(fault_clients, stock=10)
     for i in range(15):
         waiting_room.admit(fault_clients.redis, sale_id, f"cut-{i}", 1)
-    proxied = StripeGateway(Clients(fault_clients.settings.model_copy(
+    proxied = StripeGateway(_clients(fault_clients.settings.model_copy(
         update={"stripe_api_base": stripe_proxy.url("http"), "stripe_timeout_seconds": 1.0})).stripe,
         emulator=True)
     options = reservations.DrainOptions(idle_seconds=0.5, claim_idle_ms=200, max_deliveries=100)
