@@ -206,6 +206,37 @@ def note_presence(redis_client: redis.Redis, sale_id: str, ticket_ids: list[str]
                                                 args=[PRESENCE_KEEP_SECONDS, *ticket_ids])
 
 
+class PollPresence:
+    """Which polls note their owner as present: at most one write per ticket every
+    PRESENCE_REFRESH_SECONDS in this process, the pace open streams are noted at. The shortest
+    presence timeout (MIN_PRESENCE_TIMEOUT_SECONDS) is three of those, so a shopper who keeps
+    polling is never taken for absent. A write per poll was a second round trip and about half
+    of a status read's API CPU (make bench, the read part)."""
+
+    def __init__(self, every_seconds: float = PRESENCE_REFRESH_SECONDS, capacity: int = 200_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_seconds = every_seconds
+        self.capacity = capacity
+        self._clock = clock
+        self._noted_at: dict[str, float] = {}
+
+    def due(self, ticket_id: str) -> bool:
+        """True (and remembered) when this ticket's owner should be noted now."""
+        now = self._clock()
+        last = self._noted_at.get(ticket_id)
+        if last is not None and now - last < self.every_seconds:
+            return False
+        if len(self._noted_at) >= self.capacity:
+            # Forget what is too old to hold a write back; a bounded memory whatever the traffic.
+            recent = {t: at for t, at in self._noted_at.items() if now - at < self.every_seconds}
+            self._noted_at = recent if len(recent) < self.capacity else {}
+        self._noted_at[ticket_id] = now
+        return True
+
+
+POLL_PRESENCE = PollPresence()
+
+
 # ------------------------------------------------------------------ the feed
 
 

@@ -166,7 +166,8 @@ def read_ticket(redis_client: redis.Redis, ticket_id: str, owner_id: str | None 
     fields, progress = ticket_events.read_ticket_state(redis_client, ticket_id)
     if owner_id is not None and fields.get("user_id") != owner_id:
         raise NotFound("No such ticket.")
-    if owner_id is not None and fields.get("status") in ticket_events.WAITING:
+    if (owner_id is not None and fields.get("status") in ticket_events.WAITING
+            and ticket_events.POLL_PRESENCE.due(ticket_id)):
         # Its owner is here: a waiting ticket keeps its place under the sale's presence rule.
         ticket_events.note_presence(redis_client, fields["sale_id"], [ticket_id])
     return ticket_events.ticket_of(fields, progress)
