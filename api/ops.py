@@ -110,11 +110,20 @@ def readyz():
     return jsonify(body), (200 if not down else 503)
 
 
+def _sale_gauges() -> SaleGauges:
+    """The app's own sale gauges: their cache and the sales' ends they have read last as long as
+    the app does."""
+    extensions = current_app.extensions
+    if "flashsale.sale_gauges" not in extensions:
+        extensions["flashsale.sale_gauges"] = SaleGauges(clients().sales_redis)
+    return extensions["flashsale.sale_gauges"]  # type: ignore[no-any-return]
+
+
 @blp.route("/metrics")
 @blp.doc(summary="Prometheus metrics (text format)")
 @blp.alt_response(200, content_type=CONTENT_TYPE_LATEST, description="Prometheus text format", success=True)
 def prometheus_metrics():
-    metrics.add_live_collector("sale_gauges", lambda: SaleGauges(clients().sales_redis))
+    metrics.serve_live_collector("sale_gauges", _sale_gauges())
     multiproc_dir = settings().prometheus_multiproc_dir
     if multiproc_dir:
         registry = CollectorRegistry()

@@ -105,7 +105,10 @@ def test_a_lost_reply_is_one_admission_through_http(settings, proxy, limit) -> N
         # The shopper's rate state moved one step: its theoretical arrival time is at most one
         # interval ahead of now.
         interval = AdmissionRate.parse(limit).interval_ms
-        assert 0 < redis.pttl(sale_keys.admission_rate_key(sale_id, "usr_lost_reply")) <= interval
+        left_ms = redis.pttl(sale_keys.admission_rate_key(sale_id, "usr_lost_reply"))
+        # At 20 a second one step lasts 50 ms, which a loaded machine may spend before this read
+        # (-2: the key is gone); the 1-per-second case checks the step in every run.
+        assert 0 < left_ms <= interval or (left_ms == -2 and interval < 1000), left_ms
     finally:
         clients.close()
 

@@ -83,3 +83,16 @@ def test_metrics_endpoint_shows_a_live_sale(client, clients: Clients) -> None:
         collector._at = None  # a collector made by an earlier test's app may hold its answer
     body = client.get("/metrics").get_data(as_text=True)
     assert f'flashsale_sale_units{{sale_id="{sale_id}",state="available"}} 3.0' in body
+
+
+def test_a_scrape_reads_the_sales_of_the_app_that_serves_it(settings, clients: Clients, make_clients) -> None:
+    """Tests make many apps in one process: an app made and closed earlier must not leave its
+    (closed) clients to the gauges of the app scraped now."""
+    from api.app import create_app
+
+    earlier_clients = make_clients(settings)
+    create_app(settings, earlier_clients).test_client().get("/metrics")
+    earlier_clients.close()
+    sale_id = open_sale(clients, 2)
+    body = create_app(settings, clients).test_client().get("/metrics").get_data(as_text=True)
+    assert f'flashsale_sale_units{{sale_id="{sale_id}",state="available"}} 2.0' in body

@@ -9,6 +9,7 @@ reuses the answer for CACHE_SECONDS: scrapers and dashboards polling at once cos
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from prometheus_client.registry import Collector
 from common.flash_sale import sale_keys
 from common.flash_sale.sales import all_sale_ids, read_counters
 from common.platform.clock import now_ms
+
+log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5.0
 LIVE_AFTER_END = timedelta(hours=1)
@@ -74,5 +77,5 @@ class SaleGauges(Collector):
                     units.add_metric([sale_id, state], getattr(counters, state))
                 queued.add_metric([sale_id], counters.queued)
         except redis.RedisError:  # a scrape must not fail because Redis is down
-            pass
+            log.warning("sale gauges not read: Redis did not answer", exc_info=True)
         return [units, queued]

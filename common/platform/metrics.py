@@ -1,9 +1,7 @@
 """Prometheus metrics. Counters are incremented where things happen; a domain's gauges read at
-scrape time (flash_sale/sale_gauges.py) are added with `add_live_collector`."""
+scrape time (flash_sale/sale_gauges.py) are served with `serve_live_collector`."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
@@ -45,11 +43,17 @@ def method_label(method: str) -> str:
     return method if method in HTTP_METHODS else "other"
 
 
-def add_live_collector(name: str, make: Callable[[], Collector]) -> None:
-    """Register a collector read at scrape time, once per process: the first call makes it."""
-    if name not in _live_sources:
-        collector = _live_sources[name] = make()
-        REGISTRY.register(collector)
+def serve_live_collector(name: str, collector: Collector) -> None:
+    """Read `collector` at scrape time, one per name in a process. When tests make many apps in
+    one process, each scrape serves the collector of the app answering it (an earlier app's may
+    hold clients that are closed by now)."""
+    earlier = _live_sources.get(name)
+    if earlier is collector:
+        return
+    if earlier is not None:
+        REGISTRY.unregister(earlier)
+    _live_sources[name] = collector
+    REGISTRY.register(collector)
 
 
 def register_live_collectors(registry: CollectorRegistry) -> None:

@@ -44,7 +44,7 @@ def test_every_key_of_a_sale_is_on_the_sale_slot():
     for name, function in inspect.getmembers(sale_keys, inspect.isfunction):
         if not name.endswith("_key"):
             continue
-        arguments = {"sale_id": sale_id, "ticket_id": ticket_id, "user_id": "u1"}
+        arguments = {"sale_id": sale_id, "ticket_id": ticket_id, "user_id": "u1", "challenge": "c1"}
         wanted = inspect.signature(function).parameters
         slots.add(key_slot(function(**{k: v for k, v in arguments.items() if k in wanted}).encode()))
     assert slots == {key_slot(("{sale:" + sale_id + "}").encode())}
