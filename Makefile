@@ -68,8 +68,11 @@ test: venv frontend lint browser-deps docs monitoring-check
 	@if [ -n "$(NPM)" ] && [ -f frontend/package.json ]; then cd frontend && npm test --silent; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The admission, status reads, sign-ins, decisions and fresh connections against flashsale run;
+# then what a sale's proof-of-work costs per admission beside one without it.
 bench: venv
 	$(BIN)/python -m loadtests.bench_admission
+	$(BIN)/python -m loadtests.bench_challenge
 
 # N shoppers on event streams against the same N polling, and the first burst of a surge;
 # prints figures (BENCH_SSE_ARGS, e.g. --shoppers 2000,5000,10000).
