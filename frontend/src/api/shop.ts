@@ -106,6 +106,9 @@ export const tickets = {
   cancel: (ticketId: string) => api.post<Ticket | null>(`/api/tickets/${id(ticketId)}/cancel`),
   pay: (ticketId: string, cardToken: string) =>
     api.post<PaymentAttempt>(`/api/tickets/${id(ticketId)}/pay`, { card_token: cardToken }),
+  /** A draw entry: authorise price × quantity on the card, charged only if the entry is drawn. */
+  hold: (ticketId: string, cardToken: string) =>
+    api.post<PaymentAttempt>(`/api/tickets/${id(ticketId)}/hold`, { card_token: cardToken }),
 };
 
 let configPromise: Promise<PublicConfig> | null = null;

@@ -16,9 +16,13 @@ interface CardPaymentProps {
   /** Let the shopper try another card after a decline (a cart order can; a ticket's reservation is released). */
   allowRetryAfterDecline?: boolean;
   disabled?: boolean;
+  /** The button's verb, for a form that holds rather than charges (a draw entry): "Authorise". */
+  verb?: { action: string; working: string; sent: string; step: string };
 }
 
 type Phase = 'loading' | 'ready' | 'working' | 'submitted' | 'declined' | 'unavailable';
+
+const PAY_VERB = { action: 'Pay', working: 'Paying…', sent: 'Payment sent', step: 'Charging your card…' };
 
 const DECLINED_STATUSES = new Set(['requires_payment_method', 'canceled']);
 
@@ -42,6 +46,7 @@ export function CardPayment({
   onDeclined,
   allowRetryAfterDecline = false,
   disabled = false,
+  verb = PAY_VERB,
 }: CardPaymentProps) {
   const mountRef = useRef<HTMLDivElement>(null);
   const stripeRef = useRef<StripeInstance | null>(null);
@@ -107,7 +112,7 @@ export function CardPayment({
         setPhase('ready');
         return;
       }
-      setStep('Charging your card…');
+      setStep(verb.step);
       const attempt = await pay(token.id);
       if (attempt.requires_action) {
         setStep('Waiting for your bank to confirm…');
@@ -169,12 +174,12 @@ export function CardPayment({
         data-testid="pay-button"
       >
         {phase === 'working'
-          ? 'Paying…'
+          ? verb.working
           : phase === 'submitted'
-            ? 'Payment sent'
+            ? verb.sent
             : phase === 'declined'
               ? 'Payment declined'
-              : `Pay ${formatMoney(amountCents, currency)}`}
+              : `${verb.action} ${formatMoney(amountCents, currency)}`}
       </button>
     </form>
   );

@@ -118,6 +118,27 @@ describe('sale page', () => {
     expect(screen.getByTestId('location').textContent).toBe('/tickets/t1');
   });
 
+  it("a draw sale says the card is authorised now and charged only if drawn, and entering opens the entry's page", async () => {
+    const drawSale = sale({ status: 'lobby', mode: 'draw', lobby_opens_at: '2030-01-01T11:00:00Z' });
+    const http = serve({
+      'GET /api/sales/s1': () => json(200, drawSale),
+      'POST /api/sales/s1/tickets': () =>
+        json(202, ticket({ status: 'lobby', position: null, hold: { status: 'required', payment_intent_id: null, client_secret: null, amount_cents: 4999, currency: 'USD' } })),
+    });
+    renderRoute(<SalePage />, at);
+    await advance();
+    expect(screen.getByTestId('draw-explainer').textContent).toContain(
+      'Enter the draw: your card is authorised now and charged only if you are drawn',
+    );
+    expect(screen.queryByTestId('lobby-explainer')).toBeNull();
+    const enter = screen.getByTestId('join-lobby-button');
+    expect(enter.textContent).toBe('Enter the draw');
+    fireEvent.click(enter);
+    await advance();
+    expect(http.callsTo('POST', '/api/sales/s1/tickets')).toHaveLength(1);
+    expect(screen.getByTestId('location').textContent).toBe('/tickets/t1');
+  });
+
   it('a shopper back in the lobby is told they are in', async () => {
     serve({
       'GET /api/sales/s1': () => json(200, sale({ status: 'lobby', lobby_opens_at: '2030-01-01T11:00:00Z' })),

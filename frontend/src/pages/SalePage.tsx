@@ -210,8 +210,23 @@ export function SalePage() {
     }
   };
 
+  const draw = sale.mode === 'draw';
   let action;
-  if (liveTicket?.status === 'lobby') {
+  if (liveTicket?.status === 'lobby' && draw) {
+    action = (
+      <div className="notice" data-testid="draw-joined">
+        <p>
+          You have an entry in the draw at <strong>{formatTimeOfDay(sale.starts_at)}</strong>. Your card is charged only if
+          you are drawn.
+        </p>
+        <p>
+          <Link className="button button-primary" to={`/tickets/${encodeURIComponent(liveTicket.id)}`} data-testid="resume-ticket">
+            Go to your entry
+          </Link>
+        </p>
+      </div>
+    );
+  } else if (liveTicket?.status === 'lobby') {
     action = (
       <div className="notice" data-testid="lobby-joined">
         <p data-testid="lobby-message">
@@ -261,13 +276,21 @@ export function SalePage() {
               disabled={joining || rateLimited || user === undefined}
               data-testid="join-lobby-button"
             >
-              {joining ? 'Joining the lobby…' : 'Join the lobby'}
+              {joining ? (draw ? 'Entering…' : 'Joining the lobby…') : draw ? 'Enter the draw' : 'Join the lobby'}
             </button>
-            <p className="muted" data-testid="lobby-explainer">
-              Everyone in the lobby at {formatTimeOfDay(sale.starts_at)} gets a random place in line, drawn fairly:
-              joining now or a minute before the start makes no difference.
-              {sale.lobby_size ? ` ${sale.lobby_size} in the lobby.` : ''}
-            </p>
+            {draw ? (
+              <p className="muted" data-testid="draw-explainer">
+                Enter the draw: your card is authorised now and charged only if you are drawn. The draw is at{' '}
+                {formatTimeOfDay(sale.starts_at)}; entering early or late makes no difference.
+                {sale.lobby_size ? ` ${sale.lobby_size} entered.` : ''}
+              </p>
+            ) : (
+              <p className="muted" data-testid="lobby-explainer">
+                Everyone in the lobby at {formatTimeOfDay(sale.starts_at)} gets a random place in line, drawn fairly:
+                joining now or a minute before the start makes no difference.
+                {sale.lobby_size ? ` ${sale.lobby_size} in the lobby.` : ''}
+              </p>
+            )}
           </>
         ) : (
           <>

@@ -1,7 +1,8 @@
-import { act, fireEvent, screen } from '@testing-library/react';
+import { act, cleanup, fireEvent, screen } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokens } from '../api/client';
-import type { Ticket } from '../api/types';
+import type { Hold, Ticket } from '../api/types';
+import type { StripeInstance } from '../lib/stripe';
 import { ticketForSale } from '../lib/ticketStore';
 import { customer, order, product, sale, ticket } from '../test/fixtures';
 import { apiError, installFetch, json, type Answer } from '../test/http';
@@ -395,5 +396,160 @@ describe('lobby ticket page', () => {
     expect(screen.getByTestId('outlook-line').textContent).toContain('unlikely to get one');
     expect(screen.getByTestId('fairness-link').textContent).toBe('How was my place drawn?');
     expect(ticketForSale('s1')?.firstPosition).toBe(140);
+  });
+});
+
+function fakeStripe() {
+  const card = { mount: vi.fn(), destroy: vi.fn(), on: vi.fn() };
+  const stripe = {
+    elements: vi.fn(() => ({ create: vi.fn(() => card) })),
+    createToken: vi.fn(async () => ({ token: { id: 'tok_visa' } })),
+    confirmCardPayment: vi.fn(async () => ({ paymentIntent: { status: 'requires_capture' } })),
+  };
+  window.Stripe = vi.fn(() => stripe as unknown as StripeInstance);
+  return stripe;
+}
+
+const hold = (over: Partial<Hold> = {}): Hold => ({
+  status: 'required',
+  payment_intent_id: null,
+  client_secret: null,
+  amount_cents: 4999,
+  currency: 'USD',
+  ...over,
+});
+
+const entry = (over: Partial<Ticket> = {}) =>
+  ticket({ status: 'lobby', position: null, poll_after_ms: 60_000, hold: hold(), ...over });
+
+const held = () =>
+  entry({ hold: hold({ status: 'held', payment_intent_id: 'pi_h', client_secret: 'pi_h_secret' }) });
+
+describe('draw entry page', () => {
+  const drawSale = sale({ status: 'lobby', mode: 'draw', lobby_opens_at: '2030-01-01T11:00:00Z' });
+
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2030-01-01T11:59:50Z'));
+    tokens.set({ access_token: 'a' });
+  });
+
+  function serveEntry(ticketAnswers: Array<() => Answer>, holdAnswers: Array<() => Answer>, extra: Record<string, () => Answer> = {}) {
+    return installFetch({
+      'GET /api/auth/me': () => json(200, customer),
+      'GET /api/tickets/t1': ticketAnswers,
+      'GET /api/sales/s1': () => json(200, drawSale),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/config': () => json(200, { stripe_publishable_key: 'pk_test_1', stripe_js_url: '/js.stripe.com/v3/' }),
+      'POST /api/tickets/t1/hold': holdAnswers,
+      ...extra,
+    });
+  }
+
+  it("posts the card token for the hold, then says you're entered with the time of the draw and lets you withdraw", async () => {
+    const stripe = fakeStripe();
+    const http = serveEntry(
+      [() => json(200, entry()), () => json(200, held())],
+      [() => json(200, { status: 'requires_capture', requires_action: false, client_secret: 'pi_h_secret', payment_intent_id: 'pi_h' })],
+      { 'POST /api/tickets/t1/cancel': () => json(200, ticket({ status: 'cancelled', position: null, hold: hold({ status: 'released' }) })) },
+    );
+    renderRoute(<TicketPage />, at);
+    await advance();
+    await advance();
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Enter the draw');
+    expect(screen.getByTestId('draw-hold-view').textContent).toContain('charged only if you are drawn');
+    const button = screen.getByTestId('pay-button');
+    expect(button.textContent).toBe('Authorise $49.99');
+
+    fireEvent.click(button);
+    await advance();
+    await advance();
+    expect(stripe.createToken).toHaveBeenCalledTimes(1);
+    expect(http.callsTo('POST', '/api/tickets/t1/hold')[0].body).toEqual({ card_token: 'tok_visa' });
+    expect(stripe.confirmCardPayment).not.toHaveBeenCalled();
+    // The answer makes the page look at the ticket again at once: the hold is held.
+    expect(http.callsTo('GET', '/api/tickets/t1')).toHaveLength(2);
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe("You're entered in the draw");
+    expect(screen.getByTestId('draw-entered-message').textContent).toContain("You're entered");
+    expect(screen.getByTestId('draw-time').textContent).toBe(formatTimeOfDay('2030-01-01T12:00:00Z'));
+    expect(screen.getByTestId('draw-countdown').textContent).toBe('00:10');
+
+    fireEvent.click(screen.getByTestId('leave-queue-button'));
+    fireEvent.click(screen.getByTestId('leave-queue-confirm'));
+    await advance();
+    expect(http.callsTo('POST', '/api/tickets/t1/cancel')).toHaveLength(1);
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('cancelled');
+  });
+
+  it('says a declined card was declined and lets the shopper try another card', async () => {
+    const stripe = fakeStripe();
+    const http = serveEntry(
+      [() => json(200, entry()), () => json(200, entry({ hold: hold({ status: 'failed' }) })), () => json(200, held())],
+      [
+        () => apiError(402, 'payment_declined', 'Your card was declined.'),
+        () => json(200, { status: 'requires_capture', requires_action: false, client_secret: 's', payment_intent_id: 'pi_2' }),
+      ],
+    );
+    renderRoute(<TicketPage />, at);
+    await advance();
+    await advance();
+    fireEvent.click(screen.getByTestId('pay-button'));
+    await advance();
+    await advance();
+    expect(screen.getByTestId('payment-error').textContent).toBe('Your card was declined.');
+    expect(screen.getByTestId('hold-declined').textContent).toContain('try another card');
+    const again = screen.getByTestId('pay-button');
+    expect(again).toHaveProperty('disabled', false);
+
+    fireEvent.click(again);
+    await advance();
+    await advance();
+    expect(stripe.createToken).toHaveBeenCalledTimes(2);
+    expect(http.callsTo('POST', '/api/tickets/t1/hold')).toHaveLength(2);
+    expect(screen.getByTestId('draw-entered-message').textContent).toContain("You're entered");
+  });
+
+  it('finishes 3-D Secure for the hold as a payment does', async () => {
+    const stripe = fakeStripe();
+    serveEntry(
+      [() => json(200, entry()), () => json(200, held())],
+      [() => json(200, { status: 'requires_action', requires_action: true, client_secret: 'pi_3_secret', payment_intent_id: 'pi_3' })],
+    );
+    renderRoute(<TicketPage />, at);
+    await advance();
+    await advance();
+    fireEvent.click(screen.getByTestId('pay-button'));
+    await advance();
+    await advance();
+    expect(stripe.confirmCardPayment).toHaveBeenCalledWith('pi_3_secret');
+    expect(screen.getByTestId('draw-entered-message')).toBeTruthy();
+  });
+
+  it('after the draw: not selected says the hold was released', async () => {
+    serveEntry([() => json(200, ticket({ status: 'not_selected', position: null, hold: hold({ status: 'released' }) }))], []);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByTestId('ticket-status').dataset.status).toBe('not_selected');
+    expect(screen.getByTestId('draw-not-selected').textContent).toContain('Not selected: your hold was released');
+  });
+
+  it('after the draw: a winner sees the order, a failed capture says so', async () => {
+    serveEntry(
+      [() => json(200, ticket({ status: 'paid', position: null, order_id: 'o1', hold: hold({ status: 'captured' }) }))],
+      [],
+      { 'GET /api/orders/o1': () => json(200, order()) },
+    );
+    renderRoute(<TicketPage />, at);
+    await advance();
+    await advance();
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('You won the draw!');
+    expect(screen.getByTestId('draw-won').textContent).toContain('you won');
+    expect(screen.getByTestId('paid-order-link').getAttribute('href')).toBe('/orders/o1');
+    cleanup();
+
+    serveEntry([() => json(200, ticket({ status: 'payment_failed', position: null, hold: hold({ status: 'failed' }) }))], []);
+    renderRoute(<TicketPage />, at);
+    await advance();
+    expect(screen.getByTestId('draw-capture-failed').textContent).toContain('the capture failed');
   });
 });

@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { errorMessage } from '../api/client';
 import { cachedProduct, orders, tickets } from '../api/shop';
-import { isFinalTicketStatus, type Sale, type Ticket, type TicketStatus } from '../api/types';
+import { isFinalTicketStatus, type Hold, type Sale, type Ticket, type TicketStatus } from '../api/types';
 import { CardPayment } from '../components/CardPayment';
 import { Countdown } from '../components/Countdown';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -42,6 +42,16 @@ const HEADING: Record<TicketStatus, string> = {
   abandoned: 'You were away when your turn came',
   not_selected: 'You were not drawn this time',
 };
+
+/** A draw entry's heading follows its hold; the result's, the draw. */
+function headingFor(ticket: Ticket): string {
+  if (ticket.hold && ticket.status === 'lobby') {
+    return ticket.hold.status === 'held' ? "You're entered in the draw" : 'Enter the draw';
+  }
+  if (ticket.hold && ticket.status === 'paid') return 'You won the draw!';
+  if (ticket.hold && ticket.status === 'payment_failed') return 'You were drawn, but the charge failed';
+  return HEADING[ticket.status] ?? 'Your ticket';
+}
 
 // Position updates are announced at most this often, so a screen reader is not flooded.
 const ANNOUNCE_EVERY_MS = 15_000;
@@ -152,6 +162,74 @@ function FairnessLink({ ticket }: { ticket: Ticket }) {
         How was my place drawn?
       </Link>
     </p>
+  );
+}
+
+const HOLD_VERB = {
+  action: 'Authorise',
+  working: 'Authorising…',
+  sent: 'Card authorised',
+  step: 'Authorising your card…',
+};
+
+/** A draw sale's entry: the card is held now, charged only if the entry is drawn at starts_at. */
+function DrawEntryView({
+  ticket,
+  hold,
+  sale,
+  onChanged,
+  onLeft,
+}: {
+  ticket: Ticket;
+  hold: Hold;
+  sale: Sale | undefined;
+  onChanged: () => void;
+  onLeft: (ticket: Ticket | null) => void;
+}) {
+  const drawAt = sale ? <strong data-testid="draw-time">{formatTimeOfDay(sale.starts_at)}</strong> : '…';
+  if (hold.status === 'held') {
+    return (
+      <div className="queue lobby" data-testid="draw-entered">
+        <p className="notice" data-testid="draw-entered-message">
+          You're entered. The draw is at {drawAt}: if you are drawn, your card is charged{' '}
+          <Money cents={hold.amount_cents} currency={hold.currency ?? sale?.currency ?? 'USD'} testId="hold-amount" />;
+          if not, the hold is released.
+        </p>
+        {sale ? (
+          <div className="sale-countdown">
+            <p>The draw is in</p>
+            <Countdown to={sale.starts_at} testId="draw-countdown" label="Time until the draw" />
+          </div>
+        ) : null}
+        <p className="muted">Keep this page open, or come back after the draw: it shows the result.</p>
+        <FairnessLink ticket={ticket} />
+        <LeaveButton ticket={ticket} onLeft={onLeft} label="Withdraw" />
+      </div>
+    );
+  }
+  return (
+    <div className="reserved" data-testid="draw-hold-view">
+      <p className="notice">
+        Enter the draw at {drawAt}: your card is authorised now for{' '}
+        <Money cents={hold.amount_cents} currency={hold.currency ?? sale?.currency ?? 'USD'} testId="hold-amount" /> and
+        charged only if you are drawn.
+      </p>
+      {hold.status === 'failed' ? (
+        <p className="payment-error" role="alert" data-testid="hold-declined">
+          Your card was declined: try another card to enter the draw.
+        </p>
+      ) : null}
+      <CardPayment
+        amountCents={hold.amount_cents}
+        currency={hold.currency ?? sale?.currency ?? 'USD'}
+        pay={(token) => tickets.hold(ticket.id, token)}
+        onSubmitted={onChanged}
+        onDeclined={onChanged}
+        allowRetryAfterDecline
+        verb={HOLD_VERB}
+      />
+      <LeaveButton ticket={ticket} onLeft={onLeft} label="Withdraw" />
+    </div>
   );
 }
 
@@ -282,6 +360,11 @@ function PaidView({ ticket }: { ticket: Ticket }) {
   );
   return (
     <div className="paid" data-testid="paid-order-summary">
+      {ticket.hold ? (
+        <p className="notice" data-testid="draw-won">
+          You were drawn: you won. Your card hold was captured for the order below.
+        </p>
+      ) : null}
       {order.data ? (
         <>
           <p>
@@ -299,6 +382,14 @@ function PaidView({ ticket }: { ticket: Ticket }) {
         <Loading label="Loading your order…" />
       )}
       <p>
+        {ticket.order_id ? (
+          <>
+            <Link to={`/orders/${encodeURIComponent(ticket.order_id)}`} data-testid="paid-order-link">
+              See this order
+            </Link>{' '}
+            ·{' '}
+          </>
+        ) : null}
         <Link to="/orders">See all your orders</Link>
       </p>
     </div>
@@ -354,12 +445,18 @@ function OutcomeView({ ticket, paymentNote }: { ticket: Ticket; paymentNote: str
     case 'not_selected':
       body = (
         <p data-testid="draw-not-selected">
-          Every unit went to entries drawn before yours. Your card was never charged: its hold has been released.
+          Not selected: your hold was released. Every unit went to entries drawn before yours, and your card was
+          never charged.
         </p>
       );
       break;
     case 'payment_failed':
-      body = (
+      body = ticket.hold ? (
+        <p data-testid="draw-capture-failed">
+          You were drawn, but the capture failed: the bank refused to charge the card hold, so the unit went to
+          the next entry. Nothing was charged.
+        </p>
+      ) : (
         <>
           <p data-testid="payment-declined-message">
             {paymentNote ? `${paymentNote} ` : ''}The reservation was released and nothing was charged.
@@ -395,7 +492,8 @@ export function TicketPage() {
   const [firstPosition, setFirstPosition] = useState<number | null>(null);
   const announcement = useAnnouncement(ticket);
   const now = useNow(poll.retryAt !== null);
-  useTitle(ticket ? HEADING[ticket.status] ?? 'Your ticket' : 'Your place in line');
+  const heading = ticket ? headingFor(ticket) : 'Your place in line';
+  useTitle(heading);
 
   useEffect(() => {
     if (ticket) setFirstPosition(rememberTicket(ticket).firstPosition);
@@ -429,7 +527,7 @@ export function TicketPage() {
 
   return (
     <section className="page ticket-page" aria-labelledby="ticket-heading">
-      <h1 id="ticket-heading">{HEADING[ticket.status] ?? 'Your ticket'}</h1>
+      <h1 id="ticket-heading">{heading}</h1>
       <p className="ticket-meta">
         <span className="muted ticket-product">{product.data?.name ?? '\u00a0'}</span>
         <span className={`badge badge-${ticket.status}`} data-testid="ticket-status" data-status={ticket.status}>
@@ -442,7 +540,15 @@ export function TicketPage() {
       <p className="connection-note" data-testid="connection-note">
         {poll.error ? `${errorMessage(poll.error)} Trying again in ${retryIn} s.` : '\u00a0'}
       </p>
-      {ticket.status === 'lobby' ? (
+      {ticket.status === 'lobby' && ticket.hold ? (
+        <DrawEntryView
+          ticket={ticket}
+          hold={ticket.hold}
+          sale={sale}
+          onChanged={() => poll.refetch()}
+          onLeft={onLeft}
+        />
+      ) : ticket.status === 'lobby' ? (
         <LobbyView ticket={ticket} sale={sale} />
       ) : ticket.status === 'queued' ? (
         <QueueView ticket={ticket} sale={sale} firstPosition={firstPosition} onLeft={onLeft} />
