@@ -81,14 +81,25 @@ def run(args: argparse.Namespace, clients: Clients, api_base: str) -> None:
     walked = time.perf_counter() - walk_started
     print(f"walk: {report.captured} captured, {report.failed} failed, {report.released} released, "
           f"{report.no_hold} without a hold; {report.stripe_calls} Stripe calls")
-    print(f"time from the start to the last winner charged: {moments.get('winners', walked):.1f} s")
-    print(f"time from the start to the last hold released: {walked:.1f} s")
-    print(f"Stripe calls per second during the walk: {report.stripe_calls / walked:.1f} "
-          f"(limit {args.rate:g})")
-    per_entry = report.stripe_calls / max(1, args.entries)
+    for line in walk_figures(entries=args.entries, winners_s=moments.get("winners", walked),
+                             walked_s=walked, stripe_calls=report.stripe_calls, rate=args.rate):
+        print(line)
+
+
+def walk_figures(*, entries: int, winners_s: float, walked_s: float, stripe_calls: int,
+                 rate: float, walk_s: float | None = None) -> list[str]:
+    """The walk's figures, from the draw's start: here and in `flashsale loadtest --scenario
+    draw` (loadtests/draw_entries.py), which measures the same walk in a running system.
+    `walk_s`: how long the Stripe calls took, when the start came before the walk began
+    (a running system's draw waits for its beacon round) [default: walked_s]."""
+    per_entry = stripe_calls / max(1, entries)
     live = 100_000 * per_entry / 100
-    print(f"the same walk for 100,000 entries at Stripe's live limit (100 calls/s): "
-          f"{live:,.0f} s ({live / 60:.0f} min)")
+    per_second = stripe_calls / max(walked_s if walk_s is None else walk_s, 1e-9)
+    return [f"time from the start to the last winner charged: {winners_s:.1f} s",
+            f"time from the start to the last hold released: {walked_s:.1f} s",
+            f"Stripe calls per second during the walk: {per_second:.1f} (limit {rate:g})",
+            f"the same walk for 100,000 entries at Stripe's live limit (100 calls/s): "
+            f"{live:,.0f} s ({live / 60:.0f} min)"]
 
 
 def main() -> None:

@@ -35,9 +35,10 @@ from common.platform.settings import settings_or_exit
 @click.option("--pay", is_flag=True, help="Pay every reservation with a test card.")
 @click.option("--card-entry", default="3,8", show_default=True, metavar="MIN,MAX",
               help="Seconds a paying shopper takes to type a card (0,0: at once).")
-@click.option("--scenario", type=click.Choice(["shoppers", "surge", "scalpers"]), default="shoppers",
-              show_default=True, help="surge: 10,000 shoppers for 500 units, arriving over a "
-              "60 s lobby.")
+@click.option("--scenario", type=click.Choice(["shoppers", "surge", "scalpers", "draw"]),
+              default="shoppers", show_default=True, help="surge: 10,000 shoppers for 500 units, "
+              "arriving over a 60 s lobby. draw: --users shoppers enter a draw sale of --stock "
+              "units, each holding a card; times the draw's walk (captures and releases).")
 @click.option("--updates", type=click.Choice(["sse", "poll"]), default="sse", show_default=True,
               help="How shoppers follow their ticket: its event stream, or polling with "
                    "poll_after_ms.")
@@ -96,6 +97,20 @@ def loadtest(users: int, stock: int | None, spawn_rate: float | None, duration: 
     if not options.admin_email or not options.admin_password:
         raise click.UsageError("the load test signs in as an admin: set ADMIN_EMAIL and "
                                "ADMIN_PASSWORD (or pass --admin-email/--admin-password)")
+    if scenario == "draw":
+        from loadtests.draw_entries import run_draw
+        from loadtests.verify import load_services
+
+        try:
+            text, passed = run_draw(
+                load_services(options.services), admin_email=options.admin_email,
+                admin_password=options.admin_password, shoppers=users, units=stock or 10,
+                results_dir=options.results_dir, rate=settings.draw_stripe_calls_per_second,
+                lobby_seconds=lobby_window, echo=lambda message: click.echo(message, err=True))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(text)
+        sys.exit(0 if passed else 1)
     if scenario == "scalpers":
         from loadtests.scalpers import run_scalpers
         from loadtests.verify import load_services

@@ -83,3 +83,20 @@ def test_valid_arrival_options_get_past_the_checks(tmp_path):
     result = CliRunner().invoke(main, ["loadtest", "--scenario", "surge", "--lobby-window", "30",
                                        "--services", str(tmp_path / "missing.json")])
     assert "--lobby-window" not in result.output and result.exit_code != 0
+
+
+def test_the_draw_scenario_is_an_option(tmp_path):
+    result = CliRunner().invoke(main, ["loadtest", "--scenario", "draw", "--users", "5", "--stock", "2",
+                                       "--admin-email", "op@example.com", "--admin-password", "x",
+                                       "--services", str(tmp_path / "missing.json")])
+    assert "--scenario" not in result.output  # it fails later, on the missing services file
+    assert "missing.json does not exist" in result.output and result.exit_code == 1, result.output
+
+
+def test_the_draw_walk_figures_are_bench_draws():
+    from loadtests.bench_draw import walk_figures
+
+    lines = walk_figures(entries=50, winners_s=1.3, walked_s=2.9, stripe_calls=38, rate=25, walk_s=1.9)
+    assert lines[0] == "time from the start to the last winner charged: 1.3 s"
+    assert lines[1] == "time from the start to the last hold released: 2.9 s"
+    assert lines[2] == "Stripe calls per second during the walk: 20.0 (limit 25)"
