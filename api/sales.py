@@ -167,6 +167,15 @@ class ChallengeSchema(ma.Schema):
     signature = ma.fields.String(required=True)
 
 
+class DrawStatsSchema(ma.Schema):
+    held = ma.fields.Integer(required=True, metadata={"description": "entries whose hold is held now"})
+    captured = ma.fields.Integer(required=True, metadata={"description": "holds captured by the draw"})
+    released = ma.fields.Integer(required=True, metadata={
+        "description": "holds cancelled: withdrawn, not selected, no hold at the draw, sale cancelled"})
+    failed = ma.fields.Integer(required=True, metadata={
+        "description": "hold authorisations declined, and captures that failed"})
+
+
 class SaleStatsSchema(ma.Schema):
     stock_total = ma.fields.Integer(required=True)
     available = ma.fields.Integer(required=True)
@@ -186,6 +195,8 @@ class SaleStatsSchema(ma.Schema):
     orders = ma.fields.Integer()
     decisions_per_second = ma.fields.Float()
     consistent = ma.fields.Boolean(required=True)
+    draw = ma.fields.Nested(DrawStatsSchema, metadata={
+        "description": "a draw sale's holds so far (draw sales only)"})
 
 
 # Built once: admission is the hottest path, and a schema instance is reusable for dumping.

@@ -19,6 +19,7 @@ from common.auditing.audit import audit_sale, read_sale_snapshot
 from common.billing import draw_walk, holds
 from common.billing.draw_walk import Pace
 from common.flash_sale import lobby, sale_keys, sales, waiting_room
+from common.flash_sale.tickets import HoldStatus
 from common.platform.errors import CardAlreadyUsed, PaymentDeclined, TicketNotActive
 from tests.accounts import bearer, create_product, register, register_admin
 from tests.waiting_room_helpers import card_token, gateway_for, make_product, payment_context
@@ -366,3 +367,59 @@ def test_each_entrant_is_mailed_its_result_once(clients, settings, servers):
         assert f"http://shop.test/tickets/{entry['id']}" in body
     assert subjects == {"paid": "You were drawn: your order is confirmed",
                         "not_selected": "The draw: not selected this time"}
+
+
+def test_the_operator_stats_count_the_holds_as_the_tickets_say(client, clients):
+    """GET /api/admin/sales/<id>/stats has `draw`: held now, captured, released, failed, each
+    counted once by the step that changes it, however often a step runs again."""
+    stock = 2
+    sale = draw_sale(clients, stock=stock, starts_in=8, one_card=False)  # one declining card
+    sale_id = sale["_id"]
+    admin = register_admin(client, clients)
+
+    def draw_stats() -> dict[str, int]:
+        answer = client.get(f"/api/admin/sales/{sale_id}/stats", headers=bearer(admin["access_token"]))
+        assert answer.status_code == 200, answer.get_json()
+        return answer.get_json()["draw"]
+
+    assert draw_stats() == {"held": 0, "captured": 0, "released": 0, "failed": 0}
+    shoppers = users(clients, 6)
+    entries = [enter(clients, sale_id, u) for u in shoppers]
+    # The first declines, then holds another card; the second declines and stays out.
+    for entry, user_id in zip(entries[:2], shoppers[:2], strict=True):
+        with pytest.raises(PaymentDeclined):
+            hold(clients, entry, user_id, DECLINED)
+    intents = {entries[0]["id"]: hold(clients, entries[0], shoppers[0], CARDS[0]).id}
+    for entry, user_id, number in zip(entries[2:], shoppers[2:], CARDS[1:], strict=False):
+        intents[entry["id"]] = hold(clients, entry, user_id, number).id
+    # Stripe's answer recorded again (a retried request) counts nothing more.
+    assert holds.mark_hold(clients.redis, entries[2]["id"], intents[entries[2]["id"]], HoldStatus.HELD)
+    assert draw_stats() == {"held": 5, "captured": 0, "released": 0, "failed": 2}
+    # One withdraws (the third).
+    assert holds.withdraw_entry(clients.redis, gateway_for(clients), entries[2]["id"],
+                               shoppers[2])["reason"] == "withdrawn"
+    assert draw_stats() == {"held": 4, "captured": 0, "released": 1, "failed": 2}
+
+    wait_for_start(sale)
+    drawn = [t for t in contract_order(str(clients.redis.hget(sale_keys.config_key(sale_id), "seed")),
+                                       [e["id"] for e in entries]) if t in intents and t != entries[2]["id"]]
+    clients.stripe.v1.payment_intents.cancel(intents[drawn[0]])  # the first drawn: a failed capture
+    report = walk(clients, sale_id)
+    assert (report.captured, report.failed, report.released) == (stock, 1, 1)
+    # Walked again from the first entry (a redelivered task after a crash): counted once.
+    clients.redis.hset(sale_keys.draw_key(sale_id), "walked", 0)
+    walk(clients, sale_id)
+
+    tickets = [ticket_of(clients, e) for e in entries]
+    shown = [t["hold"]["status"] for t in tickets]
+    expected = {"held": shown.count("held"), "captured": shown.count("captured"),
+                "released": shown.count("released"),
+                "failed": 2 + sum(t["status"] == "payment_failed" for t in tickets)}
+    assert expected == {"held": 0, "captured": 2, "released": 3, "failed": 3}
+    assert draw_stats() == expected
+    # A queue sale's stats have no `draw`.
+    queue_sale = sales.create_sale(
+        clients.db, clients.redis, product_id=make_product(clients, 1), stock=1, price_cents=100,
+        starts_at=datetime.now(UTC), ends_at=datetime.now(UTC) + timedelta(hours=1))
+    answer = client.get(f"/api/admin/sales/{queue_sale['_id']}/stats", headers=bearer(admin["access_token"]))
+    assert "draw" not in answer.get_json()

@@ -109,6 +109,12 @@ class SaleCounters:
     lobby_size: int = 0
     # A draw sale's entries drawn after the last unit (draw.py).
     not_selected: int = 0
+    # A draw sale's holds (counted by the Lua step that changes them, once each): held now,
+    # captured, released (cancelled at Stripe), failed (declined, or a failed capture).
+    draw_held: int = 0
+    draw_captured: int = 0
+    draw_released: int = 0
+    draw_failed: int = 0
 
     @property
     def consistent(self) -> bool:
@@ -282,6 +288,8 @@ def read_counters(redis_client: redis.Redis, sale_id: str) -> SaleCounters | Non
         auto_reason=raw.get("auto_reason") or "",
         abandoned=number("abandoned"), lobby=number("lobby"), lobby_size=number("lobby_size"),
         not_selected=number("not_selected"),
+        draw_held=number("draw_held"), draw_captured=number("draw_captured"),
+        draw_released=number("draw_released"), draw_failed=number("draw_failed"),
     )
 
 
@@ -364,12 +372,12 @@ def all_sale_ids(redis_client: redis.Redis) -> list[str]:
 
 def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[str, Any]:
     """The operator's view of one sale, from Redis and MongoDB."""
-    get_sale_doc(db, sale_id)
+    sale = get_sale_doc(db, sale_id)
     counters = read_counters(redis_client, sale_id)
     if counters is None:
         raise NotFound("The sale is not loaded.")
     orders = db.orders.count_documents({"sale_id": sale_id, "status": str(OrderStatus.PAID)})
-    return {
+    stats: dict[str, Any] = {
         "stock_total": counters.stock_total,
         "available": counters.available,
         "reserved": counters.reserved,
@@ -388,6 +396,10 @@ def sale_stats(db: Database, redis_client: redis.Redis, sale_id: str) -> dict[st
         "decisions_per_second": round(max(0.0, counters.rate), 1),
         "consistent": counters.consistent,
     }
+    if sale.get("mode") == SaleMode.DRAW:
+        stats["draw"] = {"held": counters.draw_held, "captured": counters.draw_captured,
+                         "released": counters.draw_released, "failed": counters.draw_failed}
+    return stats
 
 
 def return_unsold_units(db: Database, redis_client: redis.Redis, sale_id: str) -> int:

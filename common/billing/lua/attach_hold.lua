@@ -14,7 +14,14 @@ if redis.call('HGET', counters_key, 'lobby_closed') == '1' then return {'ended',
 local current = ticket[3] or ''
 if current == intent_id then return {'attached'} end
 if current ~= expected then return {'other', current} end
-if current ~= '' then redis.call('ZADD', outbox_key, now_ms(), current) end
+if current ~= '' then
+  redis.call('ZADD', outbox_key, now_ms(), current)
+  -- A held intent replaced is released (counters draw_held, draw_released).
+  if ticket[2] == 'held' then
+    redis.call('HINCRBY', counters_key, 'draw_held', -1)
+    redis.call('HINCRBY', counters_key, 'draw_released', 1)
+  end
+end
 redis.call('HSET', ticket_key, 'hold_intent_id', intent_id, 'hold_client_secret', client_secret,
   'hold_status', 'required', 'updated_at_ms', now_ms())
 return {'attached'}

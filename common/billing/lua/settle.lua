@@ -13,7 +13,8 @@ local ticket_key, counters_key, live_key, held_key, expiry_key, settled_key, con
 local intent_id, candidate_order_id = ARGV[1], ARGV[2]
 
 local ticket = redis.call('HMGET', ticket_key, 'id', 'status', 'quantity', 'user_id',
-  'payment_intent_id', 'order_id', 'refund_id', 'refund_due', 'card_fingerprint')
+  'payment_intent_id', 'order_id', 'refund_id', 'refund_due', 'card_fingerprint',
+  'hold_intent_id')
 local id, status, user = ticket[1], ticket[2], ticket[4]
 if not id then return {'missing'} end
 if ticket[5] ~= intent_id then return {'foreign'} end
@@ -36,6 +37,11 @@ if status == 'reserving' or status == 'reserved' then
   -- The units are already counted in the owner's `held`.
   redis.call('HINCRBY', counters_key, 'reserved', -quantity)
   redis.call('ZREM', expiry_key, id)
+  if ticket[10] == intent_id then
+    -- A drawn entry's hold captured (counters draw_held, draw_captured).
+    redis.call('HINCRBY', counters_key, 'draw_held', -1)
+    redis.call('HINCRBY', counters_key, 'draw_captured', 1)
+  end
 elseif status == 'expired' then
   -- Paid after its reservation ended: honour it only if units are still free and the
   -- owner has not since held or bought their share with another ticket.

@@ -28,6 +28,10 @@ if card and redis.call('HGET', card_claims_key, card) == id .. ' ' .. user then
   redis.call('HDEL', card_claims_key, card)
 end
 local intent_id = ticket[6] or ''
-if intent_id ~= '' then redis.call('ZADD', outbox_key, now, intent_id) end
+if intent_id ~= '' then
+  redis.call('ZADD', outbox_key, now, intent_id)
+  redis.call('HINCRBY', counters_key, 'draw_released', 1)
+end
+if ticket[5] == 'held' then redis.call('HINCRBY', counters_key, 'draw_held', -1) end
 publish_ticket_events(counters_key, '- - -', {id})
 return {'withdrawn', intent_id}

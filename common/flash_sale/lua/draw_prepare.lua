@@ -36,6 +36,7 @@ for i = FIRST_TICKET, #KEYS do
       end
       if ticket[5] and ticket[5] ~= '' then
         redis.call('ZADD', outbox_key, now, ticket[5])
+        redis.call('HINCRBY', counters_key, 'draw_released', 1)
         table.insert(reply, ticket[5])
       end
       table.insert(changed, id)

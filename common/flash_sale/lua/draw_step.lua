@@ -45,6 +45,8 @@ end
 redis.call('HSET', ticket_key, 'status', 'not_selected', 'updated_at_ms', now)
 if available >= quantity then redis.call('HSET', ticket_key, 'reason', 'per_user_limit') end
 redis.call('HINCRBY', counters_key, 'not_selected', 1)
+redis.call('HINCRBY', counters_key, 'draw_held', -1)
+if intent_id ~= '' then redis.call('HINCRBY', counters_key, 'draw_released', 1) end
 unlink_live_ticket(live_key, user, id)
 local card = ticket[8]
 if card and redis.call('HGET', card_claims_key, card) == id .. ' ' .. user then

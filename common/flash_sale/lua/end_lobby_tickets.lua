@@ -14,13 +14,18 @@ local FIRST_TICKET = 4
 local now = now_ms()
 local ended = {}
 for i = FIRST_TICKET, #KEYS do
-  local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'user_id', 'hold_intent_id')
+  local ticket = redis.call('HMGET', KEYS[i], 'id', 'status', 'user_id', 'hold_intent_id',
+    'hold_status')
   if ticket[2] == 'lobby' then
     redis.call('HSET', KEYS[i], 'status', new_status, 'reason', reason, 'updated_at_ms', now)
     unlink_live_ticket(live_key, ticket[3], ticket[1])
     redis.call('HINCRBY', counters_key, 'lobby', -1)
     redis.call('HINCRBY', counters_key, new_status, 1)
-    if ticket[4] and ticket[4] ~= '' then redis.call('ZADD', outbox_key, now, ticket[4]) end
+    if ticket[4] and ticket[4] ~= '' then
+      redis.call('ZADD', outbox_key, now, ticket[4])
+      redis.call('HINCRBY', counters_key, 'draw_released', 1)
+    end
+    if ticket[5] == 'held' then redis.call('HINCRBY', counters_key, 'draw_held', -1) end
     ended[#ended + 1] = ticket[1]
   end
 end

@@ -18,7 +18,7 @@ local new_status, allowed, due_mode, expected_intent, intent_state =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
 local ticket = redis.call('HMGET', ticket_key, 'id', 'status', 'quantity', 'user_id',
-  'expires_at_ms', 'payment_intent_id', 'card_fingerprint')
+  'expires_at_ms', 'payment_intent_id', 'card_fingerprint', 'hold_intent_id')
 local id, status, user, intent_id = ticket[1], ticket[2], ticket[4], ticket[6] or ''
 if not id then return {'skipped', 'missing'} end
 if not string.find(',' .. allowed .. ',', ',' .. status .. ',', 1, true) then
@@ -42,6 +42,12 @@ else
   redis.call('ZREM', expiry_key, id)
 end
 redis.call('HINCRBY', counters_key, new_status, 1)
+if intent_id ~= '' and ticket[8] == intent_id then
+  -- A drawn entry whose capture failed, or ended before it: its hold is no longer held.
+  redis.call('HINCRBY', counters_key, 'draw_held', -1)
+  redis.call('HINCRBY', counters_key,
+    new_status == 'payment_failed' and 'draw_failed' or 'draw_released', 1)
+end
 redis.call('HSET', ticket_key, 'status', new_status, 'updated_at_ms', now)
 unlink_live_ticket(live_key, user, id)
 local card = ticket[7]

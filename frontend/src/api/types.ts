@@ -314,4 +314,13 @@ export interface SaleStats {
   cancelled: number;
   payment_failed: number;
   consistent: boolean;
+  /** A draw sale's holds so far (draw sales only). */
+  draw?: DrawStats;
+}
+
+export interface DrawStats {
+  held: number;
+  captured: number;
+  released: number;
+  failed: number;
 }

@@ -190,3 +190,39 @@ describe("operator sale view's controls", () => {
     expect(http.callsTo('POST', '/api/sales/s1/cancel')[0].body).toEqual({ confirm: 's1' });
   });
 });
+
+describe('operator sale view of a draw', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    tokens.set({ access_token: 'a' });
+  });
+
+  it('shows the holds held, captured, released and failed so far', async () => {
+    installFetch({
+      'GET /api/auth/me': () => json(200, admin),
+      'GET /api/sales/s1': () => json(200, sale({ mode: 'draw' })),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/admin/sales/s1/stats': [
+        () => json(200, stats({ draw: { held: 12, captured: 0, released: 0, failed: 1 } })),
+        () => json(200, stats({ draw: { held: 0, captured: 3, released: 9, failed: 1 } })),
+      ],
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.getByTestId('draw-holds').textContent).toBe('Held 12 · Captured 0 · Released 0 · Failed 1');
+    await advance(1000);
+    expect(screen.getByTestId('draw-holds').textContent).toBe('Held 0 · Captured 3 · Released 9 · Failed 1');
+  });
+
+  it('shows no holds line for a queue sale', async () => {
+    installFetch({
+      'GET /api/auth/me': () => json(200, admin),
+      'GET /api/sales/s1': () => json(200, sale()),
+      'GET /api/products/p1': () => json(200, product),
+      'GET /api/admin/sales/s1/stats': () => json(200, stats()),
+    });
+    renderRoute(<AdminSalePage />, { path: '/admin/sales/s1', pattern: '/admin/sales/:saleId' });
+    await advance();
+    expect(screen.queryByTestId('draw-holds')).toBeNull();
+  });
+});

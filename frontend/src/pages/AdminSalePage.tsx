@@ -2,7 +2,7 @@ import { useEffect, useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { errorMessage } from '../api/client';
 import { cachedProduct, sales } from '../api/shop';
-import type { Sale, SaleStats } from '../api/types';
+import type { DrawStats, Sale, SaleStats } from '../api/types';
 import { Money } from '../components/Money';
 import { admissionRates, RateChart, type Sample } from '../components/RateChart';
 import { SaleControls } from '../components/SaleControls';
@@ -27,6 +27,11 @@ const FIGURES: { key: keyof SaleStats; label: string }[] = [
   { key: 'cancelled', label: 'Cancelled' },
   { key: 'payment_failed', label: 'Payment failed' },
 ];
+
+/** A draw sale's holds so far, on one line. */
+export function drawLine(draw: DrawStats): string {
+  return `Held ${draw.held} · Captured ${draw.captured} · Released ${draw.released} · Failed ${draw.failed}`;
+}
 
 export function AdminSalePage() {
   const { saleId = '' } = useParams();
@@ -129,6 +134,11 @@ export function AdminSalePage() {
           </dd>
         </div>
       </dl>
+      {stats?.draw ? (
+        <p className="draw-holds" data-testid="draw-holds">
+          {drawLine(stats.draw)}
+        </p>
+      ) : null}
       <RateChart rates={admissionRates(samples)} />
       <SaleReportView saleId={saleId} />
     </section>
