@@ -64,9 +64,13 @@ class ClusterNode:
 
     def start(self) -> None:
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            node_command(self.port, self.bus_port, self.data_dir, self.appendfsync),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.process = subprocess.Popen(
+                node_command(self.port, self.bus_port, self.data_dir, self.appendfsync),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()  # the node writes through its own copy of the descriptor
         if not wait_for_port("127.0.0.1", self.port, timeout=30):
             raise RuntimeError(f"cluster node {self.address} did not start")
 
