@@ -69,7 +69,7 @@ class ClusterNode:
                 node_command(self.port, self.bus_port, self.data_dir, self.appendfsync),
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # DEVNULL is a constant, not a file
                 out.close()  # the node writes through its own copy of the descriptor
         if not wait_for_port("127.0.0.1", self.port, timeout=30):
             raise RuntimeError(f"cluster node {self.address} did not start")
