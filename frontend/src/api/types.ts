@@ -84,12 +84,35 @@ export interface Order {
   created_at: string;
 }
 
-export type SaleStatus = 'scheduled' | 'lobby' | 'open' | 'sold_out' | 'ended';
+/** `drawing`: the lobby has closed and its places wait for the beacon round (fairness v2). */
+export type SaleStatus = 'scheduled' | 'lobby' | 'open' | 'drawing' | 'sold_out' | 'ended';
+
+/** The public drand beacon round a v2 draw uses (shared/API.md "Verifiable randomness from a
+ *  public beacon"); scheme bls-unchained-g1-rfc9380. */
+export interface DrandBeacon {
+  chain_hash: string;
+  /** Hex, 96-byte compressed G2 point. */
+  public_key: string;
+  period_seconds: number;
+  /** Unix seconds. */
+  genesis_time: number;
+  round: number;
+  /** Hex, 48-byte compressed G1 point; absent until the round is out. */
+  signature?: string;
+  /** Hex SHA-256 of the signature bytes; absent until the round is out. */
+  randomness?: string;
+}
 
 /** How the lobby's random order is drawn and the commitment to its seed (shared/API.md). */
 export interface SaleFairness {
   algorithm: string;
   commitment: string;
+  /** hmac-sha256-drand-v2 only, like the fields below. */
+  beacon?: DrandBeacon;
+  /** Hex SHA-256 of the lobby's ids sorted ascending, joined by "\n"; once the lobby closes. */
+  entries_digest?: string;
+  /** ISO 8601 UTC; once the lobby closes. */
+  closed_at?: string;
 }
 
 export interface Sale {
@@ -176,10 +199,8 @@ export interface MailboxMessage {
 }
 
 /** GET /api/sales/<id>/fairness: the draw, and the lobby's ticket ids in pages. */
-export interface FairnessPage {
-  algorithm: string;
-  commitment: string;
-  /** Hex; null until the lobby has closed at the start. */
+export interface FairnessPage extends SaleFairness {
+  /** Hex; null until the lobby has closed at the start (v2: until the beacon round is out). */
   seed: string | null;
   lobby_size: number;
   entries: string[];

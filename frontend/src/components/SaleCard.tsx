@@ -9,6 +9,7 @@ export const SALE_STATUS_LABEL: Record<Sale['status'], string> = {
   scheduled: 'Starts soon',
   lobby: 'Lobby open',
   open: 'Open now',
+  drawing: 'Drawing the places',
   sold_out: 'Sold out',
   ended: 'Ended',
 };
