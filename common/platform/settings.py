@@ -6,16 +6,17 @@ bad value stops the process with a readable message instead of failing on first 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import limits
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.platform.files import create_private
 
@@ -153,6 +154,25 @@ class Settings(BaseSettings):
     # evenly spaced: Stripe's test mode allows 25 writes a second, live mode 100.
     draw_stripe_calls_per_second: float = Field(25.0, gt=0, le=1000)
 
+    # Public randomness for a sale's draw order (fairness v2, common/beacon/drand.py): the
+    # drand HTTP relays to ask, in order (`https://api.drand.sh,https://drand.cloudflare.com`).
+    # Empty: sales draw with their own committed seed only (hmac-sha256-v1). Unset in
+    # development, `flashsale run` starts an embedded beacon and fills in every DRAND_* below.
+    drand_urls: Annotated[list[str], NoDecode] = []
+    # The pinned chain every relay's answer is verified against (League of Entropy quicknet).
+    drand_chain_hash: str = "52db9ba70e0cc0f6eaf7803dd07447a1f5477735fd3f661792ba94600c84e971"
+    # The chain's BLS public key: 96 bytes of hex, a compressed G2 point.
+    drand_public_key: str = (
+        "83cf0f2896adee7eb8b5f01fcad3912212c437e0073e911fb90022d3e760183c8c4b450b6a0a6c3ac6a577"
+        "6a2d1064510d1fec758c921cc22b0e17e63aaf4bcb5ed66304de9cf809bd274ca73bab4af5a6e9c76a4bc0"
+        "9e76eae8991ef5ece45a")
+    # Seconds between the chain's rounds.
+    drand_period_seconds: int = Field(3, ge=1, le=3600)
+    # Unix time of the chain's round 1: with the period, when each round is due.
+    drand_genesis_time: int = Field(1692803367, ge=0)
+    # One relay's answer is waited for this long before the next relay is asked.
+    drand_timeout_seconds: float = Field(3.0, gt=0, le=60)
+
     # How soon a task held by a dead worker goes to another; live workers renew their tasks'
     # lease every third of it, however long a task runs (worker/unacked_lease.py).
     celery_visibility_timeout_seconds: int = Field(30, ge=3, le=3600)
@@ -202,6 +222,37 @@ class Settings(BaseSettings):
         """REDIS_CLUSTER_NODES as (host, port) pairs; empty when sale data is on REDIS_URL."""
         pairs = [node.strip().rpartition(":") for node in (self.redis_cluster_nodes or "").split(",")]
         return [(host, int(port)) for host, _, port in pairs if host]
+
+    @field_validator("drand_urls", mode="before")
+    @classmethod
+    def _drand_urls(cls, value: object) -> object:
+        # From the environment: a comma-separated list (a JSON list works too).
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [url.strip() for url in text.split(",") if url.strip()]
+        return value
+
+    @field_validator("drand_urls")
+    @classmethod
+    def _drand_url_scheme(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("drand_chain_hash", "drand_public_key")
+    @classmethod
+    def _drand_hex(cls, value: str, info: ValidationInfo) -> str:
+        length = 32 if info.field_name == "drand_chain_hash" else 96
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+        if len(raw) != length:
+            raise ValueError(f"must be {length} bytes of hex")
+        return value.lower()
 
     @field_validator("login_rate_limit", "admission_rate_limit", "register_rate_limit",
                      "register_total_rate_limit", "payment_rate_limit", "verify_email_rate_limit",
