@@ -21,7 +21,8 @@ from api.extensions import clients, limiter, settings
 from api.schemas import PageQuerySchema, RequestSchema, TicketSchema
 from api.task_queue import send_task
 from common.auditing import operator_log
-from common.flash_sale import entry_challenge, lobby, sales, ticket_events, waiting_room
+from common.beacon import drand
+from common.flash_sale import beacon_draw, entry_challenge, lobby, sales, ticket_events, waiting_room
 from common.flash_sale.lobby import MAX_ENTRIES_PAGE
 from common.platform import metrics
 from common.platform.errors import DomainError
@@ -79,16 +80,42 @@ class SaleCreateSchema(RequestSchema):
                             validate=ma.validate.OneOf([m.value for m in sales.SaleMode]), metadata={
         "description": "`queue` (the waiting room) or `draw` (the card held at entry, winners "
                        "charged at `starts_at`); a draw needs a lobby of at most 6 days"})
+    fairness_algorithm = ma.fields.String(
+        load_default=None, validate=ma.validate.OneOf([lobby.ALGORITHM, beacon_draw.ALGORITHM]),
+        metadata={"description": "how the lobby is ordered; default `hmac-sha256-drand-v2` when a "
+                                 "randomness beacon is configured (DRAND_URLS), else `hmac-sha256-v1`"})
+
+
+class BeaconSchema(ma.Schema):
+    chain_hash = ma.fields.String(required=True)
+    public_key = ma.fields.String(required=True, metadata={
+        "description": "hex, the chain's BLS public key (G2, compressed)"})
+    period_seconds = ma.fields.Integer(required=True)
+    genesis_time = ma.fields.Integer(required=True, metadata={"description": "Unix seconds"})
+    round = ma.fields.Integer(required=True, metadata={
+        "description": "the round whose randomness orders the lobby: the first whose time is at "
+                       "least 10 s after starts_at (a later one when the close was recorded too "
+                       "late for it: `round_moved_from` then names the first)"})
+    round_moved_from = ma.fields.Integer()
+    signature = ma.fields.String(metadata={"description": "hex; once the round is out"})
+    randomness = ma.fields.String(metadata={"description": "hex SHA-256 of the signature"})
 
 
 class FairnessSchema(ma.Schema):
-    algorithm = ma.fields.String(required=True)
+    algorithm = ma.fields.String(required=True, validate=ma.validate.OneOf(
+        [lobby.ALGORITHM, beacon_draw.ALGORITHM]))
     commitment = ma.fields.String(required=True, metadata={"description": "hex(SHA-256(seed))"})
+    beacon = ma.fields.Nested(BeaconSchema, metadata={
+        "description": "`hmac-sha256-drand-v2` only: the public randomness beacon's round"})
+    entries_digest = ma.fields.String(metadata={
+        "description": "`hmac-sha256-drand-v2`, from the close: hex SHA-256 of the lobby's ids "
+                       "sorted ascending, joined by a newline"})
+    closed_at = ma.fields.String(metadata={"description": "`hmac-sha256-drand-v2`: when the lobby closed"})
 
 
 class FairnessPageSchema(FairnessSchema):
-    seed = ma.fields.String(required=True, allow_none=True,
-                            metadata={"description": "hex; null until the start"})
+    seed = ma.fields.String(required=True, allow_none=True, metadata={
+        "description": "hex; null until the start (`hmac-sha256-drand-v2`: until the beacon's round is out)"})
     lobby_size = ma.fields.Integer(required=True)
     entries = ma.fields.List(ma.fields.String(), required=True, metadata={
         "description": "ids of the tickets in the lobby at the start, ascending"})
@@ -217,7 +244,8 @@ def create_sale(body: dict):
     """Create a flash sale (admin): its units leave the product's catalogue stock and are
     loaded into Redis at once; units left unsold when it ends go back to the catalogue."""
     db, redis_client = clients().db, clients().sales_redis
-    sale = sales.create_sale(db, redis_client, **body)
+    sale = sales.create_sale(db, redis_client, **body, beacon=drand.chain_from_settings(settings())
+                             if settings().drand_urls else None)
     operator_log.record(
         db, actor=str(current_user()["id"]), action=operator_log.OperatorAction.SALE_CREATED,
         sale_id=sale["_id"],

@@ -199,7 +199,8 @@ def reconcile(sale_id: str | None, no_repair: bool) -> None:
 def audit_fairness(sale_id: str, api_url: str | None) -> None:
     """Recompute the lobby's order from the public fairness answer alone
     (`GET /api/sales/<id>/fairness`, every page) and compare it with the tickets' places.
-    Exit 1 on any difference."""
+    A beacon draw (`hmac-sha256-drand-v2`) is checked first: the round's BLS signature, its
+    time after the close, the entries against their digest. Exit 1 on any failure, with why."""
     import json
     import urllib.parse
     import urllib.request
@@ -229,6 +230,10 @@ def audit_fairness(sale_id: str, api_url: str | None) -> None:
     differences = lobby.order_differences(order, lobby.placed_lobby(clients.sales_redis, sale_id, entries))
     for line in differences[:50]:
         click.echo(line)
+    beacon = page.get("beacon")
+    if beacon:
+        click.echo(f"beacon round {beacon['round']} of chain {beacon['chain_hash']}: signature verified, "
+                   f"produced after the close ({page['closed_at']}); entries match their digest")
     click.echo(f"{'OK   ' if not differences else 'DRIFT'} {sale_id}: {len(order)} lobby tickets, "
                f"{len(differences)} differences")
     sys.exit(1 if differences else 0)

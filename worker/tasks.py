@@ -13,7 +13,7 @@ from common.accounts import email_verification
 from common.auditing import reconcile
 from common.billing import draw_mail, draw_walk, payments
 from common.billing.payments import apply_intent, mark_event_processed
-from common.flash_sale import draw, lobby, reservations, sale_keys, sales
+from common.flash_sale import beacon_draw, draw, lobby, reservations, sale_keys, sales
 from common.platform import metrics
 from common.platform.clock import utc_now
 from common.platform.errors import PaymentProviderBusy
@@ -111,15 +111,44 @@ def drain_open_sales() -> int:
 def start_lobbies() -> int:
     """At a sale's start: give every lobby ticket its drawn place (idempotent, crash-safe),
     then drain the sale."""
-    redis_client = runtime_clients().sales_redis
+    clients = runtime_clients()
+    redis_client = clients.sales_redis
     started = lobby.start_due_lobbies(redis_client, sales.all_sale_ids(redis_client))
     for sale_id in started:
         drain_sale.delay(sale_id)
+    # A beacon draw: its close is published at once, its round fetched once its time has come.
+    for sale_id in beacon_draw.awaiting_beacon(redis_client, sales.all_sale_ids(redis_client)):
+        beacon_draw.record_close(clients.db, redis_client, sale_id)
+        if beacon_draw.fetch_due(redis_client, sale_id):
+            fetch_beacon_round.delay(sale_id)
     # A draw sale's start is its draw: walked by one task at a time (under the sale's draw
     # lock), resumed by the next tick's task if a worker dies in it.
     for sale_id in draw.due_draws(redis_client, sales.all_sale_ids(redis_client)):
         walk_draw.delay(sale_id)
     return len(started)
+
+
+@celery_app.task(name=TaskName.FETCH_BEACON_ROUND, base=PeriodicTask, ignore_result=True)
+def fetch_beacon_round(sale_id: str) -> str:
+    """Fetch and verify a beacon draw's round, then place its lobby (or walk its draw) at once.
+    A beacon that cannot be reached leaves the sale `drawing`: beat claims the next try after
+    a backoff (beacon_draw.fetch_due)."""
+    clients = runtime_clients()
+    try:
+        resolution = beacon_draw.resolve_round(clients.db, clients.sales_redis, sale_id,
+                                               settings.drand_urls,
+                                               timeout_seconds=settings.drand_timeout_seconds)
+    finally:
+        beacon_draw.release_fetch(clients.sales_redis, sale_id)
+    if resolution.state in ("resolved", "already"):
+        if draw.is_draw_sale(clients.sales_redis, sale_id):
+            walk_draw.delay(sale_id)
+        else:
+            report = lobby.start_due_lobby(clients.sales_redis, sale_id)
+            if report is not None and report.state == "placed":
+                log.info("lobby placed", extra={"sale_id": sale_id, "lobby_size": report.lobby_size})
+            drain_sale.delay(sale_id)
+    return resolution.state
 
 
 # A killed walker frees its draw within this long; a live one renews after every entry.

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from common.billing import holds
 from common.billing.payments import PaymentContext, settle_ticket_payment
 from common.billing.stripe_gateway import CANCELED, REQUIRES_CAPTURE, SUCCEEDED, Intent
-from common.flash_sale import draw
+from common.flash_sale import draw, lobby
 from common.flash_sale.intent_outbox import forget_cancellation
 from common.flash_sale.tickets import HoldStatus, TicketStatus
 from common.flash_sale.waiting_room import release_ticket
@@ -120,6 +120,8 @@ def walk_draw(ctx: PaymentContext, sale_id: str, *, calls_per_second: float,
     state = draw.close(ctx.redis, sale_id)
     if state != "closed":
         return WalkReport(state=state)
+    if lobby.order_key(ctx.redis, sale_id) is None:
+        return WalkReport(state="drawing")  # a beacon draw: its round is not in yet
     report = WalkReport(state="done")
     preparation = draw.prepare(ctx.redis, sale_id,
                                before_chunk=lambda ids: _check_pending_holds(ctx, pace, sale_id, ids))

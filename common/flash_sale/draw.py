@@ -37,7 +37,8 @@ def due_draws(redis_client: redis.Redis, sale_ids: Iterable[str]) -> list[str]:
             continue
         closed = redis_client.hget(sale_keys.counters_key(sale_id), "lobby_closed") == "1"
         # Done once the tickets admitted after the start are released too (finish()).
-        if closed and redis_client.hget(sale_keys.counters_key(sale_id), "lobby_done") != "1":
+        if (closed and redis_client.hget(sale_keys.counters_key(sale_id), "lobby_done") != "1"
+                and lobby.order_key(redis_client, sale_id) is not None):  # a beacon draw's round is in
             due.append(sale_id)
     return due
 
@@ -45,6 +46,10 @@ def due_draws(redis_client: redis.Redis, sale_ids: Iterable[str]) -> list[str]:
 def close(redis_client: redis.Redis, sale_id: str) -> str:
     """Close the lobby at the start (idempotent): "closed", or "not_yet" before starts_at."""
     return str(lobby._close(redis_client, sale_id)[0])
+
+
+class DrawWaiting(Exception):
+    """The draw's order needs the beacon's round, not published yet (beacon_draw.py)."""
 
 
 @dataclass
@@ -77,9 +82,11 @@ def prepare(redis_client: redis.Redis, sale_id: str, *,
     prepared = int(redis_client.hget(state, "prepared") or 0)
     size = int(redis_client.hget(sale_keys.counters_key(sale_id), "lobby_size") or 0)
     if prepared < size:
-        seed = bytes.fromhex(str(redis_client.hget(sale_keys.config_key(sale_id), "seed")))
+        key = lobby.order_key(redis_client, sale_id)
+        if key is None:
+            raise DrawWaiting(sale_id)
         entries = redis_client.zrange(sale_keys.lobby_key(sale_id), 0, -1)
-        order = lobby.draw_order(seed, (str(t) for t in entries))
+        order = lobby.draw_order(key, (str(t) for t in entries))
         keys = [state, sale_keys.draw_order_key(sale_id), sale_keys.counters_key(sale_id),
                 sale_keys.live_tickets_key(sale_id), sale_keys.intent_cancels_key(sale_id),
                 sale_keys.card_claims_key(sale_id)]

@@ -34,7 +34,7 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
-from common.flash_sale import sale_keys
+from common.flash_sale import beacon_draw, sale_keys
 from common.platform.clock import utc_now
 from common.platform.errors import NotFound
 from common.platform.locks import RedisLock
@@ -55,6 +55,17 @@ def commitment(seed: bytes) -> str:
     return hashlib.sha256(seed).hexdigest()
 
 
+def order_key(redis_client: redis.Redis, sale_id: str) -> bytes | None:
+    """The HMAC key that orders the sale's lobby: its seed (`hmac-sha256-v1`), or the draw key
+    from the beacon's round (`hmac-sha256-drand-v2`, beacon_draw.py); None while that round
+    is awaited."""
+    algorithm, seed, key = redis_client.hmget(sale_keys.config_key(sale_id),
+                                              "fairness_algorithm", "seed", "order_key")
+    if algorithm == beacon_draw.ALGORITHM:
+        return bytes.fromhex(key) if key else None
+    return bytes.fromhex(str(seed))
+
+
 def draw_order(seed: bytes, ticket_ids: Iterable[str]) -> list[str]:
     """The lobby's order under `hmac-sha256-v1`: ids sorted by their raw HMAC-SHA256 digest
     (key = seed, message = the id as UTF-8). Deterministic: the same seed and ids, the same
@@ -66,7 +77,9 @@ def draw_order(seed: bytes, ticket_ids: Iterable[str]) -> list[str]:
 class LobbyStart:
     """What one run of the start step found and did."""
 
-    state: str  # "no_lobby", "not_yet", "placed" (every lobby ticket has its place), "draw"
+    # "no_lobby", "not_yet", "placed" (every lobby ticket has its place), "draw", "drawing"
+    # (a beacon draw waiting for its round: beacon_draw.py)
+    state: str
     lobby_size: int = 0
     placed_now: int = 0
     released_now: int = 0
@@ -104,9 +117,12 @@ def start_lobby(redis_client: redis.Redis, sale_id: str, *, chunk_size: int = PL
     report = LobbyStart(state="placed", lobby_size=size, done=done)
     if done:
         return report
+    key = order_key(redis_client, sale_id)
+    if key is None:
+        # Nothing moves, the tickets admitted meanwhile included: they queue behind the lobby.
+        return LobbyStart(state="drawing", lobby_size=size)
     if placed < size:
-        seed = bytes.fromhex(str(redis_client.hget(sale_keys.config_key(sale_id), "seed")))
-        order = draw_order(seed, (str(t) for t in redis_client.zrange(sale_keys.lobby_key(sale_id), 0, -1)))
+        order = draw_order(key, (str(t) for t in redis_client.zrange(sale_keys.lobby_key(sale_id), 0, -1)))
         counters, stream = sale_keys.counters_key(sale_id), sale_keys.stream_key(sale_id)
         place = placed
         while place < len(order):
@@ -172,12 +188,29 @@ def release_after_lobby(redis_client: redis.Redis, sale_id: str,
 # ------------------------------------------------------------------ the public answer
 
 
-def sale_fairness(sale: dict[str, Any]) -> dict[str, str] | None:
-    """`{algorithm, commitment}` as `GET /api/sales/<id>` shows it (never the seed)."""
+def sale_fairness(sale: dict[str, Any]) -> dict[str, Any] | None:
+    """`{algorithm, commitment}` as `GET /api/sales/<id>` shows it (never the seed), with a
+    beacon draw's `beacon`, and from the close its `entries_digest` and `closed_at`."""
     fairness = sale.get("fairness")
     if not fairness:
         return None
-    return {"algorithm": str(fairness["algorithm"]), "commitment": str(fairness["commitment"])}
+    public: dict[str, Any] = {"algorithm": str(fairness["algorithm"]),
+                              "commitment": str(fairness["commitment"])}
+    if fairness.get("beacon"):
+        public["beacon"] = dict(fairness["beacon"])
+        for name in ("entries_digest", "closed_at"):
+            if fairness.get(name):
+                public[name] = fairness[name]
+    return public
+
+
+def seed_revealed(redis_client: redis.Redis, sale: dict[str, Any]) -> bool:
+    """v1: from the close on. v2: once the beacon's round is published (before it, the seed
+    and the entries would tell an insider the order under each possible randomness)."""
+    beacon = (sale.get("fairness") or {}).get("beacon")
+    if beacon is not None:
+        return bool(beacon.get("signature"))
+    return lobby_started(redis_client, sale)
 
 
 def lobby_started(redis_client: redis.Redis, sale: dict[str, Any]) -> bool:
@@ -197,7 +230,7 @@ def fairness_page(db: Database, redis_client: redis.Redis, sale_id: str, *,
     sale = db.sales.find_one({"_id": sale_id}) if sale_keys.SALE_ID_PATTERN.match(sale_id) else None
     if not sale:
         raise NotFound("No such sale.")
-    public: dict[str, str | None] = {"algorithm": ALGORITHM, "commitment": None}
+    public: dict[str, Any] = {"algorithm": ALGORITHM, "commitment": None}
     public.update(sale_fairness(sale) or {})
     started = lobby_started(redis_client, sale)
     size = int(redis_client.hget(sale_keys.counters_key(sale_id), "lobby_size") or 0)
@@ -211,7 +244,7 @@ def fairness_page(db: Database, redis_client: redis.Redis, sale_id: str, *,
         entries = found[:limit]
         if len(found) > limit:
             next_cursor = encode_id_cursor(entries[-1])
-    return {**public, "seed": sale.get("fairness_seed") if started else None,
+    return {**public, "seed": sale.get("fairness_seed") if seed_revealed(redis_client, sale) else None,
             "lobby_size": size, "entries": entries, "next_cursor": next_cursor}
 
 
@@ -220,7 +253,10 @@ def fairness_page(db: Database, redis_client: redis.Redis, sale_id: str, *,
 
 def recompute_order(answer: dict[str, Any], entries: list[str]) -> list[str]:
     """The order from the public fairness answer alone (seed, algorithm, every page's entries),
-    after checking the seed against the commitment."""
+    after checking the seed against the commitment (and, for a beacon draw, every other check:
+    beacon_draw.check_answer)."""
+    if answer.get("algorithm") == beacon_draw.ALGORITHM:
+        return draw_order(beacon_draw.check_answer(answer, entries), entries)
     if answer.get("algorithm") != ALGORITHM:
         raise ValueError(f"unknown algorithm {answer.get('algorithm')!r}")
     if not answer.get("seed"):

@@ -19,7 +19,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from common.flash_sale import sale_keys
+from common.flash_sale import beacon_draw, sale_keys
 from common.flash_sale.sales import all_sale_ids, read_counters
 from common.platform.clock import now_ms
 
@@ -68,6 +68,12 @@ class SaleGauges(Collector):
                                   labels=["sale_id", "state"])
         queued = GaugeMetricFamily("flashsale_sale_queue_length", "Queued tickets per sale",
                                    labels=["sale_id"])
+        overdue = GaugeMetricFamily(
+            "flashsale_beacon_overdue_seconds",
+            "Seconds since a beacon draw's round was due while the sale still waits for it",
+            labels=["sale_id"])
+        failures = GaugeMetricFamily("flashsale_beacon_fetch_failures",
+                                     "Failed fetches of the round a sale waits for", labels=["sale_id"])
         try:
             for sale_id in self.live_sale_ids():
                 counters = read_counters(self.redis, sale_id)
@@ -76,6 +82,10 @@ class SaleGauges(Collector):
                 for state in ("available", "reserved", "sold"):
                     units.add_metric([sale_id, state], getattr(counters, state))
                 queued.add_metric([sale_id], counters.queued)
+                waiting = beacon_draw.overdue_seconds(self.redis, sale_id)
+                if waiting is not None:
+                    overdue.add_metric([sale_id], waiting[0])
+                    failures.add_metric([sale_id], waiting[1])
         except redis.RedisError:  # a scrape must not fail because Redis is down
             log.warning("sale gauges not read: Redis did not answer", exc_info=True)
-        return [units, queued]
+        return [units, queued, overdue, failures]

@@ -177,3 +177,8 @@ def draw_mailed_key(sale_id: str) -> str:
 
 def draw_lock_key(sale_id: str) -> str:
     return _tag(sale_id) + ":draw-lock"
+
+
+def beacon_fetch_key(sale_id: str) -> str:
+    """Claimed while one worker fetches a beacon draw's round (beacon_draw.fetch_due)."""
+    return _tag(sale_id) + ":beacon-fetch"

@@ -16,7 +16,8 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
-from common.flash_sale import lobby, sale_keys
+from common.beacon.drand import Chain
+from common.flash_sale import beacon_draw, lobby, sale_keys
 from common.platform import ids
 from common.platform.clock import utc_now
 from common.platform.errors import InsufficientStock, NotFound, ValidationFailed
@@ -27,6 +28,7 @@ from common.shop.orders import OrderStatus
 class SaleStatus(StrEnum):
     SCHEDULED = "scheduled"
     LOBBY = "lobby"  # before the start, joining the lobby (lobby.py)
+    DRAWING = "drawing"  # the lobby closed, its beacon round awaited (beacon_draw.py)
     OPEN = "open"
     SOLD_OUT = "sold_out"
     ENDED = "ended"
@@ -140,14 +142,17 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
                 presence_timeout_seconds: int = 0,
                 lobby_opens_at: datetime | Unset | None = UNSET,
                 entry: EntryRequirements | dict[str, bool] = NO_REQUIREMENTS,
-                mode: SaleMode | str = SaleMode.QUEUE) -> dict[str, Any]:
+                mode: SaleMode | str = SaleMode.QUEUE, beacon: Chain | None = None,
+                fairness_algorithm: str | None = None) -> dict[str, Any]:
     """Store a sale, taking its units out of the product's stock, and load it into Redis.
 
     `lobby_opens_at`: when shoppers may join the lobby (default: now; None: no lobby, the v1
     behaviour). The sale draws its fairness seed now and publishes only its commitment
     (flash_sale/lobby.py). `entry`: who may enter (EntryRequirements; none by default here).
     `mode`: `draw` for a draw sale (flash_sale/draw.py), which needs a lobby of at most
-    MAX_DRAW_LOBBY (ValidationFailed otherwise).
+    MAX_DRAW_LOBBY (ValidationFailed otherwise). `beacon`: the drand chain whose round orders
+    the lobby (`hmac-sha256-drand-v2`, beacon_draw.py), the default when one is given and the
+    sale has a lobby; `fairness_algorithm` "hmac-sha256-v1" asks for the committed seed alone.
 
     InsufficientStock (409) when the product has fewer units than the sale. The units are
     taken first, with one conditional update: a crash before the sale is stored leaves the
@@ -166,6 +171,14 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
     if mode is SaleMode.DRAW:
         _check_draw_lobby(lobby_opens_at, starts_at)
     seed = lobby.new_seed()
+    fairness: dict[str, Any] = {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)}
+    if fairness_algorithm == beacon_draw.ALGORITHM and beacon is None:
+        raise ValidationFailed(details={"fields": {"fairness_algorithm": [
+            "No randomness beacon is configured (DRAND_URLS)."]}})
+    has_lobby = lobby_opens_at is not None and _to_ms(lobby_opens_at) < _to_ms(starts_at)
+    if beacon is not None and has_lobby and fairness_algorithm in (None, beacon_draw.ALGORITHM):
+        fairness = {"algorithm": beacon_draw.ALGORITHM, "commitment": fairness["commitment"],
+                    "beacon": beacon_draw.beacon_fairness(beacon, starts_at)}
     product = db.products.find_one({"_id": product_id})
     if not product:
         raise ValidationFailed(details={"fields": {"product_id": ["No such product."]}})
@@ -191,7 +204,7 @@ def create_sale(db: Database, redis_client: redis.Redis, *, product_id: str, sto
         "lobby_opens_at": lobby_opens_at,
         "entry": entry.as_dict(),
         "mode": mode.value,
-        "fairness": {"algorithm": lobby.ALGORITHM, "commitment": lobby.commitment(seed)},
+        "fairness": fairness,
         # Secret until the lobby closes: never in an answer or a log line before the start.
         "fairness_seed": seed.hex(),
         "created_at": utc_now(),
@@ -223,6 +236,10 @@ def load_sale(db: Database, redis_client: redis.Redis, sale: dict[str, Any]) -> 
     if sale.get("mode") == SaleMode.DRAW:
         # Before the stock: no admission (it needs the stock) can miss that it enters a draw.
         redis_client.hset(sale_keys.config_key(sale_id), "mode", SaleMode.DRAW.value)
+    fairness = sale.get("fairness") or {}
+    if fairness.get("beacon"):
+        # Before the stock, like the mode: the start step must never take the seed for the key.
+        redis_client.hset(sale_keys.config_key(sale_id), mapping=beacon_draw.redis_fields(fairness))
     entry = EntryRequirements.of(sale)
     expire_at = int((sale["ends_at"].replace(tzinfo=sale["ends_at"].tzinfo or UTC)
                      + KEEP_AFTER_END).timestamp())
@@ -303,6 +320,9 @@ def sale_status(sale: dict[str, Any], counters: SaleCounters | None, now: dateti
         return SaleStatus.SCHEDULED
     if now >= ends:
         return SaleStatus.ENDED
+    beacon = (sale.get("fairness") or {}).get("beacon")
+    if beacon and not beacon.get("signature") and counters and counters.lobby_size > 0:
+        return SaleStatus.DRAWING
     if counters and counters.available <= 0 and counters.reserved <= 0:
         return SaleStatus.SOLD_OUT
     return SaleStatus.OPEN

@@ -13,6 +13,7 @@ class TaskName(StrEnum):
     DRAIN_OPEN_SALES = "worker.tasks.drain_open_sales"
     START_LOBBIES = "worker.tasks.start_lobbies"
     WALK_DRAW = "worker.tasks.walk_draw"
+    FETCH_BEACON_ROUND = "worker.tasks.fetch_beacon_round"
     MAIL_DRAW_RESULTS = "worker.tasks.mail_draw_results"
     EXPIRE_RESERVATIONS = "worker.tasks.expire_reservations"
     SWEEP_INTENT_CANCELLATIONS = "worker.tasks.sweep_intent_cancellations"

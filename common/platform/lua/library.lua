@@ -31,6 +31,8 @@ end
 -- placed at once. Idempotent and O(1); called by admit.lua and close_lobby.lua.
 local function close_lobby(counters_key)
   if redis.call('HSETNX', counters_key, 'lobby_closed', 1) == 0 then return end
+  -- The moment the entries froze: a beacon draw's round must come after it (lobby.py).
+  redis.call('HSET', counters_key, 'lobby_closed_at_ms', now_ms())
   local lobby = redis.call('HMGET', counters_key, 'lobby_size', 'lobby_units')
   local size = tonumber(lobby[1] or '0')
   redis.call('HINCRBY', counters_key, 'issued', size)
