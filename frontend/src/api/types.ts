@@ -97,6 +97,8 @@ export interface DrandBeacon {
   /** Unix seconds. */
   genesis_time: number;
   round: number;
+  /** The round announced at creation, when the close was recorded too late for it. */
+  round_moved_from?: number;
   /** Hex, 48-byte compressed G1 point; absent until the round is out. */
   signature?: string;
   /** Hex SHA-256 of the signature bytes; absent until the round is out. */

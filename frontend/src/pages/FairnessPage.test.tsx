@@ -164,6 +164,17 @@ describe('fairness page of a beacon draw (hmac-sha256-drand-v2)', () => {
     expect(screen.getByTestId('fairness-verdict').textContent).toBe('matches');
     expect(screen.getByTestId('fairness-seed-check').textContent).toBe('yes');
     expect(screen.getByTestId('fairness-signature').textContent).toBe(drawnBeacon.signature);
+    expect(screen.getByTestId('fairness-check-round_time').textContent).not.toContain('announced');
+  });
+
+  it('a round moved after a late close says which round was announced', async () => {
+    serveV2([() => ({ ...v2, beacon: { ...drawnBeacon, round_moved_from: 657410 } })]);
+    renderRoute(<FairnessPage />, at(v2Mine));
+    await waitFor(() => expect(screen.getByTestId('fairness-summary').textContent).toContain('Every check passed'));
+    expect(screen.getByTestId('fairness-check-round_time').textContent).toContain(
+      'The sale announced round 657410, but the close was recorded too late for it',
+    );
+    expect(screen.getByTestId('fairness-round').textContent).toContain('instead of round 657410 announced at creation');
   });
 
   it('a signature that does not check fails, and the summary says the draw cannot be shown fair', async () => {

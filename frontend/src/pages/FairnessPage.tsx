@@ -67,10 +67,14 @@ function checkSentence(check: DrawCheck, draw: BeaconDraw, result: Recomputation
       return check.passed
         ? "The random number used is the one the beacon's signature gives (its SHA-256), so it was not swapped afterwards."
         : "The random number used is not the one the beacon's signature gives: it was changed.";
-    case 'round_time':
+    case 'round_time': {
+      const moved = draw.beacon.round_moved_from
+        ? ` The sale announced round ${draw.beacon.round_moved_from}, but the close was recorded too late for it, so the next round due after the close is used.`
+        : '';
       return check.passed
-        ? `Round ${round} was produced at ${roundAt}, after the entries closed at ${closedAt}: nobody could know it while entries could still change.`
-        : `Round ${round} was produced at ${roundAt}, not after the entries closed at ${closedAt}: its randomness could be known while entries could still change.`;
+        ? `Round ${round} was produced at ${roundAt}, after the entries closed at ${closedAt}: nobody could know it while entries could still change.${moved}`
+        : `Round ${round} was produced at ${roundAt}, not after the entries closed at ${closedAt}: its randomness could be known while entries could still change.${moved}`;
+    }
     case 'commitment':
       return check.passed
         ? "The shop's own seed was committed before the sale: SHA-256(seed) equals the commitment published at creation."
@@ -302,6 +306,7 @@ export function FairnessPage() {
             <dt>Beacon round</dt>
             <dd data-testid="fairness-round">
               {draw.beacon.round} (due at {formatMoment(draw.roundTime)})
+              {draw.beacon.round_moved_from ? `, instead of round ${draw.beacon.round_moved_from} announced at creation` : ''}
             </dd>
             <dt>Beacon chain</dt>
             <dd data-testid="fairness-chain-hash">{draw.beacon.chain_hash}</dd>
