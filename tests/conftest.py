@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from common.beacon.drand import Chain
 from common.development import embedded
 from common.development.ports import free_port, wait_for_port
 from common.platform.clients import Clients
@@ -30,6 +31,8 @@ SERVICE_ENV = (
     "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_JS_URL", "STRIPE_EMULATOR",
     "CELERY_BROKER_URL", "PORT", "VAR_DIR", "APP_ENV", "FLASK_ENV", "JWT_SECRET_KEY",
     "PUBLIC_URL", "MONGODB_SERIALIZE_TRANSACTIONS", "REDIS_CLUSTER_NODES", "SMTP_URL", "DEV_MAILBOX",
+    "DRAND_URLS", "DRAND_CHAIN_HASH", "DRAND_PUBLIC_KEY", "DRAND_PERIOD_SECONDS", "DRAND_GENESIS_TIME",
+    "DRAND_TIMEOUT_SECONDS",
 )
 
 
@@ -115,6 +118,32 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             server.stop()
 
 
+@dataclass
+class RunningBeacon:
+    """The embedded drand beacon of the session: its relay URL and its pinned chain."""
+
+    url: str
+    chain: Chain
+    server: Server
+
+
+@pytest.fixture(scope="session")
+def beacon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBeacon]:
+    """The embedded drand beacon (common/development/drand_beacon.py) as its own process, with
+    1 s rounds so that a test waits little for a round."""
+    from common.development.drand_beacon import beacon_command, ensure_beacon_key
+
+    root = tmp_path_factory.mktemp("drand")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    chain = ensure_beacon_key(root / "state", period_seconds=1)  # the key the process will read
+    server = _start("drand", url, beacon_command(url, root / "state", period_seconds=1), port, root)
+    try:
+        yield RunningBeacon(url=url, chain=chain, server=server)
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def settings(servers: Servers, tmp_path: Path) -> Settings:
     """Settings for one test: the session's servers, a fresh MongoDB database."""
@@ -140,6 +169,19 @@ def settings(servers: Servers, tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture
+def beacon_settings(settings: Settings, beacon: RunningBeacon) -> Settings:
+    """`settings` with the session's embedded beacon configured (DRAND_*): new sales with a
+    lobby draw with hmac-sha256-drand-v2. The plain `settings` have no beacon."""
+    return settings.model_copy(update={
+        "drand_urls": [beacon.url],
+        "drand_chain_hash": beacon.chain.chain_hash,
+        "drand_public_key": beacon.chain.public_key,
+        "drand_period_seconds": beacon.chain.period_seconds,
+        "drand_genesis_time": beacon.chain.genesis_time,
+    })
+
+
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a subprocess (worker, beat, API) that should use these settings."""
     env = clean_environ()
@@ -148,6 +190,13 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         env[name.upper()] = str(getattr(settings, name))
     if settings.redis_cluster_nodes:
         env["REDIS_CLUSTER_NODES"] = settings.redis_cluster_nodes
+    if settings.drand_urls:
+        env.update({"DRAND_URLS": ",".join(settings.drand_urls),
+                    "DRAND_CHAIN_HASH": settings.drand_chain_hash,
+                    "DRAND_PUBLIC_KEY": settings.drand_public_key,
+                    "DRAND_PERIOD_SECONDS": str(settings.drand_period_seconds),
+                    "DRAND_GENESIS_TIME": str(settings.drand_genesis_time),
+                    "DRAND_TIMEOUT_SECONDS": str(settings.drand_timeout_seconds)})
     env.update({"STRIPE_EMULATOR": "true", "MONGODB_SERIALIZE_TRANSACTIONS": "true",
                 "APP_ENV": "test", "LOG_FORMAT": "json"})
     env.update(extra)

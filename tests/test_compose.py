@@ -24,7 +24,7 @@ COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SCHEMA_FILE = Path(__file__).parent / "data" / "compose_spec.json"
 
 # The Procfile's development-only processes: production uses the real service instead.
-DEVELOPMENT_ONLY = {"stripe", "smtp"}  # the emulator and the SMTP sink
+DEVELOPMENT_ONLY = {"stripe", "smtp", "drand"}  # the emulator, the SMTP sink, the drand beacon
 # Settings that have no safe default in production: compose must refuse to start without them.
 REQUIRED_FROM_ENV = ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET",
                      "JWT_SECRET_KEY")

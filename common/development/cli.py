@@ -32,7 +32,7 @@ from common.platform.files import write_private
 from common.platform.settings import PROJECT_ROOT, settings_or_exit
 
 PROCFILE = PROJECT_ROOT / "Procfile"
-EMBEDDED_NAMES = ("redis", "mongodb", "stripe", "smtp")
+EMBEDDED_NAMES = ("redis", "mongodb", "stripe", "smtp", "drand")
 # The API's listen queue, as api/gunicorn.conf.py's `backlog` (gunicorn does not listen() again
 # on a socket it inherits already listening).
 API_BACKLOG = 8192
@@ -89,7 +89,8 @@ def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
     from common.development.embedded import plan_services
 
     settings = settings_or_exit()
-    plan = plan_services(dict(os.environ), host=settings.host)
+    plan = plan_services(dict(os.environ), host=settings.host, var_dir=settings.var_dir,
+                         production=settings.is_production)
     env = plan.env
     if not env.get("ADMIN_EMAIL") and not settings.is_production:
         # Development: an operator account to open the admin view with, shown when ready.
@@ -146,6 +147,7 @@ def run(ready_timeout: float, demo: bool, redis_cluster: bool) -> None:
             "stripe_publishable_key": env.get("STRIPE_PUBLISHABLE_KEY", ""),
             "smtp": env["SMTP_URL"],
             "mail_dir": str(settings.var_dir / "mail") if "smtp" in plan.embedded else "",
+            "drand": env.get("DRAND_URLS", ""),
             # Local development only: lets tests and load tests sign webhook deliveries.
             "stripe_webhook_secret": (
                 env.get("STRIPE_WEBHOOK_SECRET", "") if "stripe" in plan.embedded else ""),
@@ -233,6 +235,13 @@ def embedded(name: str) -> None:
 
         url = settings.require("smtp_url")
         _supervise(name, smtp_command(url, var / "mail"), servers.port_of(url))
+    elif name == "drand":
+        from common.development.drand_beacon import beacon_command
+
+        if len(settings.drand_urls) != 1:
+            raise click.ClickException("the embedded beacon serves one DRAND_URLS address")
+        url = settings.drand_urls[0]
+        _supervise(name, beacon_command(url, var / "drand"), servers.port_of(url))
     elif name == "mongodb":
         uri = settings.require("mongodb_uri")
         _supervise(name, servers.mongodb_command(uri, var / "mongodb", var / "run"),

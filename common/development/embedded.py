@@ -1,9 +1,10 @@
 """Embedded development servers: real Redis, a MongoDB wire-protocol server, the Stripe
-emulator and an SMTP sink (common/development/smtp_sink.py), each started as its own process
-on a port taken from the service URL.
+emulator, an SMTP sink (common/development/smtp_sink.py) and a drand beacon
+(common/development/drand_beacon.py), each started as its own process on a port taken from the
+service URL.
 
-Production points REDIS_URL, MONGODB_URI, STRIPE_* and SMTP_URL at the real services instead; the
-application code is the same either way.
+Production points REDIS_URL, MONGODB_URI, STRIPE_*, SMTP_URL and DRAND_URLS at the real services
+instead; the application code is the same either way.
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ class EmbeddedPlan:
     embedded: list[str]
 
 
-def plan_services(environ: dict[str, str], host: str = "127.0.0.1") -> EmbeddedPlan:
-    """Fill in URLs for every backing service the environment does not configure."""
+def plan_services(environ: dict[str, str], host: str = "127.0.0.1", var_dir: Path | None = None,
+                  production: bool = False) -> EmbeddedPlan:
+    """Fill in URLs for every backing service the environment does not configure. The drand
+    beacon is embedded only outside production and with a `var_dir` to keep its key in."""
     env = dict(environ)
     embedded: list[str] = []
     if not env.get("REDIS_URL"):
@@ -123,6 +126,19 @@ def plan_services(environ: dict[str, str], host: str = "127.0.0.1") -> EmbeddedP
     if not env.get("SMTP_URL"):
         env["SMTP_URL"] = f"smtp://{host}:{free_port()}"
         embedded.append("smtp")
+    if not env.get("DRAND_URLS") and var_dir is not None and not production:
+        from common.development.drand_beacon import ensure_beacon_key
+
+        # The key is made here, before any process starts, so every process pins the same chain.
+        chain = ensure_beacon_key(var_dir / "drand")
+        env.update({
+            "DRAND_URLS": f"http://{host}:{free_port()}",
+            "DRAND_CHAIN_HASH": chain.chain_hash,
+            "DRAND_PUBLIC_KEY": chain.public_key,
+            "DRAND_PERIOD_SECONDS": str(chain.period_seconds),
+            "DRAND_GENESIS_TIME": str(chain.genesis_time),
+        })
+        embedded.append("drand")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PATH", os.environ.get("PATH", ""))
     return EmbeddedPlan(env=env, embedded=embedded)
