@@ -99,12 +99,15 @@ def admin(base: str) -> Shopper:
 def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: int = 4999,
                 product_stock: int | None = None, per_user_limit: int = 1,
                 starts_in: float = -1, lobby_opens_in: float | bool | None = False,
-                one_card: bool = False) -> dict[str, Any]:
+                one_card: bool = False,
+                fairness_algorithm: str | None = "hmac-sha256-v1") -> dict[str, Any]:
     """A product and its sale opening `starts_in` seconds from now. `lobby_opens_in`: False
     leaves lobby_opens_at out (the API's default: the lobby opens at creation), None sends
     null (no lobby, the v1 flow), a number opens the lobby that many seconds from now. The
     shoppers pay with the emulator's test cards, shared by every account: `one_card` is off
-    unless asked for; `verified_email` keeps the contract's default (Shopper.register verifies)."""
+    unless asked for; `verified_email` keeps the contract's default (Shopper.register verifies).
+    `fairness_algorithm`: the committed seed by default, placed at the start itself; None takes
+    the shop's default, a beacon draw under `flashsale run` (placed once its round is out)."""
     product = operator.call("POST", "/api/products", json={
         "name": f"Drop {secrets.token_hex(3)}", "description": "Limited run", "price_cents": 9999,
         "currency": "USD", "stock": stock if product_stock is None else product_stock,
@@ -117,6 +120,8 @@ def create_sale(operator: Shopper, stock: int, *, ttl: int = 300, price_cents: i
         "ends_at": (now + timedelta(hours=1)).isoformat(),
         "per_user_limit": per_user_limit, "reservation_ttl_seconds": ttl,
         "entry": {"one_card": one_card}}
+    if fairness_algorithm is not None:
+        body["fairness_algorithm"] = fairness_algorithm
     if lobby_opens_in is None:
         body["lobby_opens_at"] = None
     elif lobby_opens_in is not False:

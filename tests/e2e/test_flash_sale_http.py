@@ -252,6 +252,50 @@ def test_lobby_shoppers_get_the_committed_random_places_then_the_line_is_decided
     assert stats["consistent"] and stats["reserved"] == 10
 
 
+def test_a_beacon_draw_places_the_lobby_once_its_round_is_out(system, shoppers):
+    """`flashsale run`'s default for a lobby: `hmac-sha256-drand-v2` with the embedded beacon.
+    The sale is `drawing` from the close until its round is out (beat, the worker's fetch task
+    and the beacon, all real), then every lobby ticket gets the place that the published round,
+    digest and seed give (recomputed here with hashlib/hmac), ahead of a shopper who came
+    during the draw."""
+    operator = admin(system.url)
+    sale = create_sale(operator, stock=5, product_stock=5, starts_in=4, fairness_algorithm=None)
+    sale_id = sale["id"]
+    beacon = sale["fairness"]["beacon"]
+    assert sale["fairness"]["algorithm"] == "hmac-sha256-drand-v2"
+    round_at = beacon["genesis_time"] + (beacon["round"] - 1) * beacon["period_seconds"]
+    crowd = shoppers[:12]
+    tickets = [s.join(sale_id).json() for s in crowd]
+    assert {t["status"] for t in tickets} == {"lobby"}
+
+    def sale_now() -> dict:
+        return requests.get(f"{system.url}/api/sales/{sale_id}", timeout=10).json()
+
+    assert _wait(lambda: sale_now()["status"] == "drawing", timeout=30)
+    late = Shopper(system.url).register()
+    late_ticket = late.join(sale_id).json()
+    drawing = sale_now()["fairness"]
+    assert drawing["entries_digest"] == hashlib.sha256(
+        "\n".join(sorted(t["id"] for t in tickets)).encode()).hexdigest()
+    assert "signature" not in drawing["beacon"] and time.time() < round_at
+    assert requests.get(f"{system.url}/api/sales/{sale_id}/fairness", timeout=10).json()["seed"] is None
+
+    placed = [s.wait_for(t["id"], {"queued", "reserved", "sold_out"}, timeout=60)
+              for s, t in zip(crowd, tickets, strict=True)]
+    assert time.time() >= round_at and all(t["status"] != "lobby" for t in placed)
+    answer = requests.get(f"{system.url}/api/sales/{sale_id}/fairness", timeout=10).json()
+    randomness = hashlib.sha256(bytes.fromhex(answer["beacon"]["signature"])).digest()
+    assert randomness.hex() == answer["beacon"]["randomness"]
+    key = hmac.new(randomness, bytes.fromhex(answer["entries_digest"]) + bytes.fromhex(answer["seed"]),
+                   hashlib.sha256).digest()
+    order = sorted(answer["entries"], key=lambda i: hmac.new(key, i.encode(), hashlib.sha256).digest())
+    finals = {t["id"]: s.wait_for(t["id"], {"reserved", "sold_out"})
+              for s, t in zip(crowd, tickets, strict=True)}
+    assert set(order[:5]) == {i for i, t in finals.items() if t["status"] == "reserved"}
+    assert late.wait_for(late_ticket["id"], {"reserved", "sold_out"})["status"] == "sold_out"
+    assert sale_now()["status"] in ("open", "sold_out")
+
+
 def test_a_payment_whose_webhook_is_lost_is_applied_at_once(system):
     """Under a surge one webhook was lost (the emulator never retries one): the shopper had
     paid, yet stayed `reserved` until the reservation expired. The API applies a payment its
