@@ -160,6 +160,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # A served round is routine; only what went wrong reaches `flashsale run`'s output.
+        if not str(code).startswith("2"):
+            super().log_request(code, size)
+
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"drand: {self.address_string()} {format % args}\n")
 
