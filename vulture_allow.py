@@ -164,3 +164,12 @@ admissions_per_minute  # marshmallow fields of the sale's report (api/admin.py S
 conversion  # marshmallow field (api/admin.py SaleReportSchema)
 units_sold  # marshmallow field (api/admin.py SaleReportSchema)
 units_returned  # marshmallow field (api/admin.py SaleReportSchema)
+_._drand_urls  # pydantic validator (common/platform/settings.py)
+_._drand_url_scheme  # pydantic validator (common/platform/settings.py)
+_._drand_hex  # pydantic validator (common/platform/settings.py)
+QUICKNET  # the production chain the DRAND_* defaults pin (common/beacon/drand.py), read by tests
+client_from_settings  # common/beacon/drand.py: the client of the configured relays, None without
+protocol_version  # http.server reads it (common/development/drand_beacon.py)
+do_GET  # http.server calls it by name (common/development/drand_beacon.py)
+log_message  # http.server calls it by name (common/development/drand_beacon.py)
+daemon_threads  # socketserver reads it (common/development/drand_beacon.py)
