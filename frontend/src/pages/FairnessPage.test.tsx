@@ -210,6 +210,7 @@ describe('fairness page of a beacon draw (hmac-sha256-drand-v2)', () => {
     expect(screen.queryByTestId('fairness-summary')).toBeNull();
     expect(mark('entries')).toBe('✓ Passed');
     expect(mark('round_time')).toBe('✓ Passed');
+    expect(screen.getByTestId('fairness-check-round_time').textContent).toContain('Round 657413 is due at');
     expect(screen.queryByTestId('fairness-check-signature')).toBeNull();
     expect(screen.getByTestId('fairness-computed-place').textContent).toBe('after the draw');
 
@@ -217,6 +218,7 @@ describe('fairness page of a beacon draw (hmac-sha256-drand-v2)', () => {
     await advance(3000);
     await eventually(() => expect(screen.getByTestId('fairness-summary').textContent).toContain('Every check passed'));
     expect(screen.queryByTestId('fairness-stage')).toBeNull();
+    expect(screen.getByTestId('fairness-check-round_time').textContent).toContain('Round 657413 was produced at');
     expect(screen.getByTestId('fairness-computed-place').textContent).toBe('2 of 7');
   });
 

@@ -71,6 +71,9 @@ function checkSentence(check: DrawCheck, draw: BeaconDraw, result: Recomputation
       const moved = draw.beacon.round_moved_from
         ? ` The sale announced round ${draw.beacon.round_moved_from}, but the close was recorded too late for it, so the next round due after the close is used.`
         : '';
+      if (check.passed && draw.stage !== 'drawn') {
+        return `Round ${round} is due at ${roundAt}, after the entries closed at ${closedAt}: nobody can know it while entries could still change.${moved}`;
+      }
       return check.passed
         ? `Round ${round} was produced at ${roundAt}, after the entries closed at ${closedAt}: nobody could know it while entries could still change.${moved}`
         : `Round ${round} was produced at ${roundAt}, not after the entries closed at ${closedAt}: its randomness could be known while entries could still change.${moved}`;
