@@ -125,6 +125,8 @@ def test_a_malformed_signature_is_invalid_not_a_crash(signature: str) -> None:
 def test_no_round_number_is_invalid(round_: int) -> None:
     with pytest.raises(BeaconInvalid):
         verify_round(QUICKNET, round_, QUICKNET_ROUNDS[0][1])
+    with BeaconClient(QUICKNET, ["http://127.0.0.1:9"]) as client, pytest.raises(BeaconInvalid):
+        client.fetch_round(round_)
 
 
 @pytest.mark.parametrize("public_key", [

@@ -181,6 +181,8 @@ class BeaconClient:
         answers anything else (another round, a bad signature) is logged and skipped. Raises
         BeaconUnavailable, without calling any relay, before the round's time; and when no
         relay gave a verified answer."""
+        if isinstance(round, bool) or not isinstance(round, int) or not 1 <= round <= MAX_ROUND:
+            raise BeaconInvalid(f"{round!r} is not a round number")
         due = self.chain.round_time(round)
         now = now_seconds()
         if now < due:
