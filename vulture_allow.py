@@ -173,3 +173,4 @@ protocol_version  # http.server reads it (common/development/drand_beacon.py)
 do_GET  # http.server calls it by name (common/development/drand_beacon.py)
 log_message  # http.server calls it by name (common/development/drand_beacon.py)
 daemon_threads  # socketserver reads it (common/development/drand_beacon.py)
+round_moved_from  # api/sales.py: a marshmallow field of the beacon's OpenAPI schema

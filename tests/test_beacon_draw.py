@@ -272,7 +272,7 @@ def test_a_sale_without_a_lobby_or_asking_for_v1_keeps_the_committed_seed(client
                                     "commitment": no_lobby["fairness"]["commitment"]}
     v1 = sales.create_sale(clients.db, clients.redis, fairness_algorithm="hmac-sha256-v1", **common)
     assert v1["fairness"]["algorithm"] == "hmac-sha256-v1" and "beacon" not in v1["fairness"]
-    assert not beacon_draw.is_beacon_sale(clients.redis, v1["_id"])
+    assert clients.redis.hget(sale_keys.config_key(v1["_id"]), "fairness_algorithm") is None
 
 
 @pytest.mark.parametrize("beacon_configured", [True, False])

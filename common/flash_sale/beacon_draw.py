@@ -81,10 +81,6 @@ def redis_fields(fairness: dict[str, Any]) -> dict[str, str]:
             "beacon_period_s": str(beacon["period_seconds"])}
 
 
-def is_beacon_sale(redis_client: redis.Redis, sale_id: str) -> bool:
-    return redis_client.hget(sale_keys.config_key(sale_id), "fairness_algorithm") == ALGORITHM
-
-
 # ------------------------------------------------------------------ the close
 
 

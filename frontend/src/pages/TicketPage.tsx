@@ -15,6 +15,7 @@ import { ProgressBar } from '../components/ProgressBar';
 import { useNow, useResource, useTitle } from '../lib/hooks';
 import { useSaleRefresh, useTicketPolling } from '../lib/polling';
 import { forgetTicket, rememberTicket } from '../lib/ticketStore';
+import { roundTime } from '../lib/fairness';
 import { formatDateTime, formatTimeOfDay, formatWait } from '../lib/time';
 
 export const STATUS_LABEL: Record<TicketStatus, string> = {
@@ -233,27 +234,41 @@ function DrawEntryView({
   );
 }
 
-/** Before the start: no place yet; at starts_at every lobby ticket gets a random one. */
+/** Before the start: no place yet; at starts_at every lobby ticket gets a random one (with a
+ *  beacon draw, once the announced round is out: the sale is `drawing` meanwhile). */
 function LobbyView({ ticket, sale }: { ticket: Ticket; sale: Sale | undefined }) {
+  const beacon = sale?.fairness?.beacon;
   return (
     <div className="queue lobby" data-testid="lobby-view">
-      <p className="notice" data-testid="lobby-message">
-        You're in: at <strong data-testid="lobby-start-time">{sale ? formatTimeOfDay(sale.starts_at) : '…'}</strong>{' '}
-        everyone in the lobby gets a random place.
-      </p>
-      {sale ? (
-        <div className="sale-countdown">
-          <p>Places are drawn in</p>
-          <Countdown to={sale.starts_at} testId="lobby-countdown" label="Time until the places are drawn" />
-        </div>
-      ) : null}
+      {sale?.status === 'drawing' && beacon ? (
+        <p className="notice" data-testid="lobby-drawing">
+          The lobby has closed. Places are being drawn from the public randomness beacon&apos;s round {beacon.round}, due
+          at <strong>{formatTimeOfDay(roundTime(beacon).toISOString())}</strong>: you get yours a moment after.
+        </p>
+      ) : (
+        <>
+          <p className="notice" data-testid="lobby-message">
+            You're in: at <strong data-testid="lobby-start-time">{sale ? formatTimeOfDay(sale.starts_at) : '…'}</strong>{' '}
+            everyone in the lobby gets a random place{beacon ? ', drawn a few seconds later' : ''}.
+          </p>
+          {sale ? (
+            <div className="sale-countdown">
+              <p>The lobby closes in</p>
+              <Countdown to={sale.starts_at} testId="lobby-countdown" label="Time until the lobby closes" />
+            </div>
+          ) : null}
+        </>
+      )}
       <p className="stat-line" data-testid="lobby-size">
         {sale?.lobby_size !== undefined ? `${sale.lobby_size} in the lobby` : '\u00a0'}
       </p>
       <OutlookNote ticket={ticket} />
       <p className="muted">
-        Arriving early or late within the lobby makes no difference: the order is drawn from a secret committed to
-        before anyone joined. Keep this page open; it shows your place as soon as it is drawn.
+        Arriving early or late within the lobby makes no difference:{' '}
+        {beacon
+          ? 'the order is drawn from a public randomness beacon round that is produced only after the lobby closes, so nobody, not even the shop, can know it in advance.'
+          : 'the order is drawn from a secret committed to before anyone joined.'}{' '}
+        Keep this page open; it shows your place as soon as it is drawn.
       </p>
       <FairnessLink ticket={ticket} />
     </div>
