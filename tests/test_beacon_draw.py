@@ -301,3 +301,37 @@ def test_http_sale_shows_the_beacon_and_refuses_v2_without_one(beacon_configured
                               headers=bearer(token))
         assert refused.status_code == 422
         assert "fairness_algorithm" in refused.get_json()["error"]["details"]["fields"]
+
+
+def test_a_draw_sale_waits_for_the_round_then_charges_the_winners_in_its_order(clients, beacon):
+    from tests.test_draw_sales import CARDS, hold, ticket_of, users, walk
+
+    stock, entrants = 2, 5
+    now = datetime.now(UTC)
+    sale = sales.create_sale(
+        clients.db, clients.redis, product_id=make_product(clients, stock), stock=stock,
+        price_cents=1999, starts_at=now + timedelta(seconds=4), ends_at=now + timedelta(hours=1),
+        lobby_opens_at=now - timedelta(seconds=5), mode=sales.SaleMode.DRAW, beacon=beacon.chain)
+    sale_id = sale["_id"]
+    assert sale["fairness"]["algorithm"] == "hmac-sha256-drand-v2"
+    shoppers = users(clients, entrants)
+    entries = [waiting_room.admit(clients.redis, sale_id, u, 1).ticket for u in shoppers]
+    for entry, user_id, number in zip(entries, shoppers, CARDS, strict=False):
+        assert hold(clients, entry, user_id, number).status == "requires_capture"
+    wait_until(sale["starts_at"].timestamp())
+    # Closed, and nothing charged or released until the round is out.
+    assert walk(clients, sale_id).state == "drawing"
+    assert public(clients, sale_id)["status"] == "drawing"
+    assert {ticket_of(clients, e)["hold"]["status"] for e in entries} == {"held"}
+    deadline = time.time() + 60
+    while beat_tick(clients, sale_id, [beacon.url]) != "resolved":
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+    report = walk(clients, sale_id)
+    assert (report.captured, report.released) == (stock, entrants - stock)
+    answer, ids = whole_answer(clients, sale_id)
+    order = contract_order(answer, ids)
+    results = {e["id"]: ticket_of(clients, e) for e in entries}
+    assert [results[t]["status"] for t in order] == ["paid"] * stock + ["not_selected"] * (entrants - stock)
+    assert places(clients, sale_id, order) == list(range(1, entrants + 1))
