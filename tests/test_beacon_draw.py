@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from common.development.ports import free_port
 
+from common.development.ports import free_port
 from common.flash_sale import beacon_draw, lobby, sale_keys, sales, waiting_room
 from common.flash_sale.sale_gauges import SaleGauges
 from tests.conftest import settings_env
