@@ -153,3 +153,37 @@ def test_a_rejection_replayed_takes_no_second_rate_step(clients) -> None:
     assert _call(redis, sale_id, ticket_id, "usr_again", rate) == ["existing", held]
     # Another request is a new admission, and the limit holds for it.
     assert _call(redis, sale_id, ids.new_ticket_id(sale_id), "usr_again", rate)[0] == "rate_limited"
+
+
+def test_a_placement_whose_connection_drops_mid_pipeline_places_everyone_once(
+        settings, clients, proxy) -> None:
+    """The lobby's chunks go two at a time on one connection (Scripts.call_pipelined): a
+    connection lost with a chunk's reply in flight is picked up from the placed counter, one
+    chunk at a time, and every ticket gets the drawn place once."""
+    from common.flash_sale import lobby
+    from tests.test_lobby import wait_until
+
+    sale = lobby_sale(clients, stock=5, starts_in=1.5)
+    sale_id = sale["_id"]
+    for i in range(900):
+        waiting_room.admit(clients.redis, sale_id, f"u{i}", 1)
+    wait_until(sale["starts_at"])
+    proxied = settings.model_copy(update={"redis_url": proxy.url("redis", "/0")})
+    through = Clients(proxied)
+    try:
+        chunks: list[int] = []
+
+        def after_chunk(placed: int) -> None:
+            chunks.append(placed)
+            proxy.armed.set()  # the next EVALSHA, a pipelined chunk, loses its reply
+
+        report = lobby.start_lobby(through.redis, sale_id, chunk_size=100, after_chunk=after_chunk)
+    finally:
+        through.close()
+    assert report.state == "placed" and report.done and report.placed_now == 900
+    assert proxy.evalshas >= 2 and chunks[-1] == 900
+    members = [str(t) for t in clients.redis.zrange(sale_keys.lobby_key(sale_id), 0, -1)]
+    order = lobby.draw_order(bytes.fromhex(sale["fairness_seed"]), members)
+    places = [int(clients.redis.hget(sale_keys.ticket_key(sale_id, t), "seq")) for t in order]
+    assert places == list(range(1, 901))
+    assert clients.redis.xlen(sale_keys.stream_key(sale_id)) == 900  # no ticket entered twice

@@ -8,6 +8,7 @@ once in `common/platform/lua/library.lua`, which is put in front of every script
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,43 @@ class Scripts:
         finally:
             pool.release(connection)
         return script(keys=keys, args=args)
+
+    def call_pipelined(self, name: str, calls: Iterable[tuple[list[str], list[Any]]],
+                       depth: int = 2) -> Iterator[Any]:
+        """The replies of `self.<name>(keys, args)` for each of `calls`, in order, with up to
+        `depth` calls in flight on one connection: Redis runs one call while the next is packed
+        and sent, instead of waiting for it (a placement of 100,000 lobby tickets in 50 calls
+        spent a third of its time so). Every call must go to the same node (keys of one slot).
+
+        The first call is an ordinary one (it loads the script if the server lacks it). Any
+        error after that disconnects the connection (replies still in flight are lost) and is
+        raised: the caller must be able to find where it stopped, as for a lost reply.
+        """
+        script: Script = getattr(self, name)
+        remaining = iter(calls)
+        first = next(remaining, None)
+        if first is None:
+            return
+        yield script(keys=first[0], args=first[1])
+        pool = self._pool_for(first[0][0])
+        connection = pool.get_connection()
+        in_flight = 0
+        try:
+            for keys, args in remaining:
+                connection.send_packed_command(
+                    [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                in_flight += 1
+                if in_flight >= depth:
+                    in_flight -= 1
+                    yield connection.read_response()
+            while in_flight:
+                in_flight -= 1
+                yield connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def _pool_for(self, key: str) -> redis.ConnectionPool:
         client: Any = self._client
