@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from celery import Task
@@ -118,8 +119,12 @@ def start_lobbies() -> int:
         drain_sale.delay(sale_id)
     # A beacon draw: its close is published at once, its round fetched once its time has come.
     for sale_id in beacon_draw.awaiting_beacon(redis_client, sales.all_sale_ids(redis_client)):
-        beacon_draw.record_close(clients.db, redis_client, sale_id)
-        if beacon_draw.fetch_due(redis_client, sale_id):
+        close = beacon_draw.record_close(clients.db, redis_client, sale_id)
+        if close.state == "recorded":
+            # At the round's time to the millisecond, not at beat's next tick; beat below
+            # stays the safety net (and the retries' clock).
+            fetch_beacon_round.apply_async((sale_id, False), eta=beacon_draw.round_eta(redis_client, sale_id))
+        elif beacon_draw.fetch_due(redis_client, sale_id):
             fetch_beacon_round.delay(sale_id)
     # A draw sale's start is its draw: walked by one task at a time (under the sale's draw
     # lock), resumed by the next tick's task if a worker dies in it.
@@ -129,15 +134,23 @@ def start_lobbies() -> int:
 
 
 @celery_app.task(name=TaskName.FETCH_BEACON_ROUND, base=PeriodicTask, ignore_result=True)
-def fetch_beacon_round(sale_id: str) -> str:
+def fetch_beacon_round(sale_id: str, claimed: bool = True) -> str:
     """Fetch and verify a beacon draw's round, then place its lobby (or walk its draw) at once.
-    A beacon that cannot be reached leaves the sale `drawing`: beat claims the next try after
-    a backoff (beacon_draw.fetch_due)."""
+    A round only just due that the relays lack yet is asked for again every quarter second;
+    after that a beacon that cannot be reached leaves the sale `drawing`, and beat claims the
+    next try after a backoff (beacon_draw.fetch_due). `claimed`: beat claimed the fetch for
+    this task; the task scheduled at the close claims it itself."""
     clients = runtime_clients()
+    if not claimed and not beacon_draw.fetch_due(clients.sales_redis, sale_id):
+        return "not_due"
     try:
-        resolution = beacon_draw.resolve_round(clients.db, clients.sales_redis, sale_id,
-                                               settings.drand_urls,
-                                               timeout_seconds=settings.drand_timeout_seconds)
+        while True:
+            resolution = beacon_draw.resolve_round(clients.db, clients.sales_redis, sale_id,
+                                                   settings.drand_urls,
+                                                   timeout_seconds=settings.drand_timeout_seconds)
+            if not resolution.fresh:
+                break
+            time.sleep(resolution.wait_ms / 1000)
     finally:
         beacon_draw.release_fetch(clients.sales_redis, sale_id)
     if resolution.state in ("resolved", "already"):

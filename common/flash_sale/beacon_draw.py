@@ -45,6 +45,10 @@ ALGORITHM = "hmac-sha256-drand-v2"
 ROUND_DELAY = timedelta(seconds=10)
 # How long one fetch may be claimed: a worker killed mid-fetch frees the sale after this.
 FETCH_CLAIM_MS = 30_000
+# A round reaches the relays a moment after its time: until this long after it, a relay that
+# does not have it yet is asked again every FRESH_RETRY_MS, not counted as a failure.
+FRESH_ROUND_MS = 3_000
+FRESH_RETRY_MS = 250
 
 
 def entries_digest(ticket_ids: Iterable[str]) -> str:
@@ -138,6 +142,7 @@ class Resolution:
     state: str  # "resolved" (now), "already", "not_closed", "not_yet", "unavailable"
     wait_ms: int = 0
     error: str = ""
+    fresh: bool = False  # unavailable, but the round has only just come: ask again shortly
 
 
 def fetch_due(redis_client: redis.Redis, sale_id: str) -> bool:
@@ -154,6 +159,14 @@ def fetch_due(redis_client: redis.Redis, sale_id: str) -> bool:
     if now < round_at_ms or now < int(next_try or 0):
         return False
     return bool(redis_client.set(sale_keys.beacon_fetch_key(sale_id), "1", nx=True, px=FETCH_CLAIM_MS))
+
+
+def round_eta(redis_client: redis.Redis, sale_id: str) -> datetime:
+    """When to ask for the sale's round: a moment after its time."""
+    round_, genesis, period = redis_client.hmget(sale_keys.config_key(sale_id), "beacon_round",
+                                                 "beacon_genesis_time", "beacon_period_s")
+    at = int(genesis) + (int(round_) - 1) * int(period)
+    return datetime.fromtimestamp(at, UTC) + timedelta(milliseconds=50)
 
 
 def release_fetch(redis_client: redis.Redis, sale_id: str) -> None:
@@ -175,12 +188,17 @@ def resolve_round(db: Database, redis_client: redis.Redis, sale_id: str, urls: l
     sale = db.sales.find_one({"_id": sale_id}, {"fairness": 1}) or {}
     chain = sale_chain(sale["fairness"]["beacon"])
     round_ = int(round_text)
-    wait_ms = chain.round_time(round_) * 1000 - now_ms()
+    round_at_ms = chain.round_time(round_) * 1000
+    wait_ms = round_at_ms - now_ms()
     if wait_ms > 0:
         return Resolution("not_yet", wait_ms=wait_ms)
     try:
-        beacon_round = BeaconClient(chain, urls, timeout_seconds=timeout_seconds).fetch_round(round_)
+        with BeaconClient(chain, urls, timeout_seconds=timeout_seconds) as client:
+            beacon_round = client.fetch_round(round_)
     except BeaconUnavailable as exc:
+        if now_ms() < round_at_ms + FRESH_ROUND_MS:
+            redis_client.hset(config, "beacon_next_try_ms", now_ms() + FRESH_RETRY_MS)
+            return Resolution("unavailable", wait_ms=FRESH_RETRY_MS, error=str(exc), fresh=True)
         attempts = int(redis_client.hincrby(config, "beacon_attempts", 1))
         delay_ms = int(retry_delay(attempts) * 1000)
         redis_client.hset(config, mapping={"beacon_next_try_ms": now_ms() + delay_ms,
