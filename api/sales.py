@@ -111,6 +111,8 @@ class FairnessSchema(ma.Schema):
         "description": "`hmac-sha256-drand-v2`, from the close: hex SHA-256 of the lobby's ids "
                        "sorted ascending, joined by a newline"})
     closed_at = ma.fields.String(metadata={"description": "`hmac-sha256-drand-v2`: when the lobby closed"})
+    seed = ma.fields.String(metadata={
+        "description": "`hmac-sha256-drand-v2`: the committed seed (hex), once the beacon's round is out"})
 
 
 class FairnessPageSchema(FairnessSchema):

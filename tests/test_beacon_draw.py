@@ -151,6 +151,9 @@ def test_the_order_recomputed_independently_equals_the_places(clients, beacon):
     assert places(clients, sale_id, order) == list(range(1, 41))
     assert int(clients.redis.hget(sale_keys.ticket_key(sale_id, late["id"]), "seq")) == 41
     assert public(clients, sale_id)["status"] == "open"
+    published = public(clients, sale_id)["fairness"]
+    assert published["seed"] == answer["seed"] and published["beacon"] == answer["beacon"]
+    assert "seed" not in sale_now["fairness"]  # not while drawing
     # And the product's own auditor agrees.
     assert lobby.recompute_order(answer, entries) == order
 

@@ -243,6 +243,8 @@ def sale_fairness(sale: dict[str, Any]) -> dict[str, Any] | None:
         for name in ("entries_digest", "closed_at"):
             if fairness.get(name):
                 public[name] = fairness[name]
+        if public["beacon"].get("signature"):  # the round is out: the seed is revealed with it
+            public["seed"] = sale.get("fairness_seed")
     return public
 
 
