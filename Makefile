@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-dev
 TEST_STAMP := $(VENV)/.installed-test
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer browser-deps docs monitoring-check
+.PHONY: run test test-fast lint venv frontend clean bench bench-register bench-sse bench-peer bench-beacon browser-deps docs monitoring-check
 
 venv: $(TEST_STAMP)
 
@@ -82,6 +82,11 @@ bench-sse: venv
 # Admission latency alone and during a flood of sign-ups (argon2 hashes); prints figures.
 bench-register: venv
 	$(BIN)/python -m loadtests.bench_register_flood
+
+# A beacon draw: the time from the lobby's close to every place, for 10,000 and 100,000 lobby
+# tickets (the round's wait, then our own work step by step); prints figures.
+bench-beacon: venv
+	$(BIN)/python -m loadtests.bench_beacon_draw
 
 # Our admission against a public Node/Express flash sale's purchase under one wrk, side by side;
 # needs wrk and node (BENCH_PEER_ARGS, e.g. --peer-git <a local clone of the peer>).
