@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from api.task_queue import TaskQueue
 from common.flash_sale import sale_keys, sales, waiting_room
@@ -37,6 +38,21 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+
+
+# A Redis database of this test's own (sale data and broker): the session's database holds the
+# sales of every earlier test and the drain tasks their admissions queued with no worker to
+# take them; a worker started there spends minutes on those before it reaches this sale.
+OWN_REDIS_DB = 9
+
+
+@pytest.fixture
+def settings(settings):
+    own = settings.model_copy(
+        update={"redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{OWN_REDIS_DB}"})
+    with redis.Redis.from_url(own.redis_url) as fresh:
+        fresh.flushdb()
+    return own
 
 
 def test_sigkill_mid_batch_loses_no_ticket(settings, clients, tmp_path):
