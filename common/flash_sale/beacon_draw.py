@@ -76,6 +76,11 @@ def sale_chain(beacon: dict[str, Any]) -> Chain:
                  period_seconds=int(beacon["period_seconds"]), genesis_time=int(beacon["genesis_time"]))
 
 
+def _round_at_ms(round_: str | None, genesis: str | None, period: str | None) -> int:
+    """The time (ms) of the round a sale's Redis config names (the fields redis_fields writes)."""
+    return Chain("", "", int(str(period)), int(str(genesis))).round_time(int(str(round_))) * 1000
+
+
 def redis_fields(fairness: dict[str, Any]) -> dict[str, str]:
     """What the sale's Redis config keeps of a v2 sale's fairness (the close step's Lua reads
     the round's time from it)."""
@@ -155,8 +160,7 @@ def fetch_due(redis_client: redis.Redis, sale_id: str) -> bool:
     if order_key or not digest:
         return False
     now = now_ms()
-    round_at_ms = (int(genesis) + (int(round_) - 1) * int(period)) * 1000
-    if now < round_at_ms or now < int(next_try or 0):
+    if now < _round_at_ms(round_, genesis, period) or now < int(next_try or 0):
         return False
     return bool(redis_client.set(sale_keys.beacon_fetch_key(sale_id), "1", nx=True, px=FETCH_CLAIM_MS))
 
@@ -165,8 +169,8 @@ def round_eta(redis_client: redis.Redis, sale_id: str) -> datetime:
     """When to ask for the sale's round: a moment after its time."""
     round_, genesis, period = redis_client.hmget(sale_keys.config_key(sale_id), "beacon_round",
                                                  "beacon_genesis_time", "beacon_period_s")
-    at = int(genesis) + (int(round_) - 1) * int(period)
-    return datetime.fromtimestamp(at, UTC) + timedelta(milliseconds=50)
+    at_ms = _round_at_ms(round_, genesis, period)
+    return datetime.fromtimestamp(at_ms / 1000, UTC) + timedelta(milliseconds=50)
 
 
 def release_fetch(redis_client: redis.Redis, sale_id: str) -> None:
@@ -237,7 +241,7 @@ def overdue_seconds(redis_client: redis.Redis, sale_id: str) -> tuple[float, int
         "beacon_genesis_time", "beacon_period_s", "beacon_attempts")
     if order_key or not digest:
         return None
-    late_ms = now_ms() - (int(genesis) + (int(round_) - 1) * int(period)) * 1000
+    late_ms = now_ms() - _round_at_ms(round_, genesis, period)
     return (max(0.0, late_ms / 1000), int(attempts or 0))
 
 
